@@ -1,0 +1,764 @@
+//! The keyring: the address key and every data key, kept in one file wrapped by a
+//! key-encryption key (KEK) derived from the operator's passphrase (Argon2id) or raw key.
+//!
+//! The keyring lives in its own file beside the database, so unlocking never touches the
+//! database: a wrong passphrase leaves every byte of the store as it was.
+//!
+//! ```text
+//! offset  size  field
+//! 0       8     magic "HFKEYRNG"
+//! 8       2     keyring format version, big-endian (1)
+//! 10      1     wrapping: 1 = Argon2id passphrase, 2 = raw key
+//! 11      4     Argon2 memory cost in KiB (0 for a raw key)
+//! 15      4     Argon2 time cost
+//! 19      4     Argon2 parallelism
+//! 23      16    Argon2 salt (zero for a raw key)
+//! 39      12    nonce
+//! 51      4     ciphertext length n (including the 16-byte tag)
+//! 55      n     AES-256-GCM ciphertext of the contents, associated data = bytes 0..55
+//! 55+n    32    BLAKE3 of bytes 0..55+n
+//! ```
+//! The trailing checksum tells corruption (checksum wrong) from a wrong secret (checksum right,
+//! tag wrong), which the GCM tag alone cannot.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::address::Addresser;
+use crate::codec;
+use crate::crypto::DataKey;
+use crate::secret::{KEY_LEN, SecretKey, StoreSecret, fill_random};
+
+const MAGIC: &[u8; 8] = b"HFKEYRNG";
+pub const KEYRING_FORMAT: u16 = 1;
+const HEADER_LEN: usize = 55;
+const CHECKSUM_LEN: usize = 32;
+const SALT_LEN: usize = 16;
+const RAW_KEY_CONTEXT: &str = "holdfast 2026-11 keyring wrap v1";
+
+/// Seals are counted in blocks that are written to the keyring before use, so a crash can only
+/// over-count. 65,536 per block costs one small file write per block.
+const SEAL_BLOCK: u64 = 1 << 16;
+/// AES-GCM with random 96-bit nonces stays within NIST's collision bound up to 2^32 messages
+/// per key; the active key is replaced before it gets there.
+pub const SEAL_LIMIT: u64 = 1 << 32;
+
+/// Argon2id cost. Defaults follow OWASP's minimum (m = 19 MiB, t = 2, p = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdfParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for KdfParams {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("wrong passphrase or key{hint}")]
+    WrongSecret { hint: &'static str },
+    #[error("keyring {path} is corrupt ({reason}); restore it from a backup")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "keyring {path} has format {found}, newer than this build reads ({supported}); upgrade holdfast"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u16,
+        supported: u16,
+    },
+    #[error("cannot {action} keyring {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Argon2 parameters rejected: {0}")]
+    KdfParams(String),
+    #[error("key {0} is not in the keyring")]
+    UnknownKey(u32),
+}
+
+/// What `keys list` shows of one data key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub id: u32,
+    pub created_ms: u64,
+    pub active: bool,
+    pub retired: bool,
+}
+
+/// Serialized inside the ciphertext. Zeroized on drop so decoded key bytes do not linger.
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct Contents {
+    address_key: [u8; KEY_LEN],
+    keys: Vec<StoredKey>,
+    active: u32,
+}
+
+#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+struct StoredKey {
+    id: u32,
+    created_ms: u64,
+    retired: bool,
+    key: [u8; KEY_LEN],
+    seals_reserved: u64,
+}
+
+/// How the KEK is made from the operator's secret.
+#[derive(Clone, Copy)]
+enum Wrapping {
+    Passphrase {
+        params: KdfParams,
+        salt: [u8; SALT_LEN],
+    },
+    RawKey,
+}
+
+struct LiveKey {
+    info: KeyInfo,
+    secret: SecretKey,
+    data_key: DataKey,
+    /// Seals performed (or attempted) under this key since unlock, plus what earlier runs used.
+    sealed: AtomicU64,
+    /// Seals the keyring file has already accounted for.
+    reserved: AtomicU64,
+}
+
+/// One consistent view of the keys, swapped whole on rotation so readers never lock.
+pub struct KeySet {
+    addresser: Addresser,
+    address_key: SecretKey,
+    keys: Vec<LiveKey>,
+    active: u32,
+}
+
+impl KeySet {
+    pub fn addresser(&self) -> &Addresser {
+        &self.addresser
+    }
+
+    pub fn data_key(&self, id: u32) -> Option<&DataKey> {
+        self.keys
+            .iter()
+            .find(|k| k.info.id == id)
+            .map(|k| &k.data_key)
+    }
+
+    pub fn active_id(&self) -> u32 {
+        self.active
+    }
+
+    pub fn infos(&self) -> Vec<KeyInfo> {
+        self.keys.iter().map(|k| k.info.clone()).collect()
+    }
+
+    fn active_key(&self) -> &LiveKey {
+        // `active` always names a key in `keys`: every constructor and rotation ensures it.
+        self.keys
+            .iter()
+            .find(|k| k.info.id == self.active)
+            .expect("active key present")
+    }
+}
+
+/// An unlocked keyring bound to its file.
+pub struct Keyring {
+    path: PathBuf,
+    kek: SecretKey,
+    wrapping: Wrapping,
+    current: RwLock<Arc<KeySet>>,
+    /// Serializes every change to the file (reservations, rotation, re-wrapping).
+    writer: Mutex<()>,
+    seal_limit: u64,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Keyring({}, *****)", self.path.display())
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::store::now_ms()
+}
+
+impl Keyring {
+    /// Creates a new keyring file with a fresh address key and one data key.
+    pub fn create(
+        path: &Path,
+        secret: &StoreSecret,
+        params: KdfParams,
+    ) -> Result<Self, KeyringError> {
+        let (wrapping, kek) = new_wrapping(secret, params)?;
+        let first = StoredKey {
+            id: 1,
+            created_ms: now_ms(),
+            retired: false,
+            key: *SecretKey::generate().expose(),
+            seals_reserved: 0,
+        };
+        let contents = Contents {
+            address_key: *SecretKey::generate().expose(),
+            keys: vec![first],
+            active: 1,
+        };
+        let keyring = Self::from_contents(path, kek, wrapping, &contents);
+        keyring.persist_locked(&keyring.snapshot())?;
+        Ok(keyring)
+    }
+
+    /// Reads and unlocks an existing keyring file. Never writes.
+    pub fn unlock(path: &Path, secret: &StoreSecret) -> Result<Self, KeyringError> {
+        let bytes = fs::read(path).map_err(|source| KeyringError::Io {
+            action: "read",
+            path: path.into(),
+            source,
+        })?;
+        let corrupt = |reason: &str| KeyringError::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        };
+        if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
+            return Err(corrupt("not a Holdfast keyring file"));
+        }
+        let format = u16::from_be_bytes([bytes[8], bytes[9]]);
+        if format > KEYRING_FORMAT {
+            return Err(KeyringError::NewerFormat {
+                path: path.into(),
+                found: format,
+                supported: KEYRING_FORMAT,
+            });
+        }
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if blake3::hash(body).as_bytes() != checksum {
+            return Err(corrupt("checksum mismatch"));
+        }
+        let wrapping = match bytes[10] {
+            1 => Wrapping::Passphrase {
+                params: KdfParams {
+                    memory_kib: be_u32(&bytes[11..15]),
+                    iterations: be_u32(&bytes[15..19]),
+                    parallelism: be_u32(&bytes[19..23]),
+                },
+                salt: bytes[23..39].try_into().map_err(|_| corrupt("salt"))?,
+            },
+            2 => Wrapping::RawKey,
+            other => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
+        };
+        let kek = match (wrapping, secret) {
+            (Wrapping::Passphrase { params, salt }, StoreSecret::Passphrase(p)) => {
+                derive_kek(p.as_bytes(), &salt, params)?
+            }
+            (Wrapping::RawKey, StoreSecret::RawKey(k)) => raw_kek(k),
+            (Wrapping::Passphrase { .. }, StoreSecret::RawKey(_)) => {
+                return Err(KeyringError::WrongSecret {
+                    hint: " (this store is locked with a passphrase: give HOLDFAST_PASSPHRASE or --passphrase-file, not HOLDFAST_KEY)",
+                });
+            }
+            (Wrapping::RawKey, StoreSecret::Passphrase(_)) => {
+                return Err(KeyringError::WrongSecret {
+                    hint: " (this store is locked with a raw key: give HOLDFAST_KEY, not a passphrase)",
+                });
+            }
+        };
+        let ct_len = be_u32(&bytes[51..55]) as usize;
+        if HEADER_LEN + ct_len != body.len() || ct_len < 16 {
+            return Err(corrupt("length field does not match file size"));
+        }
+        let mut plaintext = Zeroizing::new(body[HEADER_LEN..body.len() - 16].to_vec());
+        let tag = Tag::try_from(&body[body.len() - 16..]).map_err(|_| corrupt("tag"))?;
+        let nonce = Nonce::try_from(&bytes[39..51]).map_err(|_| corrupt("nonce"))?;
+        let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
+        cipher
+            .decrypt_inout_detached(
+                &nonce,
+                &bytes[..HEADER_LEN],
+                plaintext.as_mut_slice().into(),
+                &tag,
+            )
+            .map_err(|_| KeyringError::WrongSecret { hint: "" })?;
+        let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
+        if !contents
+            .keys
+            .iter()
+            .any(|k| k.id == contents.active && !k.retired)
+        {
+            return Err(corrupt("no active data key"));
+        }
+        Ok(Self::from_contents(path, kek, wrapping, &contents))
+    }
+
+    fn from_contents(path: &Path, kek: SecretKey, wrapping: Wrapping, contents: &Contents) -> Self {
+        let address_key = SecretKey::from_bytes(contents.address_key);
+        let keys = contents
+            .keys
+            .iter()
+            .map(|k| {
+                live_key(
+                    k.id,
+                    k.created_ms,
+                    k.retired,
+                    SecretKey::from_bytes(k.key),
+                    k.seals_reserved,
+                    contents.active,
+                )
+            })
+            .collect();
+        let set = KeySet {
+            addresser: Addresser::new(address_key.clone()),
+            address_key,
+            keys,
+            active: contents.active,
+        };
+        Self {
+            path: path.to_owned(),
+            kek,
+            wrapping,
+            current: RwLock::new(Arc::new(set)),
+            writer: Mutex::new(()),
+            seal_limit: SEAL_LIMIT,
+        }
+    }
+
+    /// The keys as they are now. Cheap: one `Arc` clone.
+    pub fn snapshot(&self) -> Arc<KeySet> {
+        // A poisoned lock only means a panic elsewhere mid-swap; the Arc inside is still whole.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Lowers the seal limit so tests can watch automatic rotation without 2^32 writes.
+    #[doc(hidden)]
+    pub fn set_seal_limit_for_tests(&mut self, limit: u64) {
+        self.seal_limit = limit;
+    }
+
+    /// The key set and data key id to seal the next record with. Accounts for the seal first:
+    /// when the active key's reserved block is used up it reserves another in the file, and
+    /// when the key nears the AES-GCM bound it rotates to a fresh key.
+    pub fn key_for_seal(&self) -> Result<(Arc<KeySet>, u32), KeyringError> {
+        loop {
+            let set = self.snapshot();
+            let active = set.active_key();
+            let n = active.sealed.fetch_add(1, Ordering::Relaxed);
+            if n < active.reserved.load(Ordering::Acquire) {
+                let id = active.info.id;
+                return Ok((set, id));
+            }
+            // This attempt did not seal: take it back, so the count stays exact.
+            active.sealed.fetch_sub(1, Ordering::Relaxed);
+            self.reserve_block(active.info.id)?;
+        }
+    }
+
+    fn reserve_block(&self, id: u32) -> Result<(), KeyringError> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let set = self.snapshot();
+        if set.active != id {
+            return Ok(()); // someone rotated meanwhile
+        }
+        let key = set.active_key();
+        let reserved = key.reserved.load(Ordering::Acquire);
+        if key.sealed.load(Ordering::Relaxed) < reserved {
+            return Ok(()); // another thread reserved meanwhile
+        }
+        if reserved + SEAL_BLOCK > self.seal_limit {
+            return self.rotate_locked(&set).map(|_| ());
+        }
+        self.persist_with(&set, |c| {
+            if let Some(k) = c.keys.iter_mut().find(|k| k.id == id) {
+                k.seals_reserved = reserved + SEAL_BLOCK;
+            }
+        })?;
+        key.reserved.store(reserved + SEAL_BLOCK, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes a fresh data key active for all new writes; older keys stay for reading.
+    pub fn rotate(&self) -> Result<u32, KeyringError> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.rotate_locked(&self.snapshot())
+    }
+
+    fn rotate_locked(&self, set: &KeySet) -> Result<u32, KeyringError> {
+        let id = set.keys.iter().map(|k| k.info.id).max().unwrap_or(0) + 1;
+        let mut contents = contents_of(set);
+        contents.keys.push(StoredKey {
+            id,
+            created_ms: now_ms(),
+            retired: false,
+            key: *SecretKey::generate().expose(),
+            seals_reserved: 0,
+        });
+        contents.active = id;
+        self.write_file(&contents, &self.kek, self.wrapping)?;
+        self.install(&contents);
+        Ok(id)
+    }
+
+    /// Re-wraps the keyring under a new secret. Touches only the keyring file.
+    pub fn change_secret(
+        &mut self,
+        secret: &StoreSecret,
+        params: KdfParams,
+    ) -> Result<(), KeyringError> {
+        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let (wrapping, kek) = new_wrapping(secret, params)?;
+        let contents = contents_of(&self.snapshot());
+        self.write_file(&contents, &kek, wrapping)?;
+        drop(_guard);
+        self.kek = kek;
+        self.wrapping = wrapping;
+        Ok(())
+    }
+
+    fn persist_locked(&self, set: &KeySet) -> Result<(), KeyringError> {
+        self.write_file(&contents_of(set), &self.kek, self.wrapping)
+    }
+
+    fn persist_with(
+        &self,
+        set: &KeySet,
+        change: impl FnOnce(&mut Contents),
+    ) -> Result<(), KeyringError> {
+        let mut contents = contents_of(set);
+        change(&mut contents);
+        self.write_file(&contents, &self.kek, self.wrapping)
+    }
+
+    /// Swaps in a new key set, carrying over live seal counters of keys that remain.
+    fn install(&self, contents: &Contents) {
+        let old = self.snapshot();
+        let keys = contents
+            .keys
+            .iter()
+            .map(|k| {
+                let live = live_key(
+                    k.id,
+                    k.created_ms,
+                    k.retired,
+                    SecretKey::from_bytes(k.key),
+                    k.seals_reserved,
+                    contents.active,
+                );
+                if let Some(prev) = old.keys.iter().find(|p| p.info.id == k.id) {
+                    live.sealed
+                        .store(prev.sealed.load(Ordering::Relaxed), Ordering::Relaxed);
+                    live.reserved
+                        .store(prev.reserved.load(Ordering::Acquire), Ordering::Release);
+                }
+                live
+            })
+            .collect();
+        let set = KeySet {
+            addresser: old.addresser.clone(),
+            address_key: old.address_key.clone(),
+            keys,
+            active: contents.active,
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
+
+    /// Writes the whole file to a temporary sibling, syncs it, and renames it into place, so a
+    /// crash leaves either the old keyring or the new one, never a torn one.
+    fn write_file(
+        &self,
+        contents: &Contents,
+        kek: &SecretKey,
+        wrapping: Wrapping,
+    ) -> Result<(), KeyringError> {
+        let plaintext =
+            Zeroizing::new(codec::encode(contents).map_err(|e| KeyringError::Corrupt {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?);
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&KEYRING_FORMAT.to_be_bytes());
+        match wrapping {
+            Wrapping::Passphrase { params, salt } => {
+                header.push(1);
+                for v in [params.memory_kib, params.iterations, params.parallelism] {
+                    header.extend_from_slice(&v.to_be_bytes());
+                }
+                header.extend_from_slice(&salt);
+            }
+            Wrapping::RawKey => {
+                header.push(2);
+                header.extend_from_slice(&[0u8; 12 + SALT_LEN]);
+            }
+        }
+        let mut nonce = [0u8; 12];
+        fill_random(&mut nonce);
+        header.extend_from_slice(&nonce);
+        header.extend_from_slice(&((plaintext.len() + 16) as u32).to_be_bytes());
+        debug_assert_eq!(header.len(), HEADER_LEN);
+
+        let mut file_bytes = header.clone();
+        file_bytes.extend_from_slice(&plaintext);
+        let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
+        let tag = cipher
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &header,
+                file_bytes[HEADER_LEN..].as_mut().into(),
+            )
+            .expect("keyring within AES-GCM limits");
+        file_bytes.extend_from_slice(&tag);
+        let checksum = blake3::hash(&file_bytes);
+        file_bytes.extend_from_slice(checksum.as_bytes());
+        write_atomically(&self.path, &file_bytes).map_err(|source| KeyringError::Io {
+            action: "write",
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+fn live_key(
+    id: u32,
+    created_ms: u64,
+    retired: bool,
+    secret: SecretKey,
+    reserved: u64,
+    active: u32,
+) -> LiveKey {
+    LiveKey {
+        info: KeyInfo {
+            id,
+            created_ms,
+            active: id == active,
+            retired,
+        },
+        data_key: DataKey::new(id, &secret),
+        secret,
+        // Whatever an earlier run reserved is counted as used: it may have been.
+        sealed: AtomicU64::new(reserved),
+        reserved: AtomicU64::new(reserved),
+    }
+}
+
+fn contents_of(set: &KeySet) -> Contents {
+    Contents {
+        address_key: *set.address_key.expose(),
+        keys: set
+            .keys
+            .iter()
+            .map(|k| StoredKey {
+                id: k.info.id,
+                created_ms: k.info.created_ms,
+                retired: k.info.retired,
+                key: *k.secret.expose(),
+                seals_reserved: k.reserved.load(Ordering::Acquire),
+            })
+            .collect(),
+        active: set.active,
+    }
+}
+
+fn new_wrapping(
+    secret: &StoreSecret,
+    params: KdfParams,
+) -> Result<(Wrapping, SecretKey), KeyringError> {
+    Ok(match secret {
+        StoreSecret::Passphrase(p) => {
+            let mut salt = [0u8; SALT_LEN];
+            fill_random(&mut salt);
+            (
+                Wrapping::Passphrase { params, salt },
+                derive_kek(p.as_bytes(), &salt, params)?,
+            )
+        }
+        StoreSecret::RawKey(k) => (Wrapping::RawKey, raw_kek(k)),
+    })
+}
+
+fn derive_kek(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<SecretKey, KeyringError> {
+    let argon_params = argon2::Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(KEY_LEN),
+    )
+    .map_err(|e| KeyringError::KdfParams(e.to_string()))?;
+    let argon = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        argon_params,
+    );
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    argon
+        .hash_password_into(passphrase, salt, out.as_mut())
+        .map_err(|e| KeyringError::KdfParams(e.to_string()))?;
+    Ok(SecretKey::from_bytes(*out))
+}
+
+fn raw_kek(key: &SecretKey) -> SecretKey {
+    SecretKey::from_bytes(blake3::derive_key(RAW_KEY_CONTEXT, key.expose()))
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // Makes the rename itself durable; best effort where directories cannot be opened.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap Argon2 cost for unit tests; the integration tests use the defaults.
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    fn pass(p: &str) -> StoreSecret {
+        StoreSecret::passphrase(p).unwrap()
+    }
+
+    #[test]
+    fn unlock_with_right_secret_gives_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let created = Keyring::create(&path, &pass("right one"), FAST).unwrap();
+        let opened = Keyring::unlock(&path, &pass("right one")).unwrap();
+        let (a, b) = (created.snapshot(), opened.snapshot());
+        assert_eq!(a.infos(), b.infos());
+        assert_eq!(a.address_key, b.address_key);
+    }
+
+    #[test]
+    fn wrong_secret_is_told_apart_from_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        Keyring::create(&path, &pass("right one"), FAST).unwrap();
+        let before = fs::read(&path).unwrap();
+        assert!(matches!(
+            Keyring::unlock(&path, &pass("wrong one")),
+            Err(KeyringError::WrongSecret { .. })
+        ));
+        let raw = StoreSecret::RawKey(SecretKey::from_bytes([1; 32]));
+        let err = Keyring::unlock(&path, &raw).unwrap_err();
+        assert!(
+            err.to_string().contains("locked with a passphrase"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            before,
+            "a failed unlock must not write"
+        );
+
+        let mut bad = before.clone();
+        bad[60] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            Keyring::unlock(&path, &pass("right one")),
+            Err(KeyringError::Corrupt { .. })
+        ));
+        fs::write(&path, b"hello").unwrap();
+        assert!(matches!(
+            Keyring::unlock(&path, &pass("right one")),
+            Err(KeyringError::Corrupt { .. })
+        ));
+        let mut newer = before.clone();
+        newer[9] = 9;
+        fs::write(&path, &newer).unwrap();
+        assert!(matches!(
+            Keyring::unlock(&path, &pass("right one")),
+            Err(KeyringError::NewerFormat { found: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn keyring_file_holds_no_key_bytes_in_the_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let ring = Keyring::create(&path, &pass("pw"), FAST).unwrap();
+        let file = fs::read(&path).unwrap();
+        let set = ring.snapshot();
+        for needle in [
+            set.address_key.expose().as_slice(),
+            set.keys[0].secret.expose().as_slice(),
+        ] {
+            assert!(!file.windows(KEY_LEN).any(|w| w == needle));
+        }
+    }
+
+    #[test]
+    fn seals_are_reserved_in_blocks_and_rotate_before_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let mut ring = Keyring::create(&path, &pass("pw"), FAST).unwrap();
+        ring.set_seal_limit_for_tests(2 * SEAL_BLOCK);
+        for _ in 0..2 * SEAL_BLOCK {
+            assert_eq!(ring.key_for_seal().unwrap().1, 1);
+        }
+        // The 2·BLOCK+1-th seal would pass the limit: a new key takes over.
+        assert_eq!(ring.key_for_seal().unwrap().1, 2);
+        let reopened = Keyring::unlock(&path, &pass("pw")).unwrap();
+        let infos = reopened.snapshot().infos();
+        assert_eq!(
+            infos.iter().map(|k| (k.id, k.active)).collect::<Vec<_>>(),
+            vec![(1, false), (2, true)]
+        );
+        // After reopening, key 1's reservation counts as fully used.
+        assert_eq!(
+            reopened.snapshot().keys[0].sealed.load(Ordering::Relaxed),
+            2 * SEAL_BLOCK
+        );
+    }
+
+    #[test]
+    fn change_secret_rewraps_without_changing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let mut ring = Keyring::create(&path, &pass("old"), FAST).unwrap();
+        let raw = StoreSecret::RawKey(SecretKey::from_bytes([5; 32]));
+        ring.change_secret(&raw, FAST).unwrap();
+        assert!(Keyring::unlock(&path, &pass("old")).is_err());
+        let reopened = Keyring::unlock(&path, &raw).unwrap();
+        assert_eq!(reopened.snapshot().address_key, ring.snapshot().address_key);
+    }
+}

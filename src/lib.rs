@@ -1,0 +1,29 @@
+//! Holdfast keeps products that call LLM APIs answering when their provider fails.
+//!
+//! Applications point their OpenAI or Anthropic SDK at Holdfast. It forwards each request,
+//! keeps every good answer in an encrypted, content-addressed store, and serves the stored
+//! answer when every upstream fails.
+//!
+//! # Layout
+//! In the order a request flows through them:
+//! - [`normalize`]: a request's endpoint and JSON body become canonical bytes.
+//! - [`address`]: keyed BLAKE3 of namespace + canonical request = the entry's address.
+//! - [`store`]: the store API (get, put, delete, scan, stats) over a narrow byte-level
+//!   [`store::Backend`] trait; sled is the embedded backend.
+//! - [`record`]: what an entry holds (request, response, provider, usage) and its plaintext
+//!   bookkeeping.
+//! - [`crypto`]: the AES-256-GCM envelope around every stored value.
+//! - [`keyring`]: data keys and the address key, wrapped by an Argon2id- or raw-key-derived KEK.
+//! - [`codec`]: the binary encoding (bincode 2) of records and keyrings, in one place.
+//! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod codec;
+pub mod crypto;
+pub mod keyring;
+pub mod normalize;
+pub mod record;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,286 @@
+//! Turns a request (endpoint + JSON body) into canonical bytes, so that requests that must get
+//! the same answer share one stored entry.
+//!
+//! Canonical form: object keys sorted by their UTF-8 bytes (recursively), no insignificant
+//! whitespace, strings escaped one way, and equal numbers written one way (`1`, `1.0` and `1e0`
+//! all become `1`). Top-level fields that cannot change the answer are dropped; each is listed,
+//! with its reason, in `IGNORED_FIELDS` and in `docs/cache-key.md`.
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+/// Version of the rules below. It is hashed into every address, so changing the rules (a new
+/// ignored field, another number format) can never make new requests alias old entries.
+pub const NORMALIZATION_VERSION: u32 = 1;
+
+/// Which API family an endpoint belongs to; the dropped fields differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    pub fn of_endpoint(endpoint: &str) -> Self {
+        if endpoint.starts_with("/v1/messages") {
+            Self::Anthropic
+        } else {
+            Self::OpenAi
+        }
+    }
+}
+
+/// A top-level request field left out of the cache key, and why it cannot change the answer.
+pub struct IgnoredField {
+    pub dialect: Option<Dialect>,
+    pub name: &'static str,
+    pub reason: &'static str,
+}
+
+/// Every field dropped before hashing. `None` as dialect means both.
+pub const IGNORED_FIELDS: &[IgnoredField] = &[
+    IgnoredField {
+        dialect: None,
+        name: "stream",
+        reason: "selects the transport form only; either form is served from the other",
+    },
+    IgnoredField {
+        dialect: Some(Dialect::OpenAi),
+        name: "stream_options",
+        reason: "shapes the stream's framing (a usage chunk), not the generated answer",
+    },
+    IgnoredField {
+        dialect: Some(Dialect::OpenAi),
+        name: "user",
+        reason: "end-user id for the provider's abuse monitoring; not an input to generation",
+    },
+    IgnoredField {
+        dialect: Some(Dialect::OpenAi),
+        name: "safety_identifier",
+        reason: "successor of `user` for abuse monitoring; not an input to generation",
+    },
+    IgnoredField {
+        dialect: Some(Dialect::OpenAi),
+        name: "prompt_cache_key",
+        reason: "routing hint for the provider's prompt cache; changes cost, not output",
+    },
+    IgnoredField {
+        dialect: Some(Dialect::Anthropic),
+        name: "metadata",
+        reason: "carries only `user_id` for abuse monitoring; not an input to generation",
+    },
+];
+
+fn is_ignored(dialect: Dialect, key: &str) -> bool {
+    IGNORED_FIELDS
+        .iter()
+        .any(|f| f.name == key && f.dialect.is_none_or(|d| d == dialect))
+}
+
+/// A request reduced to what can change its answer. Stored inside every record (encrypted) so
+/// audits show exactly what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormalizedRequest {
+    /// API path, e.g. `/v1/chat/completions`.
+    pub endpoint: String,
+    /// Canonical JSON of the body, without the ignored fields.
+    pub canonical: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(#[from] serde_json::Error),
+    #[error("request body must be a JSON object, found {0}")]
+    NotAnObject(&'static str),
+}
+
+/// Parses and normalizes a raw body.
+pub fn normalize(endpoint: &str, body: &[u8]) -> Result<NormalizedRequest, NormalizeError> {
+    let value: Value = serde_json::from_slice(body)?;
+    normalize_value(endpoint, &value)
+}
+
+/// Normalizes a body the caller has already parsed (the proxy needs the parsed form anyway).
+pub fn normalize_value(endpoint: &str, body: &Value) -> Result<NormalizedRequest, NormalizeError> {
+    let Value::Object(fields) = body else {
+        return Err(NormalizeError::NotAnObject(kind_name(body)));
+    };
+    let dialect = Dialect::of_endpoint(endpoint);
+    let mut out = Vec::with_capacity(256);
+    write_object(&mut out, fields, |key| !is_ignored(dialect, key));
+    Ok(NormalizedRequest {
+        endpoint: endpoint.to_owned(),
+        canonical: Bytes::from(out),
+    })
+}
+
+/// Canonical JSON of any value, nothing dropped.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    write_value(&mut out, value);
+    out
+}
+
+fn kind_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        Value::Object(fields) => write_object(out, fields, |_| true),
+    }
+}
+
+/// serde_json's `Map` is a `BTreeMap` (the `preserve_order` feature is off), so iteration is
+/// already in sorted key order; `map_is_sorted` below guards that assumption.
+fn write_object(out: &mut Vec<u8>, fields: &Map<String, Value>, keep: impl Fn(&str) -> bool) {
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in fields.iter().filter(|(k, _)| keep(k)) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(out, key);
+        out.push(b':');
+        write_value(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes exactly `"`, `\` and control characters, always the same way.
+    // Writing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// Integers print as integers. A float with no fractional part prints as the integer it equals
+/// (so `2.0` and `2` hash alike); other floats print in Rust's shortest round-trip form.
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    if let Some(i) = n.as_u64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(f) = n.as_f64() {
+        // 1e21 is where f64 stops fitting comfortably in the integer formatting below.
+        if f.fract() == 0.0 && f.abs() < 1e21 {
+            let _ = write!(out, "{}", f as i128);
+        } else {
+            let _ = write!(out, "{f}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canon(body: &str) -> String {
+        String::from_utf8(
+            normalize("/v1/chat/completions", body.as_bytes())
+                .unwrap()
+                .canonical
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn map_is_sorted() {
+        let v: Value = serde_json::from_str(r#"{"b":1,"a":2,"é":3,"Z":4}"#).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(
+            keys, sorted,
+            "serde_json must be built without preserve_order"
+        );
+    }
+
+    #[test]
+    fn key_order_whitespace_and_escapes_do_not_matter() {
+        let a = canon(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9llo"}]}"#);
+        let b = canon(
+            "{ \"messages\" : [ {\"content\":\"héllo\", \"role\":\"user\"} ],\n\"model\":\"gpt-4o\" }",
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            r#"{"messages":[{"content":"héllo","role":"user"}],"model":"gpt-4o"}"#
+        );
+    }
+
+    #[test]
+    fn equal_numbers_are_written_one_way() {
+        assert_eq!(canon(r#"{"t":1}"#), canon(r#"{"t":1.0}"#));
+        assert_eq!(canon(r#"{"t":1}"#), canon(r#"{"t":1e0}"#));
+        assert_eq!(canon(r#"{"t":0.5}"#), canon(r#"{"t":5e-1}"#));
+        assert_eq!(canon(r#"{"t":-0.0}"#), canon(r#"{"t":0}"#));
+        assert_ne!(canon(r#"{"t":0.7}"#), canon(r#"{"t":0.70001}"#));
+        assert_eq!(canon(r#"{"t":0.7}"#), r#"{"t":0.7}"#);
+    }
+
+    #[test]
+    fn transport_and_tracking_fields_are_dropped_per_dialect() {
+        assert_eq!(
+            canon(
+                r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#
+            ),
+            r#"{"model":"m"}"#
+        );
+        let anthropic = normalize(
+            "/v1/messages",
+            br#"{"model":"m","stream":true,"metadata":{"user_id":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(&anthropic.canonical[..], br#"{"model":"m"}"#);
+        // `metadata` is an OpenAI field that can be echoed back, so it stays in the key there;
+        // nested fields named like ignored ones are content and always stay.
+        assert_eq!(
+            canon(r#"{"metadata":{"a":"b"}}"#),
+            r#"{"metadata":{"a":"b"}}"#
+        );
+        assert_eq!(
+            canon(r#"{"x":{"stream":true}}"#),
+            r#"{"x":{"stream":true}}"#
+        );
+    }
+
+    #[test]
+    fn non_objects_and_bad_json_are_rejected() {
+        assert!(matches!(
+            normalize("/v1/chat/completions", b"[1]"),
+            Err(NormalizeError::NotAnObject("an array"))
+        ));
+        assert!(matches!(
+            normalize("/v1/chat/completions", b"{\"a\":"),
+            Err(NormalizeError::InvalidJson(_))
+        ));
+    }
+}

@@ -1,0 +1,86 @@
+//! What one stored entry holds. Everything here is sealed; only `EntryMeta` is kept in the clear.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::normalize::NormalizedRequest;
+
+/// One exchange with a provider, as stored (encrypted) and served back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The normalized request, so an audit shows exactly what was asked.
+    pub request: NormalizedRequest,
+    /// The provider's answer, in the form it arrived.
+    pub response: StoredResponse,
+    /// Configured name of the provider that answered (e.g. `openai`).
+    pub provider: String,
+    /// Model the provider actually served.
+    pub model: String,
+    /// When the answer was received, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Time from sending the request to the last byte of the answer.
+    pub upstream_latency_ms: u32,
+    /// Token counts reported by the provider, when it reported them.
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status the provider answered with (always a success for stored entries today).
+    pub status: u16,
+    /// The provider's `content-type`, replayed as is.
+    pub content_type: String,
+    pub body: ResponseBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponseBody {
+    /// A non-streamed answer: the body bytes exactly as received.
+    Complete(Bytes),
+    /// A streamed answer: each server-sent event's raw bytes, including its terminating blank
+    /// line, in arrival order, so a replay is byte-for-byte what the provider sent.
+    Stream(Vec<Bytes>),
+}
+
+impl ResponseBody {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Complete(b) => b.len(),
+            Self::Stream(events) => events.iter().map(Bytes::len).sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// Plaintext bookkeeping for one entry: what maintenance (expiry, eviction, stats, key
+/// rotation) needs without the key. Never any prompt or answer content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// When the entry was stored, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When it was last served to a client (equal to `created_ms` until then).
+    pub last_served_ms: u64,
+    /// How many times it has been served from the store.
+    pub times_served: u64,
+    /// Size of the sealed value in bytes.
+    pub size: u64,
+    /// Data key the value is sealed under; lets rotation and `keys list` count without opening.
+    pub key_id: u32,
+    /// When the entry expires (ms since the epoch); 0 for never.
+    pub expires_ms: u64,
+}
+
+impl EntryMeta {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_ms != 0 && self.expires_ms <= now_ms
+    }
+}

@@ -1,0 +1,150 @@
+//! Wrappers for key material and credentials: zeroized on drop, never printable.
+//!
+//! Nothing in here implements `Display`, and `Debug` prints a fixed placeholder, so a key or a
+//! passphrase cannot reach a log line or an error message by accident.
+
+use std::fmt;
+
+use base64::Engine as _;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Length in bytes of every symmetric key Holdfast uses (AES-256, keyed BLAKE3).
+pub const KEY_LEN: usize = 32;
+
+/// 32 bytes of key material.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct SecretKey([u8; KEY_LEN]);
+
+impl SecretKey {
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh key from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        let mut key = Self([0; KEY_LEN]);
+        fill_random(&mut key.0);
+        key
+    }
+
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(*****)")
+    }
+}
+
+/// What unlocks a store: a passphrase (stretched with Argon2id) or a raw 32-byte key.
+#[derive(Clone)]
+pub enum StoreSecret {
+    Passphrase(Zeroizing<String>),
+    RawKey(SecretKey),
+}
+
+impl fmt::Debug for StoreSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Passphrase(_) => f.write_str("StoreSecret::Passphrase(*****)"),
+            Self::RawKey(_) => f.write_str("StoreSecret::RawKey(*****)"),
+        }
+    }
+}
+
+/// Why a secret given by the operator could not be used. Never echoes the secret itself.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    #[error(
+        "the raw key is not valid base64; give 32 random bytes, e.g. from `openssl rand -base64 32`"
+    )]
+    KeyNotBase64,
+    #[error(
+        "the raw key decodes to {0} bytes; it must be exactly 32 (e.g. `openssl rand -base64 32`)"
+    )]
+    KeyWrongLength(usize),
+    #[error("the passphrase is empty; choose one of at least 8 characters")]
+    EmptyPassphrase,
+}
+
+impl StoreSecret {
+    pub fn passphrase(text: impl Into<String>) -> Result<Self, SecretError> {
+        let text = Zeroizing::new(text.into());
+        // A passphrase read from a file usually ends in a newline that is not part of it.
+        let trimmed = text.trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            return Err(SecretError::EmptyPassphrase);
+        }
+        Ok(Self::Passphrase(Zeroizing::new(trimmed.to_owned())))
+    }
+
+    /// Parses a raw key given as base64 (the `HOLDFAST_KEY` form).
+    pub fn raw_key_base64(text: &str) -> Result<Self, SecretError> {
+        let decoded = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| SecretError::KeyNotBase64)?,
+        );
+        let bytes: [u8; KEY_LEN] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| SecretError::KeyWrongLength(decoded.len()))?;
+        Ok(Self::RawKey(SecretKey::from_bytes(bytes)))
+    }
+}
+
+/// Fills `buf` from the operating system's CSPRNG.
+///
+/// A machine that cannot produce random bytes cannot run Holdfast safely at all (every nonce
+/// and key depends on it), so failure aborts instead of degrading.
+pub fn fill_random(buf: &mut [u8]) {
+    if let Err(err) = getrandom::fill(buf) {
+        panic!("the operating system's random number generator failed: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_key_or_passphrase() {
+        let key = SecretKey::from_bytes([0xAB; KEY_LEN]);
+        let shown = format!("{key:?} {:?}", StoreSecret::RawKey(key.clone()));
+        assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab, ab"));
+        let pass = StoreSecret::passphrase("correct horse battery").unwrap();
+        assert!(!format!("{pass:?}").contains("horse"));
+    }
+
+    #[test]
+    fn raw_key_must_be_32_bytes_of_base64() {
+        assert_eq!(
+            StoreSecret::raw_key_base64("not base64!").unwrap_err(),
+            SecretError::KeyNotBase64
+        );
+        assert_eq!(
+            StoreSecret::raw_key_base64("AAAA").unwrap_err(),
+            SecretError::KeyWrongLength(3)
+        );
+        let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        assert!(matches!(
+            StoreSecret::raw_key_base64(&good),
+            Ok(StoreSecret::RawKey(_))
+        ));
+    }
+
+    #[test]
+    fn passphrase_from_file_loses_trailing_newline_only() {
+        let StoreSecret::Passphrase(p) = StoreSecret::passphrase("  spaced pass \n").unwrap()
+        else {
+            panic!("expected passphrase")
+        };
+        assert_eq!(p.as_str(), "  spaced pass ");
+        assert_eq!(
+            StoreSecret::passphrase("\n").unwrap_err(),
+            SecretError::EmptyPassphrase
+        );
+    }
+}

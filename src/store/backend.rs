@@ -1,0 +1,75 @@
+//! The storage boundary: a narrow, object-safe trait over bytes.
+//!
+//! Everything above it (encryption, addressing, expiry, eviction) is backend-agnostic, so the
+//! embedded sled store and a shared network store can stand side by side behind
+//! `Arc<dyn Backend>`. A backend never sees plaintext: values arrive sealed, metadata is
+//! content-free.
+
+use crate::address::ADDRESS_LEN;
+
+pub type RawAddress = [u8; ADDRESS_LEN];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    #[error("storage is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A change to apply to one entry's metadata; `None` from the closure leaves it unchanged.
+pub type MetaUpdate<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
+
+pub trait Backend: Send + Sync {
+    /// The sealed value stored at `address`.
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// The plaintext metadata stored at `address`.
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Writes value and metadata together: after a crash both are there or neither is.
+    fn put_entry(
+        &self,
+        address: &RawAddress,
+        meta: &[u8],
+        value: &[u8],
+    ) -> Result<(), BackendError>;
+
+    /// Replaces the value only if it is still `expected` (compare-and-swap), together with its
+    /// metadata. Returns whether it was replaced. Key rotation re-seals through this so that a
+    /// concurrent fresh write always wins.
+    fn replace_entry(
+        &self,
+        address: &RawAddress,
+        expected: &[u8],
+        meta: &[u8],
+        value: &[u8],
+    ) -> Result<bool, BackendError>;
+
+    /// Applies `update` to the metadata of an existing entry, atomically with respect to other
+    /// updates; does nothing if there is no entry.
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>)
+    -> Result<(), BackendError>;
+
+    /// Removes value and metadata together. Returns whether there was an entry.
+    fn delete_entry(&self, address: &RawAddress) -> Result<bool, BackendError>;
+
+    /// Up to `limit` entries' metadata in address order, starting after `after`. Paged so a
+    /// network backend can serve it and so no caller holds an iterator across calls.
+    fn scan_meta(
+        &self,
+        after: Option<&RawAddress>,
+        limit: usize,
+    ) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError>;
+
+    /// A store-wide setting (format version and the like).
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError>;
+
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError>;
+
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), BackendError>;
+
+    /// Bytes the backend occupies on disk, as far as it can tell.
+    fn size_on_disk(&self) -> Result<u64, BackendError>;
+}

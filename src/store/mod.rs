@@ -1,0 +1,579 @@
+//! The encrypted, content-addressed response store: the one API the proxy and the admin
+//! commands use.
+//!
+//! `Store` seals every record under the keyring's active data key and keeps it in a `Backend`
+//! (sled by default). Reads open and authenticate; a value that fails is reported as tampered,
+//! counted, and never returned.
+
+mod backend;
+mod layout;
+mod sled_backend;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
+pub use layout::FORMAT_VERSION;
+pub use sled_backend::SledBackend;
+
+use crate::address::{Address, Addresser, Namespace};
+use crate::codec::{self, CodecError};
+use crate::crypto::{self, EnvelopeError};
+use crate::keyring::{KdfParams, Keyring, KeyringError};
+use crate::normalize::NormalizedRequest;
+use crate::record::{EntryMeta, Record};
+use crate::secret::StoreSecret;
+use layout::{Found, Layout};
+use sled_backend::SledOpenError;
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a store is opened and kept.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Create the store if the path is missing or an empty directory.
+    pub create_if_missing: bool,
+    /// Argon2id cost for a new passphrase-wrapped keyring.
+    pub kdf: KdfParams,
+    /// Entries are deleted this long after they were stored; `None` keeps them until evicted.
+    pub retention: Option<Duration>,
+    /// Size budget for sealed values; the least recently served entries go first beyond it.
+    pub max_bytes: Option<u64>,
+    /// Memory for the database's page cache.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            create_if_missing: false,
+            kdf: KdfParams::default(),
+            retention: None,
+            max_bytes: None,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a store could not be opened. Each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreOpenError {
+    #[error(
+        "no store at {path}; create one with `holdfast init` (or let `holdfast serve` create it)"
+    )]
+    NotFound { path: PathBuf },
+    #[error(
+        "{path} is not a Holdfast store: {reason}. Point the store path at a new or empty directory"
+    )]
+    NotAStore { path: PathBuf, reason: String },
+    #[error("store at {path} already exists; open it instead, or choose another path")]
+    AlreadyExists { path: PathBuf },
+    #[error(
+        "store at {path} has format {found}, newer than this build supports ({supported}); \
+         upgrade holdfast (nothing was changed)"
+    )]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "store at {path} has format {found}; run `holdfast migrate` to upgrade it to {current}"
+    )]
+    OlderFormat {
+        path: PathBuf,
+        found: u32,
+        current: u32,
+    },
+    #[error(
+        "store at {path} is open in another process (a running `holdfast serve`?); stop it, or run the \
+         command against the server with --server URL"
+    )]
+    InUse { path: PathBuf },
+    #[error("store at {path} is damaged: {reason}; restore it from a backup")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("cannot open store at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+/// Why a store operation failed. The proxy logs these and carries on as if the store were
+/// empty: a store failure never fails a request upstream can answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("entry {address} is tampered or corrupt: {reason}")]
+    Tampered { address: Address, reason: String },
+    #[error("cannot encode record: {0}")]
+    Encode(CodecError),
+    #[error(transparent)]
+    Keyring(#[from] KeyringError),
+}
+
+/// A record together with its bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub record: Record,
+    pub meta: EntryMeta,
+}
+
+/// Totals for `cache stats`, /metrics and /readyz.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub entries: u64,
+    /// Sum of sealed value sizes.
+    pub bytes: u64,
+    pub disk_bytes: u64,
+    /// Reads that found a tampered or corrupt value since the store was opened.
+    pub tampered: u64,
+}
+
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    keyring: Keyring,
+    path: PathBuf,
+    options: StoreOptions,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    tampered: AtomicU64,
+    /// Held while evicting, so concurrent writers over budget start one eviction, not many.
+    evicting: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+const SCAN_PAGE: usize = 4096;
+
+impl Store {
+    /// Opens the store at `path`, creating it first if `options.create_if_missing` and there is
+    /// none. Refuses a foreign directory, a newer format, or a wrong secret without writing.
+    pub fn open(
+        path: &Path,
+        secret: &StoreSecret,
+        options: StoreOptions,
+    ) -> Result<Self, StoreOpenError> {
+        let layout = Layout::new(path);
+        match layout.inspect()? {
+            Found::Nothing if options.create_if_missing => {
+                Self::create_at(&layout, secret, options)
+            }
+            Found::Nothing => Err(StoreOpenError::NotFound {
+                path: path.to_owned(),
+            }),
+            Found::Store { format } if format < FORMAT_VERSION => {
+                Err(StoreOpenError::OlderFormat {
+                    path: path.to_owned(),
+                    found: format,
+                    current: FORMAT_VERSION,
+                })
+            }
+            Found::Store { .. } => {
+                let keyring_path = layout.keyring();
+                if !keyring_path.exists() {
+                    return Err(StoreOpenError::Corrupt {
+                        path: path.to_owned(),
+                        reason: "the keyring file is missing".into(),
+                    });
+                }
+                let keyring = Keyring::unlock(&keyring_path, secret)?;
+                if !layout.db().is_dir() {
+                    return Err(StoreOpenError::Corrupt {
+                        path: path.to_owned(),
+                        reason: "the db directory is missing".into(),
+                    });
+                }
+                let backend = open_sled(&layout, &options)?;
+                match backend
+                    .get_setting("format_version")
+                    .map_err(|e| corrupt(path, e))?
+                {
+                    Some(v) if v == FORMAT_VERSION.to_be_bytes() => {}
+                    other => {
+                        return Err(StoreOpenError::Corrupt {
+                            path: path.to_owned(),
+                            reason: format!(
+                                "database format {other:?} disagrees with the HOLDFAST marker"
+                            ),
+                        });
+                    }
+                }
+                Self::assemble(path, Arc::new(backend), keyring, options)
+            }
+        }
+    }
+
+    /// Creates a new store; fails if one (or anything else) is already at `path`.
+    pub fn create(
+        path: &Path,
+        secret: &StoreSecret,
+        options: StoreOptions,
+    ) -> Result<Self, StoreOpenError> {
+        let layout = Layout::new(path);
+        match layout.inspect()? {
+            Found::Nothing => Self::create_at(&layout, secret, options),
+            Found::Store { .. } => Err(StoreOpenError::AlreadyExists {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    fn create_at(
+        layout: &Layout,
+        secret: &StoreSecret,
+        options: StoreOptions,
+    ) -> Result<Self, StoreOpenError> {
+        layout.create_root()?;
+        let keyring = Keyring::create(&layout.keyring(), secret, options.kdf)?;
+        let backend = open_sled(layout, &options)?;
+        let path = &layout.root;
+        backend
+            .put_setting("format_version", &FORMAT_VERSION.to_be_bytes())
+            .map_err(|e| corrupt(path, e))?;
+        backend.flush().map_err(|e| corrupt(path, e))?;
+        layout.write_marker(FORMAT_VERSION)?;
+        Self::assemble(path, Arc::new(backend), keyring, options)
+    }
+
+    /// Wraps an already opened backend (a test double, or a future network backend).
+    pub fn with_backend(
+        path: &Path,
+        backend: Arc<dyn Backend>,
+        keyring: Keyring,
+        options: StoreOptions,
+    ) -> Result<Self, StoreOpenError> {
+        Self::assemble(path, backend, keyring, options)
+    }
+
+    fn assemble(
+        path: &Path,
+        backend: Arc<dyn Backend>,
+        keyring: Keyring,
+        options: StoreOptions,
+    ) -> Result<Self, StoreOpenError> {
+        let store = Self {
+            backend,
+            keyring,
+            path: path.to_owned(),
+            options,
+            entries: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            tampered: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+        };
+        let (mut entries, mut bytes) = (0, 0);
+        store
+            .for_each_meta(|_, meta| {
+                entries += 1;
+                bytes += meta.size;
+            })
+            .map_err(|e| StoreOpenError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        store.entries.store(entries, Ordering::Relaxed);
+        store.bytes.store(bytes, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The address of `request` in `namespace` under this store's address key.
+    pub fn address(&self, namespace: &Namespace, request: &NormalizedRequest) -> Address {
+        self.keyring
+            .snapshot()
+            .addresser()
+            .address(namespace, request)
+    }
+
+    /// Address computation without a keyring lookup per call (for the request path).
+    pub fn addresser(&self) -> Addresser {
+        self.keyring.snapshot().addresser().clone()
+    }
+
+    /// Reads, authenticates and decodes the entry at `address`. Expired entries are absent.
+    pub fn get(&self, address: &Address) -> Result<Option<Entry>, StoreError> {
+        let Some(mut value) = self.backend.get_value(address.as_bytes())? else {
+            return Ok(None);
+        };
+        let meta = match self.backend.get_meta(address.as_bytes())? {
+            Some(m) => self.decode_meta(address, &m)?,
+            None => return Err(self.tampered(address, "value without metadata".into())),
+        };
+        if meta.is_expired(now_ms()) {
+            return Ok(None);
+        }
+        let record = self.open_value(address, &mut value)?;
+        Ok(Some(Entry { record, meta }))
+    }
+
+    fn open_value(&self, address: &Address, value: &mut Vec<u8>) -> Result<Record, StoreError> {
+        let keys = self.keyring.snapshot();
+        let key_id =
+            crypto::envelope_key_id(value).map_err(|e| self.tampered(address, e.to_string()))?;
+        let key = keys
+            .data_key(key_id)
+            .ok_or_else(|| self.tampered(address, EnvelopeError::UnknownKey(key_id).to_string()))?;
+        crypto::open_in_place(key, address, value)
+            .map_err(|e| self.tampered(address, e.to_string()))?;
+        codec::decode(value)
+            .map_err(|e| self.tampered(address, format!("record does not decode: {e}")))
+    }
+
+    fn decode_meta(&self, address: &Address, bytes: &[u8]) -> Result<EntryMeta, StoreError> {
+        codec::decode(bytes)
+            .map_err(|e| self.tampered(address, format!("metadata does not decode: {e}")))
+    }
+
+    fn tampered(&self, address: &Address, reason: String) -> StoreError {
+        self.tampered.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%address, %reason, "stored entry failed to open; treating it as absent");
+        StoreError::Tampered {
+            address: *address,
+            reason,
+        }
+    }
+
+    /// Notes that the entry was served to a client (for `audit list` and eviction order).
+    pub fn mark_served(&self, address: &Address) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.backend.update_meta(address.as_bytes(), &|old| {
+            let mut meta: EntryMeta = codec::decode(old).ok()?;
+            meta.times_served += 1;
+            meta.last_served_ms = now;
+            codec::encode(&meta).ok()
+        })?;
+        Ok(())
+    }
+
+    /// Seals and stores `record` at `address`, replacing any earlier entry there.
+    pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
+        let plaintext = zeroize::Zeroizing::new(codec::encode(record).map_err(StoreError::Encode)?);
+        let (keys, key_id) = self.keyring.key_for_seal()?;
+        let key = keys
+            .data_key(key_id)
+            .ok_or(KeyringError::UnknownKey(key_id))?;
+        let sealed = crypto::seal(key, address, &plaintext);
+        let now = now_ms();
+        let meta = EntryMeta {
+            created_ms: now,
+            last_served_ms: now,
+            times_served: 0,
+            size: sealed.len() as u64,
+            key_id,
+            expires_ms: self
+                .options
+                .retention
+                .map_or(0, |r| now + r.as_millis() as u64),
+        };
+        let previous = self
+            .backend
+            .get_meta(address.as_bytes())?
+            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
+        self.backend.put_entry(
+            address.as_bytes(),
+            &codec::encode(&meta).map_err(StoreError::Encode)?,
+            &sealed,
+        )?;
+        match previous {
+            Some(old) => {
+                self.bytes.fetch_sub(
+                    old.size.min(self.bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+            None => {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.bytes.fetch_add(meta.size, Ordering::Relaxed);
+        if self
+            .options
+            .max_bytes
+            .is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max)
+        {
+            self.evict_to_budget()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the entry at `address`. Returns whether there was one.
+    pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
+        let meta = self
+            .backend
+            .get_meta(address.as_bytes())?
+            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
+        let existed = self.backend.delete_entry(address.as_bytes())?;
+        if existed {
+            self.entries.fetch_sub(
+                1.min(self.entries.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if let Some(m) = meta {
+                self.bytes.fetch_sub(
+                    m.size.min(self.bytes.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Visits every entry's metadata in address order, a page at a time. An undecodable
+    /// metadata value is reported as tampered and skipped.
+    pub fn for_each_meta(
+        &self,
+        mut visit: impl FnMut(Address, EntryMeta),
+    ) -> Result<(), StoreError> {
+        let mut after: Option<RawAddress> = None;
+        loop {
+            let page = self.backend.scan_meta(after.as_ref(), SCAN_PAGE)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(*last);
+            for (raw, bytes) in page {
+                let address = Address(raw);
+                match self.decode_meta(&address, &bytes) {
+                    Ok(meta) => visit(address, meta),
+                    Err(_) => continue,
+                }
+            }
+        }
+    }
+
+    /// Deletes every expired entry. Returns how many went.
+    pub fn purge_expired(&self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut expired = Vec::new();
+        self.for_each_meta(|a, m| {
+            if m.is_expired(now) {
+                expired.push(a);
+            }
+        })?;
+        let mut removed = 0;
+        for address in expired {
+            removed += u64::from(self.delete(&address)?);
+        }
+        Ok(removed)
+    }
+
+    /// Evicts least recently served entries until the store is back to 90% of its budget (the
+    /// slack stops every further write from triggering another full scan).
+    pub fn evict_to_budget(&self) -> Result<u64, StoreError> {
+        let Some(max) = self.options.max_bytes else {
+            return Ok(0);
+        };
+        let Ok(_guard) = self.evicting.try_lock() else {
+            return Ok(0);
+        };
+        let mut all = Vec::new();
+        self.for_each_meta(|a, m| all.push((m.last_served_ms, m.size, a)))?;
+        let mut total: u64 = all.iter().map(|(_, size, _)| size).sum();
+        let target = max - max / 10;
+        all.sort_unstable();
+        let mut evicted = 0;
+        for (_, size, address) in all {
+            if total <= target {
+                break;
+            }
+            if self.delete(&address)? {
+                evicted += 1;
+            }
+            total = total.saturating_sub(size);
+        }
+        if evicted > 0 {
+            tracing::info!(
+                evicted,
+                budget_bytes = max,
+                "evicted least recently served entries"
+            );
+        }
+        Ok(evicted)
+    }
+
+    /// How many entries each data key seals (for `keys list` and rotation progress).
+    pub fn count_by_key(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        self.for_each_meta(|_, m| *counts.entry(m.key_id).or_insert(0) += 1)?;
+        Ok(counts)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            disk_bytes: self.backend.size_on_disk().unwrap_or(0),
+            tampered: self.tampered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Makes every completed write durable (sled also flushes on its own every 500 ms).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.backend.flush()?)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.backend.flush() {
+            tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed");
+        }
+    }
+}
+
+fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, StoreOpenError> {
+    let path = layout.root.clone();
+    let backend = SledBackend::open(&layout.db(), options.cache_bytes).map_err(|e| match e {
+        SledOpenError::Locked => StoreOpenError::InUse { path: path.clone() },
+        SledOpenError::Corrupt(reason) => StoreOpenError::Corrupt {
+            path: path.clone(),
+            reason,
+        },
+        SledOpenError::Io(source) => StoreOpenError::Io {
+            path: path.clone(),
+            source,
+        },
+    })?;
+    let unexpected: Vec<String> = backend
+        .tree_names()
+        .into_iter()
+        .filter(|n| n != "entries" && n != "settings")
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(StoreOpenError::NotAStore {
+            path,
+            reason: format!("its database has foreign trees {unexpected:?}"),
+        });
+    }
+    Ok(backend)
+}
+
+fn corrupt(path: &Path, e: BackendError) -> StoreOpenError {
+    StoreOpenError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
