@@ -1,0 +1,202 @@
+//! Property tests: requests that must share an answer share an address; requests that may
+//! differ never do.
+
+use std::collections::BTreeMap;
+
+use holdfast::address::{Addresser, Namespace};
+use holdfast::normalize::normalize;
+use holdfast::secret::SecretKey;
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+fn addresser() -> Addresser {
+    Addresser::new(SecretKey::from_bytes([0x42; 32]))
+}
+
+fn address_of(endpoint: &str, body: &str) -> holdfast::address::Address {
+    addresser().address(
+        &Namespace::shared(),
+        &normalize(endpoint, body.as_bytes()).unwrap(),
+    )
+}
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        (-1e6f64..1e6).prop_map(Value::from),
+        "[a-zA-Z0-9 é\"\\\\\n\u{1F600}]{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// A request-shaped object: arbitrary fields plus the ones every chat request has.
+fn request_body() -> impl Strategy<Value = Map<String, Value>> {
+    (
+        prop::collection::btree_map("[a-z_]{1,10}", json_value(), 0..6),
+        "[a-z0-9-]{1,12}",
+        json_value(),
+    )
+        .prop_map(|(extra, model, content)| {
+            let mut m: Map<String, Value> = extra.into_iter().collect();
+            for ignored in [
+                "stream",
+                "stream_options",
+                "user",
+                "safety_identifier",
+                "prompt_cache_key",
+            ] {
+                m.remove(ignored);
+            }
+            m.insert("model".into(), Value::String(model));
+            m.insert(
+                "messages".into(),
+                serde_json::json!([{"role": "user", "content": content}]),
+            );
+            m
+        })
+}
+
+/// Writes `v` as JSON with object keys in an order driven by `seed` and arbitrary spacing,
+/// and numbers in alternative spellings where that keeps their value.
+fn scramble(v: &Value, seed: u64, out: &mut String) {
+    let space = |out: &mut String, s: u64| {
+        out.push_str(match s % 4 {
+            0 => "",
+            1 => " ",
+            2 => "\n  ",
+            _ => "\t",
+        })
+    };
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by_key(|k| blake3::hash(format!("{seed}{k}").as_bytes()).as_bytes()[0]);
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                space(out, seed >> i);
+                out.push_str(&serde_json::to_string(k).unwrap());
+                space(out, seed >> (i + 1));
+                out.push(':');
+                scramble(&m[*k], seed.rotate_left(7) ^ i as u64, out);
+            }
+            space(out, seed >> 3);
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                space(out, seed >> i);
+                scramble(item, seed.rotate_left(3) ^ i as u64, out);
+            }
+            out.push(']');
+        }
+        // Only integers a float holds exactly may be respelled as floats without changing value.
+        Value::Number(n) if exact_in_f64(n) && seed % 3 == 0 => {
+            out.push_str(&format!("{}.0", n.as_i64().unwrap()))
+        }
+        Value::Number(n) if exact_in_f64(n) && seed % 3 == 1 => {
+            out.push_str(&format!("{}e0", n.as_i64().unwrap()))
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn same_request_in_any_spelling_has_one_address(body in request_body(), seed in any::<u64>(), stream in any::<bool>()) {
+        let canonical = Value::Object(body.clone()).to_string();
+        let mut with_transport = body;
+        with_transport.insert("stream".into(), Value::Bool(stream));
+        with_transport.insert("user".into(), Value::String(format!("end-user-{seed}")));
+        let mut scrambled = String::new();
+        scramble(&Value::Object(with_transport), seed, &mut scrambled);
+        prop_assert_eq!(address_of("/v1/chat/completions", &canonical), address_of("/v1/chat/completions", &scrambled));
+    }
+
+    #[test]
+    fn any_change_to_a_kept_field_changes_the_address(body in request_body(), field in "[a-z_]{1,10}", value in json_value()) {
+        prop_assume!(!["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key"].contains(&field.as_str()));
+        let mut changed = body.clone();
+        let old = changed.insert(field.clone(), value.clone());
+        prop_assume!(old.as_ref().map(canonical_of) != Some(canonical_of(&value)));
+        prop_assert_ne!(
+            address_of("/v1/chat/completions", &Value::Object(body).to_string()),
+            address_of("/v1/chat/completions", &Value::Object(changed).to_string())
+        );
+    }
+}
+
+fn exact_in_f64(n: &serde_json::Number) -> bool {
+    n.as_i64().is_some_and(|i| i.unsigned_abs() <= 1 << 53)
+}
+
+fn canonical_of(v: &Value) -> Vec<u8> {
+    holdfast::normalize::canonical_json(v)
+}
+
+#[test]
+fn parameters_that_change_the_answer_change_the_address() {
+    let base = serde_json::json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        "temperature": 0.2,
+        "max_tokens": 100,
+    });
+    let variants: BTreeMap<&str, Value> = [
+        ("model", serde_json::json!("gpt-4o-mini")),
+        ("temperature", serde_json::json!(0.3)),
+        ("max_tokens", serde_json::json!(101)),
+        (
+            "tools",
+            serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ),
+        (
+            "response_format",
+            serde_json::json!({"type": "json_object"}),
+        ),
+        ("seed", serde_json::json!(7)),
+        ("n", serde_json::json!(2)),
+        ("top_p", serde_json::json!(0.9)),
+    ]
+    .into_iter()
+    .collect();
+    let base_address = address_of("/v1/chat/completions", &base.to_string());
+    for (field, value) in variants {
+        let mut changed = base.clone();
+        changed[field] = value;
+        assert_ne!(
+            address_of("/v1/chat/completions", &changed.to_string()),
+            base_address,
+            "{field} ignored"
+        );
+    }
+    let mut reordered_messages = base.clone();
+    reordered_messages["messages"]
+        .as_array_mut()
+        .unwrap()
+        .reverse();
+    assert_ne!(
+        address_of("/v1/chat/completions", &reordered_messages.to_string()),
+        base_address
+    );
+    assert_ne!(
+        address_of("/v1/completions", &base.to_string()),
+        base_address
+    );
+}
