@@ -59,6 +59,20 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+impl KdfParams {
+    /// Bounds on what a keyring may ask for, so a crafted header cannot make unlock allocate
+    /// terabytes or spin for hours: up to 4 GiB, 64 passes, 64 lanes.
+    fn check_plausible(&self) -> Result<(), String> {
+        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
+            return Err(format!(
+                "implausible Argon2 parameters m={} KiB, t={}, p={}",
+                self.memory_kib, self.iterations, self.parallelism
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
         Self {
@@ -238,6 +252,11 @@ impl Keyring {
         if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
             return Err(corrupt("not a Holdfast keyring file"));
         }
+        // Checksum first: a damaged version byte must read as corruption, not "upgrade holdfast".
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if blake3::hash(body).as_bytes() != checksum {
+            return Err(corrupt("checksum mismatch"));
+        }
         let format = u16::from_be_bytes([bytes[8], bytes[9]]);
         if format > KEYRING_FORMAT {
             return Err(KeyringError::NewerFormat {
@@ -246,9 +265,8 @@ impl Keyring {
                 supported: KEYRING_FORMAT,
             });
         }
-        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if blake3::hash(body).as_bytes() != checksum {
-            return Err(corrupt("checksum mismatch"));
+        if format == 0 {
+            return Err(corrupt("format version 0"));
         }
         let wrapping = match bytes[10] {
             1 => Wrapping::Passphrase {
@@ -262,6 +280,11 @@ impl Keyring {
             2 => Wrapping::RawKey,
             other => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
         };
+        if let Wrapping::Passphrase { params, .. } = wrapping {
+            params
+                .check_plausible()
+                .map_err(|reason| corrupt(&reason))?;
+        }
         let kek = match (wrapping, secret) {
             (Wrapping::Passphrase { params, salt }, StoreSecret::Passphrase(p)) => {
                 derive_kek(p.as_bytes(), &salt, params)?
@@ -626,9 +649,13 @@ fn be_u32(b: &[u8]) -> u32 {
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     {
-        let mut f = fs::File::create(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -704,6 +731,14 @@ mod tests {
         ));
         let mut newer = before.clone();
         newer[9] = 9;
+        fs::write(&path, &newer).unwrap();
+        assert!(matches!(
+            Keyring::unlock(&path, &pass("right one")),
+            Err(KeyringError::Corrupt { .. })
+        ));
+        let body_len = newer.len() - CHECKSUM_LEN;
+        let checksum = *blake3::hash(&newer[..body_len]).as_bytes();
+        newer[body_len..].copy_from_slice(&checksum);
         fs::write(&path, &newer).unwrap();
         assert!(matches!(
             Keyring::unlock(&path, &pass("right one")),

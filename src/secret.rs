@@ -65,7 +65,7 @@ pub enum SecretError {
         "the raw key decodes to {0} bytes; it must be exactly 32 (e.g. `openssl rand -base64 32`)"
     )]
     KeyWrongLength(usize),
-    #[error("the passphrase is empty; choose one of at least 8 characters")]
+    #[error("the passphrase is empty; give a non-empty passphrase (a long random one is best)")]
     EmptyPassphrase,
 }
 
