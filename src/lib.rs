@@ -6,6 +6,11 @@
 //!
 //! # Layout
 //! In the order a request flows through them:
+//! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`proxy`]: the HTTP front end (endpoints, cache modes, relay, fallback) and `serve`.
+//! - [`upstream`]: routing a model to a provider, upstream requests, failure classes.
+//! - [`sse`]: server-sent events: splitting, parsing, terminal events.
+//! - [`convert`]: a streamed answer as JSON and a JSON answer as a stream.
 //! - [`normalize`]: a request's endpoint and JSON body become canonical bytes.
 //! - [`address`]: keyed BLAKE3 of namespace + canonical request = the entry's address.
 //! - [`store`]: the store API (get, put, delete, scan, stats) over a narrow byte-level
@@ -16,14 +21,22 @@
 //! - [`keyring`]: data keys and the address key, wrapped by an Argon2id- or raw-key-derived KEK.
 //! - [`codec`]: the binary encoding (bincode 2) of records and keyrings, in one place.
 //! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
+//! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up.
 
 #![forbid(unsafe_code)]
 
 pub mod address;
 pub mod codec;
+pub mod config;
+pub mod convert;
 pub mod crypto;
 pub mod keyring;
+pub mod metrics;
 pub mod normalize;
+pub mod proxy;
 pub mod record;
 pub mod secret;
+pub mod sse;
 pub mod store;
+pub mod telemetry;
+pub mod upstream;

@@ -4,6 +4,7 @@
 //! passphrase cannot reach a log line or an error message by accident.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -67,6 +68,41 @@ pub enum SecretError {
     KeyWrongLength(usize),
     #[error("the passphrase is empty; give a non-empty passphrase (a long random one is best)")]
     EmptyPassphrase,
+    #[error("cannot read passphrase file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error(
+        "both HOLDFAST_KEY and HOLDFAST_PASSPHRASE are set; unset the one this store does not use"
+    )]
+    Ambiguous,
+    #[error(
+        "no passphrase or key given: set HOLDFAST_PASSPHRASE, or pass --passphrase-file FILE, or set \
+         HOLDFAST_KEY to 32 random bytes in base64 (e.g. `openssl rand -base64 32`)"
+    )]
+    Missing,
+}
+
+/// Finds the store secret: `--passphrase-file` first, then `HOLDFAST_KEY` or
+/// `HOLDFAST_PASSPHRASE` (both set is an error rather than a guess).
+pub fn resolve_secret(
+    passphrase_file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<StoreSecret, SecretError> {
+    if let Some(path) = passphrase_file {
+        let text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        return StoreSecret::passphrase(text);
+    }
+    match (
+        env("HOLDFAST_KEY").filter(|v| !v.is_empty()),
+        env("HOLDFAST_PASSPHRASE").filter(|v| !v.is_empty()),
+    ) {
+        (Some(_), Some(_)) => Err(SecretError::Ambiguous),
+        (Some(key), None) => StoreSecret::raw_key_base64(&Zeroizing::new(key)),
+        (None, Some(pass)) => StoreSecret::passphrase(pass),
+        (None, None) => Err(SecretError::Missing),
+    }
 }
 
 impl StoreSecret {
@@ -133,6 +169,35 @@ mod tests {
             StoreSecret::raw_key_base64(&good),
             Ok(StoreSecret::RawKey(_))
         ));
+    }
+
+    #[test]
+    fn secret_sources_in_order_and_conflicts_refused() {
+        let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let env = |k: &'static str, v: String| move |name: &str| (name == k).then(|| v.clone());
+        assert!(matches!(
+            resolve_secret(None, env("HOLDFAST_KEY", key.clone())),
+            Ok(StoreSecret::RawKey(_))
+        ));
+        assert!(matches!(
+            resolve_secret(None, env("HOLDFAST_PASSPHRASE", "pw".into())),
+            Ok(StoreSecret::Passphrase(_))
+        ));
+        assert_eq!(
+            resolve_secret(None, |_| None).unwrap_err(),
+            SecretError::Missing
+        );
+        assert_eq!(
+            resolve_secret(None, |_| Some(key.clone())).unwrap_err(),
+            SecretError::Ambiguous
+        );
+        let err = resolve_secret(Some(Path::new("/nonexistent/pass")), |_| None).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/pass"));
+        assert!(
+            SecretError::Missing
+                .to_string()
+                .contains("HOLDFAST_PASSPHRASE")
+        );
     }
 
     #[test]

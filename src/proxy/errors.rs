@@ -1,0 +1,141 @@
+//! Errors a client receives, shaped in its own dialect so its SDK raises its usual exception:
+//! OpenAI `{"error":{"message","type","code"}}`, Anthropic `{"type":"error","error":{"type","message"}}`.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::normalize::Dialect;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("request body is larger than the limit of {limit} bytes (max_request_bytes)")]
+    TooLarge { limit: u64 },
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("request has no `model` field")]
+    MissingModel,
+    #[error(
+        "no configured provider serves model `{model}` on {path}; add its name to a provider's `models`"
+    )]
+    UnknownModel { model: String, path: String },
+    #[error("{0}")]
+    BadHeader(String),
+    #[error("replay mode: no answer recorded for this request (address {address})")]
+    NotRecorded { address: String },
+    #[error("upstream {provider} is unreachable ({reason}) and no stored answer can be served")]
+    UpstreamUnavailable { provider: String, reason: String },
+    #[error("upstream {provider} timed out ({reason}) and no stored answer can be served")]
+    UpstreamTimeout { provider: String, reason: String },
+    #[error(
+        "upstream {provider} sent an invalid answer ({reason}) and no stored answer can be served"
+    )]
+    UpstreamInvalid { provider: String, reason: String },
+    #[error("unsupported path {0}")]
+    UnsupportedPath(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_)
+            | Self::NotAnObject
+            | Self::MissingModel
+            | Self::BadHeader(_)
+            | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// OpenAI's `error.type` / Anthropic's `error.type`, and OpenAI's `code`.
+    fn kinds(&self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::TooLarge { .. } => (
+                "invalid_request_error",
+                "request_too_large",
+                "request_too_large",
+            ),
+            Self::UnknownModel { .. } => (
+                "invalid_request_error",
+                "not_found_error",
+                "model_not_found",
+            ),
+            Self::NotRecorded { .. } => {
+                ("invalid_request_error", "not_found_error", "not_recorded")
+            }
+            Self::UnsupportedPath(_) => (
+                "invalid_request_error",
+                "not_found_error",
+                "unsupported_path",
+            ),
+            Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
+            Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
+            Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),
+            _ => (
+                "invalid_request_error",
+                "invalid_request_error",
+                "invalid_request",
+            ),
+        }
+    }
+
+    pub fn into_dialect_response(self, dialect: Dialect) -> Response {
+        let status = self.status();
+        let (openai_type, anthropic_type, code) = self.kinds();
+        let message = self.to_string();
+        let body = match dialect {
+            Dialect::OpenAi => {
+                serde_json::json!({"error": {"message": message, "type": openai_type, "code": code, "param": null}})
+            }
+            Dialect::Anthropic => {
+                serde_json::json!({"type": "error", "error": {"type": anthropic_type, "message": message}})
+            }
+        };
+        let mut response = (status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(r: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_dialect_gets_its_own_error_shape() {
+        let e = || ApiError::NotRecorded {
+            address: "ab".into(),
+        };
+        let openai = e().into_dialect_response(Dialect::OpenAi);
+        assert_eq!(openai.status(), 404);
+        let v = body_of(openai).await;
+        assert_eq!(v["error"]["code"], "not_recorded");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("replay mode")
+        );
+        let anthropic = e().into_dialect_response(Dialect::Anthropic);
+        let v = body_of(anthropic).await;
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "not_found_error");
+    }
+}

@@ -1,0 +1,507 @@
+//! One client request, start to finish: read and check it, address it, then answer in the
+//! order the cache mode allows — a fresh stored answer, upstream, a stale stored answer, an
+//! error in the client's dialect.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::AppState;
+use super::errors::ApiError;
+use super::relay::relay;
+use super::request::{self, CachePolicy, Endpoint, ParsedRequest};
+use super::stored;
+use crate::address::{Address, Namespace};
+use crate::config::{CacheMode, CacheScope};
+use crate::convert;
+use crate::normalize::{NormalizedRequest, normalize_value};
+use crate::record::{Record, ResponseBody, StoredResponse, Usage};
+use crate::store::{Entry, now_ms};
+use crate::upstream::{Provider, RETURNED_HEADERS, UpstreamFailure, credential_for_namespace};
+
+/// What a request carries through its life; shared with the stream relay task.
+pub struct Exchange {
+    pub state: AppState,
+    pub endpoint: Endpoint,
+    pub address: Address,
+    pub policy: CachePolicy,
+    pub request: NormalizedRequest,
+    /// Model the client asked for (the record keeps the one the provider reports, if any).
+    pub model: String,
+    pub provider_name: String,
+}
+
+/// How an answer relates to the store, as `x-holdfast-cache` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the store without asking upstream.
+    Hit,
+    /// Served from the store because upstream failed.
+    Stale,
+    /// Answered by upstream and stored.
+    Miss,
+    /// Answered by upstream; the store was not involved (mode `off`, `no-store`).
+    Bypass,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+pub async fn handle(
+    state: AppState,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let mut address = None;
+    let outcome = answer(&state, endpoint, &headers, body, &mut address).await;
+    let (response, result, provider) = match outcome {
+        Ok(ok) => ok,
+        Err(err) => {
+            tracing::info!(endpoint = endpoint.path(), error = %err, "request answered with an error");
+            let mut response = err.into_dialect_response(endpoint.dialect());
+            if let Some(a) = &address {
+                set_header(&mut response, "x-holdfast-key", &a.to_hex());
+            }
+            state.metrics.count_request(endpoint.path(), "-", "error");
+            return response;
+        }
+    };
+    state
+        .metrics
+        .count_request(endpoint.path(), &provider, result.as_str());
+    tracing::debug!(endpoint = endpoint.path(), %provider, cache = result.as_str(),
+        status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "answered");
+    response
+}
+
+type Answer = (Response, CacheResult, String);
+
+async fn answer(
+    state: &AppState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+    address_out: &mut Option<Address>,
+) -> Result<Answer, ApiError> {
+    let raw = request::read_body(headers, body, state.config.max_request_bytes).await?;
+    let parsed = request::parse(endpoint, raw)?;
+    let policy = CachePolicy::from_request(headers, &state.config.cache)?;
+    // normalize_value only fails for non-objects, which `parse` has already refused.
+    let normalized =
+        normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    let namespace = match state.config.cache.scope {
+        CacheScope::Shared => Namespace::shared(),
+        CacheScope::Credential => state
+            .addresser
+            .namespace_for_credential(credential_for_namespace(headers)),
+    };
+    let address = state.addresser.address(&namespace, &normalized);
+    *address_out = Some(address);
+
+    if policy.mode == CacheMode::Replay {
+        return match lookup(state, &address) {
+            Some(entry) => serve_entry(
+                state,
+                &entry,
+                endpoint,
+                parsed.wants_stream,
+                CacheResult::Hit,
+                &address,
+                None,
+            )
+            .ok_or(ApiError::NotRecorded {
+                address: address.to_hex(),
+            }),
+            None => Err(ApiError::NotRecorded {
+                address: address.to_hex(),
+            }),
+        };
+    }
+    if policy.mode == CacheMode::CacheFirst
+        && !policy.no_cache
+        && let Some(entry) = lookup(state, &address)
+        && age_of(&entry) <= policy.fresh_for
+        && let Some(answer) = serve_entry(
+            state,
+            &entry,
+            endpoint,
+            parsed.wants_stream,
+            CacheResult::Hit,
+            &address,
+            None,
+        )
+    {
+        return Ok(answer);
+    }
+
+    let Some(provider) = state.upstreams.route(endpoint.dialect(), &parsed.model) else {
+        return Err(ApiError::UnknownModel {
+            model: parsed.model,
+            path: endpoint.path().to_owned(),
+        });
+    };
+    let exchange = Arc::new(Exchange {
+        state: state.clone(),
+        endpoint,
+        address,
+        policy,
+        request: normalized,
+        model: parsed.model.clone(),
+        provider_name: provider.name().to_owned(),
+    });
+    match forward(&exchange, provider, headers, &parsed).await {
+        Ok(answer) => Ok(answer),
+        Err(failure) => on_failure(&exchange, failure, parsed.wants_stream),
+    }
+}
+
+/// Sends the request upstream and relays or returns its answer, storing it when allowed.
+async fn forward(
+    exchange: &Arc<Exchange>,
+    provider: &Provider,
+    headers: &HeaderMap,
+    parsed: &ParsedRequest,
+) -> Result<Answer, UpstreamFailure> {
+    let state = &exchange.state;
+    let started = Instant::now();
+    let response = provider
+        .send(
+            reqwest::Method::POST,
+            exchange.endpoint.path(),
+            headers,
+            Some(parsed.raw.clone()),
+        )
+        .await;
+    let response = response.inspect_err(|f| {
+        state
+            .metrics
+            .count_upstream_failure(provider.name(), f.label())
+    })?;
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(stored::JSON)
+        .to_owned();
+    let mut passed_headers = HeaderMap::new();
+    for name in RETURNED_HEADERS {
+        if let Some(v) = response.headers().get(*name) {
+            passed_headers.insert(*name, v.clone());
+        }
+    }
+    let result = if exchange.policy.may_store() {
+        CacheResult::Miss
+    } else {
+        CacheResult::Bypass
+    };
+
+    if let (true, Some(kind), true) = (
+        parsed.wants_stream,
+        exchange.endpoint.stream_kind(),
+        content_type.starts_with("text/event-stream"),
+    ) {
+        let body = relay(exchange.clone(), kind, response, content_type.clone());
+        let mut out = stored::response(status, body, &content_type);
+        out.headers_mut().extend(passed_headers);
+        decorate(
+            &mut out,
+            result,
+            &exchange.address,
+            provider.name(),
+            None,
+            None,
+        );
+        return Ok((out, result, provider.name().to_owned()));
+    }
+
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| crate::upstream::classify(&e));
+    let body = body.inspect_err(|f| {
+        state
+            .metrics
+            .count_upstream_failure(provider.name(), f.label())
+    })?;
+    state
+        .metrics
+        .observe_upstream_latency(provider.name(), started.elapsed());
+    if content_type.contains("json")
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err()
+    {
+        let failure = UpstreamFailure::Invalid("body is not valid JSON".into());
+        state
+            .metrics
+            .count_upstream_failure(provider.name(), failure.label());
+        return Err(failure);
+    }
+    let record_response = StoredResponse {
+        status,
+        content_type: content_type.clone(),
+        body: ResponseBody::Complete(body.clone()),
+    };
+    if exchange.policy.may_store() {
+        store_record(exchange, record_response.clone(), started.elapsed()).await;
+    }
+    let mut out = if parsed.wants_stream {
+        // The provider answered a stream request with plain JSON (some local servers do):
+        // the client still gets the stream it asked for.
+        let record = Record {
+            response: record_response,
+            ..placeholder_record(exchange)
+        };
+        match stored::body_for(&record, exchange.endpoint, true) {
+            Ok((body, ct)) => stored::response(status, body, &ct),
+            Err(e) => return Err(UpstreamFailure::Invalid(e.to_string())),
+        }
+    } else {
+        stored::response(status, Body::from(body), &content_type)
+    };
+    out.headers_mut().extend(passed_headers);
+    decorate(
+        &mut out,
+        result,
+        &exchange.address,
+        provider.name(),
+        None,
+        None,
+    );
+    Ok((out, result, provider.name().to_owned()))
+}
+
+/// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
+/// error (a provider's own 4xx is passed through as it is: it is the provider's verdict).
+fn on_failure(
+    exchange: &Exchange,
+    failure: UpstreamFailure,
+    wants_stream: bool,
+) -> Result<Answer, ApiError> {
+    let state = &exchange.state;
+    let reason = failure.reason();
+    tracing::warn!(provider = %exchange.provider_name, address = %exchange.address, %reason, "upstream failed");
+    let servable = failure
+        .kind()
+        .is_some_and(|k| state.config.cache.serve_stale_on.contains(&k));
+    if servable
+        && exchange.policy.may_serve_stale()
+        && let Some(entry) = lookup(state, &exchange.address)
+        && exchange
+            .policy
+            .stale_if_error
+            .is_none_or(|limit| age_of(&entry) <= limit)
+        && let Some(answer) = serve_entry(
+            state,
+            &entry,
+            exchange.endpoint,
+            wants_stream,
+            CacheResult::Stale,
+            &exchange.address,
+            Some(&reason),
+        )
+    {
+        return Ok(answer);
+    }
+    let provider = exchange.provider_name.clone();
+    match failure {
+        UpstreamFailure::Status {
+            status,
+            headers,
+            body,
+        } => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(stored::JSON);
+            let mut out = stored::response(status, Body::from(body), content_type);
+            for name in RETURNED_HEADERS {
+                if let Some(v) = headers.get(*name) {
+                    out.headers_mut().insert(*name, v.clone());
+                }
+            }
+            decorate(
+                &mut out,
+                CacheResult::Bypass,
+                &exchange.address,
+                &provider,
+                None,
+                Some(&reason),
+            );
+            Ok((out, CacheResult::Bypass, provider))
+        }
+        UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
+        UpstreamFailure::Connect(_) => Err(ApiError::UpstreamUnavailable { provider, reason }),
+        UpstreamFailure::Invalid(_) => Err(ApiError::UpstreamInvalid { provider, reason }),
+    }
+}
+
+/// Reads an entry; a store failure is logged and counted and reads as "nothing stored".
+fn lookup(state: &AppState, address: &Address) -> Option<Entry> {
+    match state.store.get(address) {
+        Ok(entry) => entry,
+        Err(e) => {
+            state.metrics.count_store_error();
+            tracing::error!(%address, error = %e, "store read failed; continuing without it");
+            None
+        }
+    }
+}
+
+fn age_of(entry: &Entry) -> Duration {
+    Duration::from_millis(now_ms().saturating_sub(entry.meta.created_ms))
+}
+
+/// Builds the answer for a stored entry, or `None` if it cannot be given in the form asked.
+fn serve_entry(
+    state: &AppState,
+    entry: &Entry,
+    endpoint: Endpoint,
+    wants_stream: bool,
+    result: CacheResult,
+    address: &Address,
+    upstream_error: Option<&str>,
+) -> Option<Answer> {
+    let (body, content_type) = match stored::body_for(&entry.record, endpoint, wants_stream) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "stored entry cannot be served in the form asked");
+            return None;
+        }
+    };
+    let mut out = stored::response(entry.record.response.status, body, &content_type);
+    let age = age_of(entry).as_secs();
+    decorate(
+        &mut out,
+        result,
+        address,
+        &entry.record.provider,
+        Some(age),
+        upstream_error,
+    );
+    if let Err(e) = state.store.mark_served(address) {
+        state.metrics.count_store_error();
+        tracing::warn!(%address, error = %e, "could not note the entry as served");
+    }
+    Some((out, result, entry.record.provider.clone()))
+}
+
+/// Adds Holdfast's response headers.
+fn decorate(
+    response: &mut Response,
+    result: CacheResult,
+    address: &Address,
+    provider: &str,
+    age_secs: Option<u64>,
+    upstream_error: Option<&str>,
+) {
+    set_header(response, "x-holdfast-cache", result.as_str());
+    set_header(response, "x-holdfast-key", &address.to_hex());
+    set_header(response, "x-holdfast-provider", provider);
+    if let Some(age) = age_secs {
+        set_header(response, "age", &age.to_string());
+    }
+    if let Some(reason) = upstream_error {
+        // Header values must be visible ASCII; reasons from OS errors usually are.
+        let clean: String = reason
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(200)
+            .collect();
+        set_header(response, "x-holdfast-upstream-error", &clean);
+    }
+}
+
+fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+fn placeholder_record(exchange: &Exchange) -> Record {
+    Record {
+        request: exchange.request.clone(),
+        response: StoredResponse {
+            status: 200,
+            content_type: String::new(),
+            body: ResponseBody::Complete(Default::default()),
+        },
+        provider: exchange.provider_name.clone(),
+        model: exchange.model.clone(),
+        created_ms: now_ms(),
+        upstream_latency_ms: 0,
+        usage: None,
+    }
+}
+
+/// Seals and stores an upstream answer off the async workers. Failures are logged and
+/// counted, never passed to the client: the answer itself is fine.
+pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency: Duration) {
+    let state = exchange.state.clone();
+    let address = exchange.address;
+    let endpoint = exchange.endpoint;
+    let mut record = placeholder_record(exchange);
+    record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
+    record.response = response;
+    let store = state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        if let Some(json) = answer_json(endpoint, &record.response.body) {
+            record.usage = usage_of(&json);
+            if let Some(model) = json.get("model").and_then(Value::as_str) {
+                record.model = model.to_owned();
+            }
+        }
+        store.put(&address, &record)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            state.metrics.count_store_error();
+            tracing::error!(%address, error = %e, "could not store the answer; it was served but will not be kept");
+        }
+        Err(e) => {
+            state.metrics.count_store_error();
+            tracing::error!(%address, error = %e, "store task failed");
+        }
+    }
+}
+
+/// The answer as one JSON value, whichever form it was recorded in.
+fn answer_json(endpoint: Endpoint, body: &ResponseBody) -> Option<Value> {
+    match body {
+        ResponseBody::Complete(bytes) => serde_json::from_slice(bytes).ok(),
+        ResponseBody::Stream(events) => {
+            let json = convert::stream_to_json(endpoint.stream_kind()?, events).ok()?;
+            serde_json::from_slice(&json).ok()
+        }
+    }
+}
+
+/// Token counts in either dialect's naming (OpenAI chat: prompt/completion; Responses and
+/// Anthropic: input/output).
+fn usage_of(json: &Value) -> Option<Usage> {
+    let usage = json.get("usage")?;
+    let field = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
+    };
+    Some(Usage {
+        input_tokens: field(&["input_tokens", "prompt_tokens"])?,
+        output_tokens: field(&["output_tokens", "completion_tokens"]).unwrap_or(0),
+    })
+}

@@ -1,0 +1,237 @@
+//! The HTTP front end: OpenAI- and Anthropic-compatible endpoints, health, readiness and
+//! metrics, and the start-up sequence of `holdfast serve`.
+//!
+//! - `request`: endpoint table, body limits, cache policy from headers.
+//! - `exchange`: one request from arrival to answer (store, upstream, fallback).
+//! - `relay`: live streams, relayed and recorded.
+//! - `stored`: answers built from stored records, in either form.
+//! - `models`: the merged `GET /v1/models`.
+//! - `errors`: errors in the client's dialect.
+
+mod errors;
+mod exchange;
+mod models;
+mod relay;
+mod request;
+mod stored;
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+pub use errors::ApiError;
+pub use request::Endpoint;
+
+use crate::address::{Address, Addresser};
+use crate::config::{Config, ConfigSource};
+use crate::metrics::Metrics;
+use crate::normalize::Dialect;
+use crate::secret::StoreSecret;
+use crate::store::{Store, StoreOpenError, StoreOptions};
+use crate::upstream::{UpstreamInitError, Upstreams};
+
+/// Everything a request handler needs, shared by all of them.
+pub struct AppInner {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub upstreams: Upstreams,
+    pub metrics: Metrics,
+    /// Computed once: the address key does not change while serving.
+    pub addresser: Addresser,
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<Store>, upstreams: Upstreams) -> Self {
+        let addresser = store.addresser();
+        Self(Arc::new(AppInner {
+            config,
+            store,
+            upstreams,
+            metrics: Metrics::default(),
+            addresser,
+        }))
+    }
+}
+
+/// The whole HTTP surface, without a socket (tests drive it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for endpoint in Endpoint::ALL {
+        router = router.route(
+            endpoint.path(),
+            post(
+                move |State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body| {
+                    exchange::handle(state, endpoint, headers, body)
+                },
+            ),
+        );
+    }
+    router
+        .route("/v1/models", get(models::list))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(unsupported)
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    // A read of an address that cannot exist exercises the whole read path without side effects.
+    match state.store.get(&Address([0; 32])) {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store not readable: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.store.stats());
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn unsupported(uri: Uri) -> Response {
+    let dialect = Dialect::of_endpoint(uri.path());
+    ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect)
+}
+
+/// Why `holdfast serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreOpenError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamInitError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another holdfast or service on that port? set `listen` or HOLDFAST_LISTEN)"
+    )]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `holdfast serve`: opens (or creates) the store, binds, serves until SIGTERM or Ctrl-C.
+pub async fn serve(
+    config: Config,
+    source: ConfigSource,
+    secret: StoreSecret,
+) -> Result<(), ServeError> {
+    let options = StoreOptions {
+        create_if_missing: true,
+        retention: config.store.retention,
+        max_bytes: config.store.max_size,
+        cache_bytes: config.store.cache_memory,
+        ..StoreOptions::default()
+    };
+    let path = config.store.path.clone();
+    let existed = path.join("HOLDFAST").exists();
+    // Argon2id takes tens of milliseconds by design; keep it off the async workers.
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, &secret, options))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let store = Arc::new(store);
+    let upstreams = Upstreams::new(&config.providers, |name| std::env::var(name).ok())?;
+    let addr = config.listen.clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let local = listener.local_addr()?;
+    let stats = store.stats();
+    tracing::info!(
+        config = %source,
+        store = %store.path().display(),
+        created = !existed,
+        entries = stats.entries,
+        mode = config.cache.mode.as_str(),
+        "holdfast listening on http://{local} — OpenAI SDKs: base_url=\"http://{local}/v1\"; Anthropic SDKs: base_url=\"http://{local}\""
+    );
+    for p in &upstreams.providers {
+        tracing::info!(provider = p.name(), base_url = %p.config.base_url, models = ?p.config.models, "provider");
+    }
+    if config.store.retention.is_some() {
+        spawn_purger(store.clone());
+    }
+    let state = AppState::new(config, store.clone(), upstreams);
+    run(listener, state, shutdown_signal()).await?;
+    tracing::info!("shut down; flushing the store");
+    store
+        .flush()
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    Ok(())
+}
+
+/// Deletes expired entries hourly, off the async workers.
+fn spawn_purger(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.purge_expired()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired entries"),
+                Ok(Err(e)) => tracing::error!(error = %e, "purging expired entries failed"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,255 @@
+//! What the proxy reads from a client request: the endpoint, the body (bounded), the model,
+//! whether it wants a stream, and the cache policy from `x-holdfast-mode` and `Cache-Control`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::errors::ApiError;
+use crate::config::{CacheConfig, CacheMode};
+use crate::normalize::Dialect;
+use crate::sse::StreamKind;
+
+/// The POST endpoints Holdfast answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+    Responses,
+    Messages,
+    CountTokens,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 6] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Responses,
+        Self::Messages,
+        Self::CountTokens,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Responses => "/v1/responses",
+            Self::Messages => "/v1/messages",
+            Self::CountTokens => "/v1/messages/count_tokens",
+        }
+    }
+
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Self::Messages | Self::CountTokens => Dialect::Anthropic,
+            _ => Dialect::OpenAi,
+        }
+    }
+
+    /// The stream format of this endpoint, if it can stream at all.
+    pub fn stream_kind(self) -> Option<StreamKind> {
+        StreamKind::from_endpoint(self.path())
+    }
+}
+
+/// A request body read and checked.
+pub struct ParsedRequest {
+    /// The exact bytes the client sent; forwarded as they are.
+    pub raw: Bytes,
+    pub json: Value,
+    pub model: String,
+    pub wants_stream: bool,
+}
+
+/// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge { limit });
+    }
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("length limit") {
+                ApiError::TooLarge { limit }
+            } else {
+                ApiError::BodyRead(text)
+            }
+        })
+}
+
+pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> {
+    let json: Value =
+        serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    if !json.is_object() {
+        return Err(ApiError::NotAnObject);
+    }
+    let model = json
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .ok_or(ApiError::MissingModel)?;
+    let wants_stream = endpoint.stream_kind().is_some()
+        && json.get("stream").and_then(Value::as_bool) == Some(true);
+    Ok(ParsedRequest {
+        model: model.to_owned(),
+        wants_stream,
+        json,
+        raw,
+    })
+}
+
+/// Everything the client asked of the store for this one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePolicy {
+    pub mode: CacheMode,
+    /// `Cache-Control: no-store`: do not store this exchange.
+    pub no_store: bool,
+    /// `Cache-Control: no-cache`: do not serve a fresh stored answer (stale on failure is fine).
+    pub no_cache: bool,
+    /// Oldest stored answer that counts as fresh (`cache.ttl`, lowered by `max-age`).
+    pub fresh_for: Duration,
+    /// Oldest stored answer acceptable when upstream fails (`stale-if-error`); `None`: any.
+    pub stale_if_error: Option<Duration>,
+}
+
+impl CachePolicy {
+    pub fn from_request(headers: &HeaderMap, config: &CacheConfig) -> Result<Self, ApiError> {
+        let mode = match headers.get("x-holdfast-mode") {
+            None => config.mode,
+            Some(v) => v.to_str().ok().and_then(CacheMode::parse).ok_or_else(|| {
+                ApiError::BadHeader(
+                    "x-holdfast-mode must be one of fallback, cache-first, replay, record, off"
+                        .into(),
+                )
+            })?,
+        };
+        let mut policy = Self {
+            mode,
+            no_store: false,
+            no_cache: false,
+            fresh_for: config.ttl,
+            stale_if_error: config.stale_if_error,
+        };
+        for value in headers.get_all("cache-control") {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::BadHeader("Cache-Control is not ASCII".into()))?;
+            for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((n, a)) => (
+                        n.trim().to_ascii_lowercase(),
+                        Some(a.trim().trim_matches('"')),
+                    ),
+                    None => (directive.to_ascii_lowercase(), None),
+                };
+                let seconds = |arg: Option<&str>| -> Result<Duration, ApiError> {
+                    arg.and_then(|a| a.parse::<u64>().ok())
+                        .map(Duration::from_secs)
+                        .ok_or_else(|| {
+                            ApiError::BadHeader(format!(
+                                "Cache-Control {name} needs a number of seconds"
+                            ))
+                        })
+                };
+                match name.as_str() {
+                    "no-store" => policy.no_store = true,
+                    "no-cache" => policy.no_cache = true,
+                    "max-age" => policy.fresh_for = policy.fresh_for.min(seconds(arg)?),
+                    "stale-if-error" => policy.stale_if_error = Some(seconds(arg)?),
+                    // Other directives (e.g. max-stale, only-if-cached) do not apply to a proxy
+                    // whose answers are generated; ignoring them is what HTTP caches do.
+                    _ => {}
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Whether an answer from upstream may be stored.
+    pub fn may_store(&self) -> bool {
+        !self.no_store && !matches!(self.mode, CacheMode::Off)
+    }
+
+    /// Whether a stored answer may be served when upstream fails.
+    pub fn may_serve_stale(&self) -> bool {
+        matches!(self.mode, CacheMode::Fallback | CacheMode::CacheFirst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn policy(pairs: &[(&'static str, &'static str)]) -> Result<CachePolicy, ApiError> {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        CachePolicy::from_request(&h, &CacheConfig::default())
+    }
+
+    #[test]
+    fn cache_control_directives_are_honoured() {
+        let p = policy(&[
+            ("cache-control", "no-store, max-age=60"),
+            ("cache-control", "stale-if-error=600"),
+        ])
+        .unwrap();
+        assert!(p.no_store && !p.no_cache);
+        assert_eq!(p.fresh_for, Duration::from_secs(60));
+        assert_eq!(p.stale_if_error, Some(Duration::from_secs(600)));
+        assert!(!p.may_store());
+        assert!(policy(&[("cache-control", "NO-CACHE")]).unwrap().no_cache);
+        assert!(policy(&[("cache-control", "max-age=abc")]).is_err());
+    }
+
+    #[test]
+    fn mode_header_overrides_config() {
+        assert_eq!(
+            policy(&[("x-holdfast-mode", "replay")]).unwrap().mode,
+            CacheMode::Replay
+        );
+        assert_eq!(policy(&[]).unwrap().mode, CacheMode::Fallback);
+        assert!(policy(&[("x-holdfast-mode", "sometimes")]).is_err());
+    }
+
+    #[test]
+    fn body_checks() {
+        assert!(matches!(
+            parse(Endpoint::ChatCompletions, Bytes::from_static(b"{")),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse(Endpoint::ChatCompletions, Bytes::from_static(b"[]")),
+            Err(ApiError::NotAnObject)
+        ));
+        assert!(matches!(
+            parse(Endpoint::ChatCompletions, Bytes::from_static(b"{}")),
+            Err(ApiError::MissingModel)
+        ));
+        let p = parse(
+            Endpoint::Embeddings,
+            Bytes::from_static(br#"{"model":"m","stream":true}"#),
+        )
+        .unwrap();
+        assert!(!p.wants_stream, "embeddings never stream");
+        let p = parse(
+            Endpoint::Messages,
+            Bytes::from_static(br#"{"model":"m","stream":true}"#),
+        )
+        .unwrap();
+        assert!(p.wants_stream);
+    }
+}

@@ -1,0 +1,390 @@
+//! Talking to providers: routing a model to the provider that serves it, building the
+//! upstream request (credentials, dialect headers), and classifying every way it can fail.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use crate::config::{Api, FailureKind, ProviderConfig};
+use crate::normalize::Dialect;
+
+/// A provider ready to take requests: its settings and a pooled HTTP client.
+pub struct Provider {
+    pub config: ProviderConfig,
+    client: reqwest::Client,
+    /// The key from `api_key_env`, read once at start-up.
+    api_key: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Provider({}, key: {})",
+            self.config.name,
+            if self.api_key.is_some() {
+                "*****"
+            } else {
+                "client's"
+            }
+        )
+    }
+}
+
+/// Why the providers could not be set up. Start-up only.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamInitError {
+    #[error(
+        "provider `{provider}`: environment variable {var} (its api_key_env) is not set; export it, or remove api_key_env to forward clients' own keys"
+    )]
+    MissingKey { provider: String, var: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// How an upstream attempt failed. `Status` keeps the provider's answer so a 4xx can be passed
+/// through to the client unchanged.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    Connect(String),
+    Timeout(&'static str),
+    Status {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Invalid(String),
+}
+
+impl UpstreamFailure {
+    /// The failure class that `cache.serve_stale_on` names; `None` for a 4xx other than 429,
+    /// which is the provider's verdict on the request, not an outage.
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            Self::Connect(_) => Some(FailureKind::Connect),
+            Self::Timeout(_) => Some(FailureKind::Timeout),
+            Self::Status { status: 429, .. } => Some(FailureKind::Status429),
+            Self::Status { status, .. } if *status >= 500 => Some(FailureKind::Status5xx),
+            Self::Status { .. } => None,
+            Self::Invalid(_) => Some(FailureKind::Invalid),
+        }
+    }
+
+    /// A short reason for logs and `x-holdfast-upstream-error`; never includes bodies.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Connect(detail) => format!("connect: {detail}"),
+            Self::Timeout(phase) => format!("timeout: {phase}"),
+            Self::Status { status, .. } => format!("status {status}"),
+            Self::Invalid(detail) => format!("invalid answer: {detail}"),
+        }
+    }
+
+    /// Label value for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect",
+            Self::Timeout(_) => "timeout",
+            Self::Status { status: 429, .. } => "429",
+            Self::Status { status, .. } if *status >= 500 => "5xx",
+            Self::Status { .. } => "4xx",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// Request headers the client may set that providers act on; everything else stays here.
+const FORWARDED_OPENAI: &[&str] = &["openai-organization", "openai-project", "openai-beta"];
+const FORWARDED_ANTHROPIC: &[&str] = &["anthropic-version", "anthropic-beta"];
+/// Response headers passed back to the client on a live answer.
+pub const RETURNED_HEADERS: &[&str] = &[
+    "x-request-id",
+    "request-id",
+    "openai-processing-ms",
+    "openai-model",
+    "anthropic-organization-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+];
+
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+impl Provider {
+    pub fn new(
+        config: ProviderConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, UpstreamInitError> {
+        let api_key = match &config.api_key_env {
+            Some(var) => Some(Zeroizing::new(
+                env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    UpstreamInitError::MissingKey {
+                        provider: config.name.clone(),
+                        var: var.clone(),
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamInitError::Client(e.to_string()))?;
+        Ok(Self {
+            config,
+            client,
+            api_key,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self.config.api {
+            Api::Openai => Dialect::OpenAi,
+            Api::Anthropic => Dialect::Anthropic,
+        }
+    }
+
+    /// `base_url` + `path`, without doubling a `/v1` that the operator put in `base_url`.
+    pub fn url(&self, path: &str) -> String {
+        let base = self.config.base_url.trim_end_matches('/');
+        match (base.strip_suffix("/v1"), path.strip_prefix("/v1")) {
+            (Some(stem), Some(_)) => format!("{stem}{path}"),
+            _ => format!("{base}{path}"),
+        }
+    }
+
+    /// The headers to send: the provider's credential (or the client's), the dialect's
+    /// version headers, and no compression so answers can be recorded as they are.
+    fn headers(&self, client: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        out.insert("accept-encoding", HeaderValue::from_static("identity"));
+        let client_token = client_credential_token(client);
+        match self.config.api {
+            Api::Openai => {
+                let token = self.api_key.as_deref().map(String::as_str).or(client_token);
+                if let Some(v) =
+                    token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+                {
+                    out.insert("authorization", sensitive(v));
+                }
+                copy_headers(client, &mut out, FORWARDED_OPENAI);
+            }
+            Api::Anthropic => {
+                let token = self.api_key.as_deref().map(String::as_str).or(client_token);
+                if let Some(v) = token.and_then(|t| HeaderValue::from_str(t).ok()) {
+                    out.insert("x-api-key", sensitive(v));
+                }
+                copy_headers(client, &mut out, FORWARDED_ANTHROPIC);
+                if !out.contains_key("anthropic-version") {
+                    out.insert(
+                        "anthropic-version",
+                        HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends a request and waits for the response headers within the first-byte timeout.
+    /// A non-2xx answer is read whole and returned as `UpstreamFailure::Status`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        client_headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> Result<reqwest::Response, UpstreamFailure> {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .headers(self.headers(client_headers));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response =
+            match tokio::time::timeout(self.config.first_byte_timeout, request.send()).await {
+                Err(_) => return Err(UpstreamFailure::Timeout("first byte")),
+                Ok(Err(e)) => return Err(classify(&e)),
+                Ok(Ok(r)) => r,
+            };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(UpstreamFailure::Status {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Classifies a transport error from reqwest: a timeout, or else a connection that could not
+/// be made or broke (refused, reset, DNS, TLS) — both are outages, not verdicts.
+pub fn classify(e: &reqwest::Error) -> UpstreamFailure {
+    if e.is_timeout() {
+        UpstreamFailure::Timeout(if e.is_connect() { "connect" } else { "total" })
+    } else {
+        UpstreamFailure::Connect(root_cause(e))
+    }
+}
+
+/// The innermost error message (e.g. "Connection refused (os error 111)"), without URLs.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = e;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+fn sensitive(mut v: HeaderValue) -> HeaderValue {
+    v.set_sensitive(true);
+    v
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {
+    for name in names {
+        if let Some(v) = from.get(*name) {
+            to.insert(HeaderName::from_static(name), v.clone());
+        }
+    }
+}
+
+/// The client's API key, from `Authorization: Bearer …` or `x-api-key`, whichever is present.
+fn client_credential_token(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    let auth = headers.get("authorization")?.to_str().ok()?.trim();
+    Some(
+        auth.strip_prefix("Bearer ")
+            .or_else(|| auth.strip_prefix("bearer "))
+            .unwrap_or(auth)
+            .trim(),
+    )
+}
+
+/// The bytes the tenant namespace is derived from: the same for `Authorization: Bearer K` and
+/// `x-api-key: K`, so one key is one tenant whichever header its SDK uses. Empty when the
+/// client sent no credential (all such clients share one anonymous namespace).
+pub fn credential_for_namespace(headers: &HeaderMap) -> &[u8] {
+    client_credential_token(headers)
+        .map(str::as_bytes)
+        .unwrap_or_default()
+}
+
+/// All configured providers, in configuration order (the order routing tries them).
+pub struct Upstreams {
+    pub providers: Vec<Provider>,
+}
+
+impl Upstreams {
+    pub fn new(
+        configs: &[ProviderConfig],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, UpstreamInitError> {
+        let providers = configs
+            .iter()
+            .map(|c| Provider::new(c.clone(), &env))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { providers })
+    }
+
+    /// The first provider of the client's dialect that serves `model`.
+    pub fn route(&self, dialect: Dialect, model: &str) -> Option<&Provider> {
+        self.providers
+            .iter()
+            .find(|p| p.dialect() == dialect && p.config.serves(model))
+    }
+
+    pub fn of_dialect(&self, dialect: Dialect) -> impl Iterator<Item = &Provider> {
+        self.providers
+            .iter()
+            .filter(move |p| p.dialect() == dialect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn provider(base_url: &str, api: Api, key_env: Option<&str>) -> Provider {
+        let mut c = Config::default().providers[0].clone();
+        c.base_url = base_url.into();
+        c.api = api;
+        c.api_key_env = key_env.map(str::to_owned);
+        Provider::new(c, |_| Some("sk-provider".into())).unwrap()
+    }
+
+    #[test]
+    fn urls_do_not_double_v1() {
+        assert_eq!(
+            provider("http://h:1", Api::Openai, None).url("/v1/models"),
+            "http://h:1/v1/models"
+        );
+        assert_eq!(
+            provider("http://h:1/v1/", Api::Openai, None).url("/v1/models"),
+            "http://h:1/v1/models"
+        );
+        assert_eq!(
+            provider("http://h/openai", Api::Openai, None).url("/v1/x"),
+            "http://h/openai/v1/x"
+        );
+    }
+
+    #[test]
+    fn credentials_are_forwarded_in_the_providers_dialect() {
+        let mut client = HeaderMap::new();
+        client.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer sk-client"),
+        );
+        let h = provider("http://h", Api::Anthropic, None).headers(&client);
+        assert_eq!(h["x-api-key"], "sk-client");
+        assert_eq!(h["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert!(h["x-api-key"].is_sensitive());
+        let h = provider("http://h", Api::Openai, Some("KEY")).headers(&client);
+        assert_eq!(h["authorization"], "Bearer sk-provider");
+        let mut x = HeaderMap::new();
+        x.insert("x-api-key", HeaderValue::from_static("sk-client"));
+        assert_eq!(
+            credential_for_namespace(&x),
+            credential_for_namespace(&client)
+        );
+    }
+
+    #[test]
+    fn missing_key_env_is_a_clear_start_up_error() {
+        let mut c = Config::default().providers[0].clone();
+        c.api_key_env = Some("NOPE_KEY".into());
+        let err = Provider::new(c, |_| None).unwrap_err().to_string();
+        assert!(err.contains("NOPE_KEY") && err.contains("openai"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_prints_the_key() {
+        let p = provider("http://h", Api::Openai, Some("KEY"));
+        assert!(!format!("{p:?}").contains("sk-provider"));
+    }
+}
