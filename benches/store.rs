@@ -19,15 +19,10 @@ const KIB: usize = 1024;
 /// A chat request body of about `size` bytes: a few messages, like a real conversation.
 fn request_body(size: usize) -> Vec<u8> {
     let turn = "Explain the trade-offs of write-ahead logging in embedded databases, briefly. ";
-    let mut messages =
-        vec![serde_json::json!({"role": "system", "content": "You are a careful engineer."})];
+    let mut messages = vec![serde_json::json!({"role": "system", "content": "You are a careful engineer."})];
     let mut body = serde_json::json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": []});
     while body.to_string().len() < size {
-        let role = if messages.len() % 2 == 1 {
-            "user"
-        } else {
-            "assistant"
-        };
+        let role = if messages.len() % 2 == 1 { "user" } else { "assistant" };
         messages.push(serde_json::json!({"role": role, "content": turn}));
         body["messages"] = serde_json::Value::Array(messages.clone());
     }
@@ -58,22 +53,16 @@ fn bench_address(c: &mut Criterion) {
     for size in [KIB, 4 * KIB, 16 * KIB] {
         let body = request_body(size);
         group.throughput(Throughput::Bytes(body.len() as u64));
-        group.bench_with_input(
-            BenchmarkId::new("normalize+address", size / KIB * KIB),
-            &body,
-            |b, body| {
-                b.iter(|| {
-                    let request = normalize("/v1/chat/completions", black_box(body)).unwrap();
-                    addresser.address(&namespace, &request)
-                })
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("normalize+address", size / KIB * KIB), &body, |b, body| {
+            b.iter(|| {
+                let request = normalize("/v1/chat/completions", black_box(body)).unwrap();
+                addresser.address(&namespace, &request)
+            })
+        });
         let request = normalize("/v1/chat/completions", &body).unwrap();
-        group.bench_with_input(
-            BenchmarkId::new("address_only", size),
-            &request,
-            |b, request| b.iter(|| addresser.address(&namespace, black_box(request))),
-        );
+        group.bench_with_input(BenchmarkId::new("address_only", size), &request, |b, request| {
+            b.iter(|| addresser.address(&namespace, black_box(request)))
+        });
     }
     group.finish();
 }
@@ -103,10 +92,7 @@ fn bench_crypto(c: &mut Criterion) {
 fn bench_store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let secret = StoreSecret::passphrase("bench passphrase").unwrap();
-    let options = StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
-    };
+    let options = StoreOptions { create_if_missing: true, ..StoreOptions::default() };
     let store = Store::open(&dir.path().join("store"), &secret, options).unwrap();
     let addresser = store.addresser();
     let mut group = c.benchmark_group("store");
@@ -118,14 +104,9 @@ fn bench_store(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("put", size), &record, |b, record| {
             b.iter(|| {
                 i = (i + 1) % 1000;
-                let request = normalize(
-                    "/v1/chat/completions",
-                    format!("{{\"i\":{i},\"s\":{size}}}").as_bytes(),
-                )
-                .unwrap();
-                store
-                    .put(&addresser.address(&Namespace::shared(), &request), record)
-                    .unwrap();
+                let request =
+                    normalize("/v1/chat/completions", format!("{{\"i\":{i},\"s\":{size}}}").as_bytes()).unwrap();
+                store.put(&addresser.address(&Namespace::shared(), &request), record).unwrap();
             })
         });
         let address = addresser.address(&Namespace::shared(), &record.request);

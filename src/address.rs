@@ -98,11 +98,7 @@ impl fmt::Debug for Namespace {
         match &self.0 {
             NamespaceKind::Shared => f.write_str("Namespace(shared)"),
             // A keyed hash reveals nothing, but the first bytes suffice to tell tenants apart.
-            NamespaceKind::Credential(h) => write!(
-                f,
-                "Namespace({:02x}{:02x}{:02x}{:02x}…)",
-                h[0], h[1], h[2], h[3]
-            ),
+            NamespaceKind::Credential(h) => write!(f, "Namespace({:02x}{:02x}{:02x}{:02x}…)", h[0], h[1], h[2], h[3]),
         }
     }
 }
@@ -126,20 +122,14 @@ const ADDRESS_DOMAIN: &[u8] = b"holdfast.address";
 
 impl Addresser {
     pub fn new(address_key: SecretKey) -> Self {
-        let namespace_key =
-            SecretKey::from_bytes(blake3::derive_key(NAMESPACE_CONTEXT, address_key.expose()));
-        Self {
-            address_key,
-            namespace_key,
-        }
+        let namespace_key = SecretKey::from_bytes(blake3::derive_key(NAMESPACE_CONTEXT, address_key.expose()));
+        Self { address_key, namespace_key }
     }
 
     /// The namespace of a client credential (an `Authorization` or `x-api-key` value). Only this
     /// keyed hash is ever kept; the credential itself is not.
     pub fn namespace_for_credential(&self, credential: &[u8]) -> Namespace {
-        Namespace(NamespaceKind::Credential(
-            *blake3::keyed_hash(self.namespace_key.expose(), credential).as_bytes(),
-        ))
+        Namespace(NamespaceKind::Credential(*blake3::keyed_hash(self.namespace_key.expose(), credential).as_bytes()))
     }
 
     /// `BLAKE3-keyed(body ‖ endpoint ‖ namespace ‖ trailer)`, where the fixed-size trailer is
@@ -148,11 +138,7 @@ impl Addresser {
     /// input unambiguously. The body goes first so it starts on a BLAKE3 chunk boundary, which
     /// lets large bodies take BLAKE3's parallel (SIMD) path.
     pub fn address(&self, namespace: &Namespace, request: &NormalizedRequest) -> Address {
-        let parts = [
-            &request.canonical[..],
-            request.endpoint.as_bytes(),
-            namespace.framing_bytes(),
-        ];
+        let parts = [&request.canonical[..], request.endpoint.as_bytes(), namespace.framing_bytes()];
         let mut hasher = blake3::Hasher::new_keyed(self.address_key.expose());
         let mut trailer = [0u8; 3 * 8 + 4 + ADDRESS_DOMAIN.len()];
         for (i, part) in parts.iter().enumerate() {
@@ -200,17 +186,8 @@ mod tests {
     #[test]
     fn framing_is_unambiguous_between_endpoint_and_body() {
         let ad = addresser();
-        let a = NormalizedRequest {
-            endpoint: "/v1/ab".into(),
-            canonical: bytes::Bytes::from_static(b"{}"),
-        };
-        let b = NormalizedRequest {
-            endpoint: "/v1/a".into(),
-            canonical: bytes::Bytes::from_static(b"b{}"),
-        };
-        assert_ne!(
-            ad.address(&Namespace::shared(), &a),
-            ad.address(&Namespace::shared(), &b)
-        );
+        let a = NormalizedRequest { endpoint: "/v1/ab".into(), canonical: bytes::Bytes::from_static(b"{}") };
+        let b = NormalizedRequest { endpoint: "/v1/a".into(), canonical: bytes::Bytes::from_static(b"b{}") };
+        assert_ne!(ad.address(&Namespace::shared(), &a), ad.address(&Namespace::shared(), &b));
     }
 }

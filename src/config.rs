@@ -12,10 +12,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -62,10 +59,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: default_log_level(),
-        }
+        Self { format: LogFormat::Text, level: default_log_level() }
     }
 }
 
@@ -88,12 +82,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            path: default_store_path(),
-            retention: None,
-            max_size: None,
-            cache_memory: default_cache_memory(),
-        }
+        Self { path: default_store_path(), retention: None, max_size: None, cache_memory: default_cache_memory() }
     }
 }
 
@@ -221,10 +210,7 @@ pub struct ProviderConfig {
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
     /// Longest wait for the response headers (and, for streams, the first event).
-    #[serde(
-        default = "default_first_byte_timeout",
-        deserialize_with = "de_duration"
-    )]
+    #[serde(default = "default_first_byte_timeout", deserialize_with = "de_duration")]
     pub first_byte_timeout: Duration,
     /// Longest a whole exchange may take, streams included.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
@@ -261,6 +247,7 @@ fn default_serve_stale_on() -> Vec<FailureKind> {
         FailureKind::Timeout,
         FailureKind::Status5xx,
         FailureKind::Status429,
+        FailureKind::Invalid,
     ]
 }
 fn default_all_models() -> Vec<String> {
@@ -293,22 +280,9 @@ fn default_providers() -> Vec<ProviderConfig> {
             "openai",
             Api::Openai,
             "https://api.openai.com",
-            &[
-                "gpt-*",
-                "o*",
-                "chatgpt-*",
-                "text-embedding-*",
-                "davinci-*",
-                "babbage-*",
-                "omni-*",
-            ],
+            &["gpt-*", "o*", "chatgpt-*", "text-embedding-*", "davinci-*", "babbage-*", "omni-*"],
         ),
-        provider(
-            "anthropic",
-            Api::Anthropic,
-            "https://api.anthropic.com",
-            &["claude-*"],
-        ),
+        provider("anthropic", Api::Anthropic, "https://api.anthropic.com", &["claude-*"]),
     ]
 }
 
@@ -353,14 +327,9 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
     }
 
     /// Parses TOML text; the error names the key and line (toml reports both).
@@ -383,10 +352,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "listen: `{}` is not an address like 127.0.0.1:8787",
-                self.listen
-            ));
+            problems.push(format!("listen: `{}` is not an address like 127.0.0.1:8787", self.listen));
         }
         if self.max_request_bytes == 0 {
             problems.push("max_request_bytes: must be more than 0".into());
@@ -396,12 +362,7 @@ impl Config {
         }
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}] ({})", p.name);
-            if p.name.is_empty()
-                || !p
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                 problems.push(format!("{at}.name: use letters, digits, '-', '_' or '.'"));
             }
             if self.providers[..i].iter().any(|q| q.name == p.name) {
@@ -409,15 +370,10 @@ impl Config {
             }
             match reqwest::Url::parse(&p.base_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
-                _ => problems.push(format!(
-                    "{at}.base_url: `{}` is not an http(s) URL",
-                    p.base_url
-                )),
+                _ => problems.push(format!("{at}.base_url: `{}` is not an http(s) URL", p.base_url)),
             }
             if p.models.is_empty() {
-                problems.push(format!(
-                    "{at}.models: list at least one pattern (\"*\" for all)"
-                ));
+                problems.push(format!("{at}.models: list at least one pattern (\"*\" for all)"));
             }
             if let Some(var) = &p.api_key_env
                 && var.is_empty()
@@ -428,18 +384,12 @@ impl Config {
                 problems.push(format!("{at}.timeout: shorter than first_byte_timeout"));
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
-        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
         // validate() has checked it; the fallback only guards direct construction in tests.
-        self.listen
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8787)))
+        self.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8787)))
     }
 }
 
@@ -469,13 +419,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// Parses "500ms", "30s", "5m", "2h", "7d" (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 5m, 2h or 7d"))?;
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 5m, 2h or 7d"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
@@ -483,9 +429,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         "d" => value * 86400.0,
         other => {
-            return Err(format!(
-                "unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"
-            ));
+            return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"));
         }
     };
     Ok(Duration::from_secs_f64(seconds))
@@ -496,9 +440,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -509,14 +451,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}` (use KiB, MiB, GiB)"
-            ));
+            return Err(format!("unknown size unit `{other}` in `{text}` (use KiB, MiB, GiB)"));
         }
     };
-    value
-        .checked_mul(factor)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    value.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -583,8 +521,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named_with_its_line() {
-        let err =
-            Config::parse("listen = \"127.0.0.1:1\"\n[cache]\nmdoe = \"replay\"\n").unwrap_err();
+        let err = Config::parse("listen = \"127.0.0.1:1\"\n[cache]\nmdoe = \"replay\"\n").unwrap_err();
         assert!(err.contains("mdoe") && err.contains("line 3"), "{err}");
         let err = Config::parse("[cache]\nmode = \"sometimes\"\n").unwrap_err();
         assert!(err.contains("sometimes") && err.contains("line 2"), "{err}");
@@ -598,9 +535,7 @@ mod tests {
         .unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(
-            err.contains("listen:")
-                && err.contains("providers[0] (a).base_url")
-                && err.contains(".models"),
+            err.contains("listen:") && err.contains("providers[0] (a).base_url") && err.contains(".models"),
             "{err}"
         );
         c.apply_env(|v| (v == "HOLDFAST_LISTEN").then(|| "0.0.0.0:9000".to_owned()));
@@ -609,18 +544,11 @@ mod tests {
 
     #[test]
     fn globs_durations_and_sizes() {
-        assert!(
-            glob_match("gpt-*", "gpt-4o")
-                && glob_match("*", "")
-                && glob_match("o?-mini", "o3-mini")
-        );
+        assert!(glob_match("gpt-*", "gpt-4o") && glob_match("*", "") && glob_match("o?-mini", "o3-mini"));
         assert!(!glob_match("gpt-*", "xgpt-4") && !glob_match("claude-?", "claude-10"));
         assert!(glob_match("*-mini*", "gpt-4o-mini-2024"));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86400)
-        );
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert!(parse_duration("5 weeks").is_err());
         assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
         assert!(parse_size("10XB").is_err());

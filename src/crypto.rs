@@ -85,37 +85,22 @@ pub fn envelope_key_id(envelope: &[u8]) -> Result<u32, EnvelopeError> {
     if envelope[0] != ENVELOPE_VERSION {
         return Err(EnvelopeError::UnknownVersion(envelope[0]));
     }
-    Ok(u32::from_be_bytes([
-        envelope[1],
-        envelope[2],
-        envelope[3],
-        envelope[4],
-    ]))
+    Ok(u32::from_be_bytes([envelope[1], envelope[2], envelope[3], envelope[4]]))
 }
 
 /// Opens an envelope in place: on success `envelope` holds the plaintext.
-pub fn open_in_place(
-    key: &DataKey,
-    address: &Address,
-    envelope: &mut Vec<u8>,
-) -> Result<(), EnvelopeError> {
+pub fn open_in_place(key: &DataKey, address: &Address, envelope: &mut Vec<u8>) -> Result<(), EnvelopeError> {
     let id = envelope_key_id(envelope)?;
     if id != key.id {
         return Err(EnvelopeError::UnknownKey(id));
     }
     let tag_at = envelope.len() - TAG_LEN;
-    let tag =
-        Tag::try_from(&envelope[tag_at..]).map_err(|_| EnvelopeError::Truncated(envelope.len()))?;
+    let tag = Tag::try_from(&envelope[tag_at..]).map_err(|_| EnvelopeError::Truncated(envelope.len()))?;
     let (header, rest) = envelope.split_at_mut(HEADER_LEN);
     let nonce = Nonce::try_from(&header[5..HEADER_LEN]).map_err(|_| EnvelopeError::Inauthentic)?;
     let aad = associated_data(header, address);
     key.cipher
-        .decrypt_inout_detached(
-            &nonce,
-            &aad,
-            (&mut rest[..tag_at - HEADER_LEN]).into(),
-            &tag,
-        )
+        .decrypt_inout_detached(&nonce, &aad, (&mut rest[..tag_at - HEADER_LEN]).into(), &tag)
         .map_err(|_| EnvelopeError::Inauthentic)?;
     envelope.truncate(tag_at);
     envelope.drain(..HEADER_LEN);
@@ -151,10 +136,7 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 0x01;
-            assert!(
-                open_in_place(&k, &addr, &mut bad).is_err(),
-                "flip at byte {i} went unnoticed"
-            );
+            assert!(open_in_place(&k, &addr, &mut bad).is_err(), "flip at byte {i} went unnoticed");
         }
     }
 
@@ -163,23 +145,11 @@ mod tests {
         let k = key(1);
         let sealed = seal(&k, &Address([2; 32]), b"x");
         let mut moved = sealed.clone();
-        assert_eq!(
-            open_in_place(&k, &Address([3; 32]), &mut moved),
-            Err(EnvelopeError::Inauthentic)
-        );
+        assert_eq!(open_in_place(&k, &Address([3; 32]), &mut moved), Err(EnvelopeError::Inauthentic));
         let other = DataKey::new(1, &SecretKey::from_bytes([42; 32]));
         let mut again = sealed.clone();
-        assert_eq!(
-            open_in_place(&other, &Address([2; 32]), &mut again),
-            Err(EnvelopeError::Inauthentic)
-        );
-        assert_eq!(
-            open_in_place(&key(2), &Address([2; 32]), &mut sealed.clone()),
-            Err(EnvelopeError::UnknownKey(1))
-        );
-        assert_eq!(
-            envelope_key_id(&sealed[..10]),
-            Err(EnvelopeError::Truncated(10))
-        );
+        assert_eq!(open_in_place(&other, &Address([2; 32]), &mut again), Err(EnvelopeError::Inauthentic));
+        assert_eq!(open_in_place(&key(2), &Address([2; 32]), &mut sealed.clone()), Err(EnvelopeError::UnknownKey(1)));
+        assert_eq!(envelope_key_id(&sealed[..10]), Err(EnvelopeError::Truncated(10)));
     }
 }

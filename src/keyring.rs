@@ -75,11 +75,7 @@ impl KdfParams {
 
 impl Default for KdfParams {
     fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -89,20 +85,10 @@ pub enum KeyringError {
     WrongSecret { hint: &'static str },
     #[error("keyring {path} is corrupt ({reason}); restore it from a backup")]
     Corrupt { path: PathBuf, reason: String },
-    #[error(
-        "keyring {path} has format {found}, newer than this build reads ({supported}); upgrade holdfast"
-    )]
-    NewerFormat {
-        path: PathBuf,
-        found: u16,
-        supported: u16,
-    },
+    #[error("keyring {path} has format {found}, newer than this build reads ({supported}); upgrade holdfast")]
+    NewerFormat { path: PathBuf, found: u16, supported: u16 },
     #[error("cannot {action} keyring {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("Argon2 parameters rejected: {0}")]
     KdfParams(String),
     #[error("key {0} is not in the keyring")]
@@ -138,10 +124,7 @@ struct StoredKey {
 /// How the KEK is made from the operator's secret.
 #[derive(Clone, Copy)]
 enum Wrapping {
-    Passphrase {
-        params: KdfParams,
-        salt: [u8; SALT_LEN],
-    },
+    Passphrase { params: KdfParams, salt: [u8; SALT_LEN] },
     RawKey,
 }
 
@@ -169,10 +152,7 @@ impl KeySet {
     }
 
     pub fn data_key(&self, id: u32) -> Option<&DataKey> {
-        self.keys
-            .iter()
-            .find(|k| k.info.id == id)
-            .map(|k| &k.data_key)
+        self.keys.iter().find(|k| k.info.id == id).map(|k| &k.data_key)
     }
 
     pub fn active_id(&self) -> u32 {
@@ -185,10 +165,7 @@ impl KeySet {
 
     fn active_key(&self) -> &LiveKey {
         // `active` always names a key in `keys`: every constructor and rotation ensures it.
-        self.keys
-            .iter()
-            .find(|k| k.info.id == self.active)
-            .expect("active key present")
+        self.keys.iter().find(|k| k.info.id == self.active).expect("active key present")
     }
 }
 
@@ -215,11 +192,7 @@ fn now_ms() -> u64 {
 
 impl Keyring {
     /// Creates a new keyring file with a fresh address key and one data key.
-    pub fn create(
-        path: &Path,
-        secret: &StoreSecret,
-        params: KdfParams,
-    ) -> Result<Self, KeyringError> {
+    pub fn create(path: &Path, secret: &StoreSecret, params: KdfParams) -> Result<Self, KeyringError> {
         let (wrapping, kek) = new_wrapping(secret, params)?;
         let first = StoredKey {
             id: 1,
@@ -228,11 +201,7 @@ impl Keyring {
             key: *SecretKey::generate().expose(),
             seals_reserved: 0,
         };
-        let contents = Contents {
-            address_key: *SecretKey::generate().expose(),
-            keys: vec![first],
-            active: 1,
-        };
+        let contents = Contents { address_key: *SecretKey::generate().expose(), keys: vec![first], active: 1 };
         let keyring = Self::from_contents(path, kek, wrapping, &contents);
         keyring.persist_locked(&keyring.snapshot())?;
         Ok(keyring)
@@ -240,15 +209,8 @@ impl Keyring {
 
     /// Reads and unlocks an existing keyring file. Never writes.
     pub fn unlock(path: &Path, secret: &StoreSecret) -> Result<Self, KeyringError> {
-        let bytes = fs::read(path).map_err(|source| KeyringError::Io {
-            action: "read",
-            path: path.into(),
-            source,
-        })?;
-        let corrupt = |reason: &str| KeyringError::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        };
+        let bytes = fs::read(path).map_err(|source| KeyringError::Io { action: "read", path: path.into(), source })?;
+        let corrupt = |reason: &str| KeyringError::Corrupt { path: path.into(), reason: reason.into() };
         if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
             return Err(corrupt("not a Holdfast keyring file"));
         }
@@ -259,11 +221,7 @@ impl Keyring {
         }
         let format = u16::from_be_bytes([bytes[8], bytes[9]]);
         if format > KEYRING_FORMAT {
-            return Err(KeyringError::NewerFormat {
-                path: path.into(),
-                found: format,
-                supported: KEYRING_FORMAT,
-            });
+            return Err(KeyringError::NewerFormat { path: path.into(), found: format, supported: KEYRING_FORMAT });
         }
         if format == 0 {
             return Err(corrupt("format version 0"));
@@ -281,9 +239,7 @@ impl Keyring {
             other => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
         };
         if let Wrapping::Passphrase { params, .. } = wrapping {
-            params
-                .check_plausible()
-                .map_err(|reason| corrupt(&reason))?;
+            params.check_plausible().map_err(|reason| corrupt(&reason))?;
         }
         let kek = match (wrapping, secret) {
             (Wrapping::Passphrase { params, salt }, StoreSecret::Passphrase(p)) => {
@@ -310,19 +266,10 @@ impl Keyring {
         let nonce = Nonce::try_from(&bytes[39..51]).map_err(|_| corrupt("nonce"))?;
         let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
         cipher
-            .decrypt_inout_detached(
-                &nonce,
-                &bytes[..HEADER_LEN],
-                plaintext.as_mut_slice().into(),
-                &tag,
-            )
+            .decrypt_inout_detached(&nonce, &bytes[..HEADER_LEN], plaintext.as_mut_slice().into(), &tag)
             .map_err(|_| KeyringError::WrongSecret { hint: "" })?;
         let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
-        if !contents
-            .keys
-            .iter()
-            .any(|k| k.id == contents.active && !k.retired)
-        {
+        if !contents.keys.iter().any(|k| k.id == contents.active && !k.retired) {
             return Err(corrupt("no active data key"));
         }
         Ok(Self::from_contents(path, kek, wrapping, &contents))
@@ -334,22 +281,10 @@ impl Keyring {
             .keys
             .iter()
             .map(|k| {
-                live_key(
-                    k.id,
-                    k.created_ms,
-                    k.retired,
-                    SecretKey::from_bytes(k.key),
-                    k.seals_reserved,
-                    contents.active,
-                )
+                live_key(k.id, k.created_ms, k.retired, SecretKey::from_bytes(k.key), k.seals_reserved, contents.active)
             })
             .collect();
-        let set = KeySet {
-            addresser: Addresser::new(address_key.clone()),
-            address_key,
-            keys,
-            active: contents.active,
-        };
+        let set = KeySet { addresser: Addresser::new(address_key.clone()), address_key, keys, active: contents.active };
         Self {
             path: path.to_owned(),
             kek,
@@ -363,10 +298,7 @@ impl Keyring {
     /// The keys as they are now. Cheap: one `Arc` clone.
     pub fn snapshot(&self) -> Arc<KeySet> {
         // A poisoned lock only means a panic elsewhere mid-swap; the Arc inside is still whole.
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Lowers the seal limit so tests can watch automatic rotation without 2^32 writes.
@@ -439,11 +371,7 @@ impl Keyring {
     }
 
     /// Re-wraps the keyring under a new secret. Touches only the keyring file.
-    pub fn change_secret(
-        &mut self,
-        secret: &StoreSecret,
-        params: KdfParams,
-    ) -> Result<(), KeyringError> {
+    pub fn change_secret(&mut self, secret: &StoreSecret, params: KdfParams) -> Result<(), KeyringError> {
         let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let (wrapping, kek) = new_wrapping(secret, params)?;
         let contents = contents_of(&self.snapshot());
@@ -458,11 +386,7 @@ impl Keyring {
         self.write_file(&contents_of(set), &self.kek, self.wrapping)
     }
 
-    fn persist_with(
-        &self,
-        set: &KeySet,
-        change: impl FnOnce(&mut Contents),
-    ) -> Result<(), KeyringError> {
+    fn persist_with(&self, set: &KeySet, change: impl FnOnce(&mut Contents)) -> Result<(), KeyringError> {
         let mut contents = contents_of(set);
         change(&mut contents);
         self.write_file(&contents, &self.kek, self.wrapping)
@@ -484,10 +408,8 @@ impl Keyring {
                     contents.active,
                 );
                 if let Some(prev) = old.keys.iter().find(|p| p.info.id == k.id) {
-                    live.sealed
-                        .store(prev.sealed.load(Ordering::Relaxed), Ordering::Relaxed);
-                    live.reserved
-                        .store(prev.reserved.load(Ordering::Acquire), Ordering::Release);
+                    live.sealed.store(prev.sealed.load(Ordering::Relaxed), Ordering::Relaxed);
+                    live.reserved.store(prev.reserved.load(Ordering::Acquire), Ordering::Release);
                 }
                 live
             })
@@ -503,17 +425,11 @@ impl Keyring {
 
     /// Writes the whole file to a temporary sibling, syncs it, and renames it into place, so a
     /// crash leaves either the old keyring or the new one, never a torn one.
-    fn write_file(
-        &self,
-        contents: &Contents,
-        kek: &SecretKey,
-        wrapping: Wrapping,
-    ) -> Result<(), KeyringError> {
-        let plaintext =
-            Zeroizing::new(codec::encode(contents).map_err(|e| KeyringError::Corrupt {
-                path: self.path.clone(),
-                reason: e.to_string(),
-            })?);
+    fn write_file(&self, contents: &Contents, kek: &SecretKey, wrapping: Wrapping) -> Result<(), KeyringError> {
+        let plaintext = Zeroizing::new(
+            codec::encode(contents)
+                .map_err(|e| KeyringError::Corrupt { path: self.path.clone(), reason: e.to_string() })?,
+        );
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&KEYRING_FORMAT.to_be_bytes());
@@ -540,11 +456,7 @@ impl Keyring {
         file_bytes.extend_from_slice(&plaintext);
         let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
         let tag = cipher
-            .encrypt_inout_detached(
-                &Nonce::from(nonce),
-                &header,
-                file_bytes[HEADER_LEN..].as_mut().into(),
-            )
+            .encrypt_inout_detached(&Nonce::from(nonce), &header, file_bytes[HEADER_LEN..].as_mut().into())
             .expect("keyring within AES-GCM limits");
         file_bytes.extend_from_slice(&tag);
         let checksum = blake3::hash(&file_bytes);
@@ -557,21 +469,9 @@ impl Keyring {
     }
 }
 
-fn live_key(
-    id: u32,
-    created_ms: u64,
-    retired: bool,
-    secret: SecretKey,
-    reserved: u64,
-    active: u32,
-) -> LiveKey {
+fn live_key(id: u32, created_ms: u64, retired: bool, secret: SecretKey, reserved: u64, active: u32) -> LiveKey {
     LiveKey {
-        info: KeyInfo {
-            id,
-            created_ms,
-            active: id == active,
-            retired,
-        },
+        info: KeyInfo { id, created_ms, active: id == active, retired },
         data_key: DataKey::new(id, &secret),
         secret,
         // Whatever an earlier run reserved is counted as used: it may have been.
@@ -598,44 +498,23 @@ fn contents_of(set: &KeySet) -> Contents {
     }
 }
 
-fn new_wrapping(
-    secret: &StoreSecret,
-    params: KdfParams,
-) -> Result<(Wrapping, SecretKey), KeyringError> {
+fn new_wrapping(secret: &StoreSecret, params: KdfParams) -> Result<(Wrapping, SecretKey), KeyringError> {
     Ok(match secret {
         StoreSecret::Passphrase(p) => {
             let mut salt = [0u8; SALT_LEN];
             fill_random(&mut salt);
-            (
-                Wrapping::Passphrase { params, salt },
-                derive_kek(p.as_bytes(), &salt, params)?,
-            )
+            (Wrapping::Passphrase { params, salt }, derive_kek(p.as_bytes(), &salt, params)?)
         }
         StoreSecret::RawKey(k) => (Wrapping::RawKey, raw_kek(k)),
     })
 }
 
-fn derive_kek(
-    passphrase: &[u8],
-    salt: &[u8],
-    params: KdfParams,
-) -> Result<SecretKey, KeyringError> {
-    let argon_params = argon2::Params::new(
-        params.memory_kib,
-        params.iterations,
-        params.parallelism,
-        Some(KEY_LEN),
-    )
-    .map_err(|e| KeyringError::KdfParams(e.to_string()))?;
-    let argon = argon2::Argon2::new(
-        argon2::Algorithm::Argon2id,
-        argon2::Version::V0x13,
-        argon_params,
-    );
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    argon
-        .hash_password_into(passphrase, salt, out.as_mut())
+fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<SecretKey, KeyringError> {
+    let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(KEY_LEN))
         .map_err(|e| KeyringError::KdfParams(e.to_string()))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    argon.hash_password_into(passphrase, salt, out.as_mut()).map_err(|e| KeyringError::KdfParams(e.to_string()))?;
     Ok(SecretKey::from_bytes(*out))
 }
 
@@ -674,11 +553,7 @@ mod tests {
     use super::*;
 
     /// Cheap Argon2 cost for unit tests; the integration tests use the defaults.
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
     fn pass(p: &str) -> StoreSecret {
         StoreSecret::passphrase(p).unwrap()
@@ -701,49 +576,27 @@ mod tests {
         let path = dir.path().join("keyring");
         Keyring::create(&path, &pass("right one"), FAST).unwrap();
         let before = fs::read(&path).unwrap();
-        assert!(matches!(
-            Keyring::unlock(&path, &pass("wrong one")),
-            Err(KeyringError::WrongSecret { .. })
-        ));
+        assert!(matches!(Keyring::unlock(&path, &pass("wrong one")), Err(KeyringError::WrongSecret { .. })));
         let raw = StoreSecret::RawKey(SecretKey::from_bytes([1; 32]));
         let err = Keyring::unlock(&path, &raw).unwrap_err();
-        assert!(
-            err.to_string().contains("locked with a passphrase"),
-            "{err}"
-        );
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            before,
-            "a failed unlock must not write"
-        );
+        assert!(err.to_string().contains("locked with a passphrase"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), before, "a failed unlock must not write");
 
         let mut bad = before.clone();
         bad[60] ^= 1;
         fs::write(&path, &bad).unwrap();
-        assert!(matches!(
-            Keyring::unlock(&path, &pass("right one")),
-            Err(KeyringError::Corrupt { .. })
-        ));
+        assert!(matches!(Keyring::unlock(&path, &pass("right one")), Err(KeyringError::Corrupt { .. })));
         fs::write(&path, b"hello").unwrap();
-        assert!(matches!(
-            Keyring::unlock(&path, &pass("right one")),
-            Err(KeyringError::Corrupt { .. })
-        ));
+        assert!(matches!(Keyring::unlock(&path, &pass("right one")), Err(KeyringError::Corrupt { .. })));
         let mut newer = before.clone();
         newer[9] = 9;
         fs::write(&path, &newer).unwrap();
-        assert!(matches!(
-            Keyring::unlock(&path, &pass("right one")),
-            Err(KeyringError::Corrupt { .. })
-        ));
+        assert!(matches!(Keyring::unlock(&path, &pass("right one")), Err(KeyringError::Corrupt { .. })));
         let body_len = newer.len() - CHECKSUM_LEN;
         let checksum = *blake3::hash(&newer[..body_len]).as_bytes();
         newer[body_len..].copy_from_slice(&checksum);
         fs::write(&path, &newer).unwrap();
-        assert!(matches!(
-            Keyring::unlock(&path, &pass("right one")),
-            Err(KeyringError::NewerFormat { found: 9, .. })
-        ));
+        assert!(matches!(Keyring::unlock(&path, &pass("right one")), Err(KeyringError::NewerFormat { found: 9, .. })));
     }
 
     #[test]
@@ -753,10 +606,7 @@ mod tests {
         let ring = Keyring::create(&path, &pass("pw"), FAST).unwrap();
         let file = fs::read(&path).unwrap();
         let set = ring.snapshot();
-        for needle in [
-            set.address_key.expose().as_slice(),
-            set.keys[0].secret.expose().as_slice(),
-        ] {
+        for needle in [set.address_key.expose().as_slice(), set.keys[0].secret.expose().as_slice()] {
             assert!(!file.windows(KEY_LEN).any(|w| w == needle));
         }
     }
@@ -774,15 +624,9 @@ mod tests {
         assert_eq!(ring.key_for_seal().unwrap().1, 2);
         let reopened = Keyring::unlock(&path, &pass("pw")).unwrap();
         let infos = reopened.snapshot().infos();
-        assert_eq!(
-            infos.iter().map(|k| (k.id, k.active)).collect::<Vec<_>>(),
-            vec![(1, false), (2, true)]
-        );
+        assert_eq!(infos.iter().map(|k| (k.id, k.active)).collect::<Vec<_>>(), vec![(1, false), (2, true)]);
         // After reopening, key 1's reservation counts as fully used.
-        assert_eq!(
-            reopened.snapshot().keys[0].sealed.load(Ordering::Relaxed),
-            2 * SEAL_BLOCK
-        );
+        assert_eq!(reopened.snapshot().keys[0].sealed.load(Ordering::Relaxed), 2 * SEAL_BLOCK);
     }
 
     #[test]

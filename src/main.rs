@@ -57,14 +57,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (config, source) = Config::load(cli.config.as_deref())?;
     holdfast::telemetry::init_logging(&config.log);
-    let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| {
-        std::env::var(name).ok()
-    })?;
+    let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| std::env::var(name).ok())?;
     match cli.command {
         Command::Serve => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(holdfast::proxy::serve(config, source, secret))?;
         }
         Command::Init => {

@@ -11,9 +11,7 @@ use crate::store::StoreStats;
 
 /// Upper bounds (seconds) of the upstream latency histogram: LLM calls range from
 /// milliseconds (embeddings, local models) to minutes (long generations).
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-];
+const LATENCY_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -42,15 +40,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     pub fn count_request(&self, endpoint: &'static str, provider: &str, cache: &'static str) {
-        *lock(&self.requests)
-            .entry((endpoint, provider.to_owned(), cache))
-            .or_insert(0) += 1;
+        *lock(&self.requests).entry((endpoint, provider.to_owned(), cache)).or_insert(0) += 1;
     }
 
     pub fn count_upstream_failure(&self, provider: &str, class: &'static str) {
-        *lock(&self.upstream_failures)
-            .entry((provider.to_owned(), class))
-            .or_insert(0) += 1;
+        *lock(&self.upstream_failures).entry((provider.to_owned(), class)).or_insert(0) += 1;
     }
 
     pub fn observe_upstream_latency(&self, provider: &str, elapsed: Duration) {
@@ -94,9 +88,7 @@ impl Metrics {
                 escape(provider)
             );
         }
-        out.push_str(
-            "# HELP holdfast_upstream_latency_seconds Time to a complete upstream answer.\n",
-        );
+        out.push_str("# HELP holdfast_upstream_latency_seconds Time to a complete upstream answer.\n");
         out.push_str("# TYPE holdfast_upstream_latency_seconds histogram\n");
         for (provider, h) in lock(&self.upstream_latency).iter() {
             let p = escape(provider);
@@ -106,47 +98,16 @@ impl Metrics {
                     "holdfast_upstream_latency_seconds_bucket{{provider=\"{p}\",le=\"{bound}\"}} {count}"
                 );
             }
-            let _ = writeln!(
-                out,
-                "holdfast_upstream_latency_seconds_bucket{{provider=\"{p}\",le=\"+Inf\"}} {}",
-                h.total
-            );
-            let _ = writeln!(
-                out,
-                "holdfast_upstream_latency_seconds_sum{{provider=\"{p}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "holdfast_upstream_latency_seconds_count{{provider=\"{p}\"}} {}",
-                h.total
-            );
+            let _ =
+                writeln!(out, "holdfast_upstream_latency_seconds_bucket{{provider=\"{p}\",le=\"+Inf\"}} {}", h.total);
+            let _ = writeln!(out, "holdfast_upstream_latency_seconds_sum{{provider=\"{p}\"}} {}", h.sum);
+            let _ = writeln!(out, "holdfast_upstream_latency_seconds_count{{provider=\"{p}\"}} {}", h.total);
         }
         let gauges = [
-            (
-                "holdfast_store_entries",
-                "gauge",
-                "Entries in the store.",
-                store.entries,
-            ),
-            (
-                "holdfast_store_bytes",
-                "gauge",
-                "Bytes of sealed answers in the store.",
-                store.bytes,
-            ),
-            (
-                "holdfast_store_disk_bytes",
-                "gauge",
-                "Bytes the store occupies on disk.",
-                store.disk_bytes,
-            ),
-            (
-                "holdfast_store_tampered_total",
-                "counter",
-                "Stored entries that failed to open.",
-                store.tampered,
-            ),
+            ("holdfast_store_entries", "gauge", "Entries in the store.", store.entries),
+            ("holdfast_store_bytes", "gauge", "Bytes of sealed answers in the store.", store.bytes),
+            ("holdfast_store_disk_bytes", "gauge", "Bytes the store occupies on disk.", store.disk_bytes),
+            ("holdfast_store_tampered_total", "counter", "Stored entries that failed to open.", store.tampered),
             (
                 "holdfast_store_errors_total",
                 "counter",
@@ -161,10 +122,7 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
         out
     }
@@ -172,9 +130,7 @@ impl Metrics {
 
 /// Label values are configuration names, but escape anyway so a name can never break the format.
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -188,25 +144,13 @@ mod tests {
         m.count_request("/v1/messages", "anthropic", "hit");
         m.observe_upstream_latency("openai", Duration::from_millis(300));
         m.count_upstream_failure("openai", "5xx");
-        let text = m.render(&StoreStats {
-            entries: 3,
-            bytes: 10,
-            disk_bytes: 20,
-            tampered: 1,
-        });
-        assert!(text.contains("holdfast_requests_total{endpoint=\"/v1/messages\",provider=\"anthropic\",cache=\"hit\"} 2"));
-        assert!(text.contains(
-            "holdfast_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.25\"} 0"
-        ));
-        assert!(text.contains(
-            "holdfast_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.5\"} 1"
-        ));
+        let text = m.render(&StoreStats { entries: 3, bytes: 10, disk_bytes: 20, tampered: 1 });
         assert!(
-            text.contains("holdfast_store_entries 3")
-                && text.contains("holdfast_store_tampered_total 1")
+            text.contains("holdfast_requests_total{endpoint=\"/v1/messages\",provider=\"anthropic\",cache=\"hit\"} 2")
         );
-        assert!(
-            text.contains("holdfast_upstream_failures_total{provider=\"openai\",class=\"5xx\"} 1")
-        );
+        assert!(text.contains("holdfast_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.25\"} 0"));
+        assert!(text.contains("holdfast_upstream_latency_seconds_bucket{provider=\"openai\",le=\"0.5\"} 1"));
+        assert!(text.contains("holdfast_store_entries 3") && text.contains("holdfast_store_tampered_total 1"));
+        assert!(text.contains("holdfast_upstream_failures_total{provider=\"openai\",class=\"5xx\"} 1"));
     }
 }

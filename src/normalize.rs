@@ -25,11 +25,7 @@ pub enum Dialect {
 
 impl Dialect {
     pub fn of_endpoint(endpoint: &str) -> Self {
-        if endpoint.starts_with("/v1/messages") {
-            Self::Anthropic
-        } else {
-            Self::OpenAi
-        }
+        if endpoint.starts_with("/v1/messages") { Self::Anthropic } else { Self::OpenAi }
     }
 }
 
@@ -75,9 +71,7 @@ pub const IGNORED_FIELDS: &[IgnoredField] = &[
 ];
 
 fn is_ignored(dialect: Dialect, key: &str) -> bool {
-    IGNORED_FIELDS
-        .iter()
-        .any(|f| f.name == key && f.dialect.is_none_or(|d| d == dialect))
+    IGNORED_FIELDS.iter().any(|f| f.name == key && f.dialect.is_none_or(|d| d == dialect))
 }
 
 /// A request reduced to what can change its answer. Stored inside every record (encrypted) so
@@ -112,10 +106,7 @@ pub fn normalize_value(endpoint: &str, body: &Value) -> Result<NormalizedRequest
     let dialect = Dialect::of_endpoint(endpoint);
     let mut out = Vec::with_capacity(256);
     write_object(&mut out, fields, |key| !is_ignored(dialect, key));
-    Ok(NormalizedRequest {
-        endpoint: endpoint.to_owned(),
-        canonical: Bytes::from(out),
-    })
+    Ok(NormalizedRequest { endpoint: endpoint.to_owned(), canonical: Bytes::from(out) })
 }
 
 /// Canonical JSON of any value, nothing dropped.
@@ -202,13 +193,7 @@ mod tests {
     use super::*;
 
     fn canon(body: &str) -> String {
-        String::from_utf8(
-            normalize("/v1/chat/completions", body.as_bytes())
-                .unwrap()
-                .canonical
-                .to_vec(),
-        )
-        .unwrap()
+        String::from_utf8(normalize("/v1/chat/completions", body.as_bytes()).unwrap().canonical.to_vec()).unwrap()
     }
 
     #[test]
@@ -217,23 +202,15 @@ mod tests {
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         let mut sorted = keys.clone();
         sorted.sort();
-        assert_eq!(
-            keys, sorted,
-            "serde_json must be built without preserve_order"
-        );
+        assert_eq!(keys, sorted, "serde_json must be built without preserve_order");
     }
 
     #[test]
     fn key_order_whitespace_and_escapes_do_not_matter() {
         let a = canon(r#"{"model":"gpt-4o","messages":[{"role":"user","content":"h\u00e9llo"}]}"#);
-        let b = canon(
-            "{ \"messages\" : [ {\"content\":\"héllo\", \"role\":\"user\"} ],\n\"model\":\"gpt-4o\" }",
-        );
+        let b = canon("{ \"messages\" : [ {\"content\":\"héllo\", \"role\":\"user\"} ],\n\"model\":\"gpt-4o\" }");
         assert_eq!(a, b);
-        assert_eq!(
-            a,
-            r#"{"messages":[{"content":"héllo","role":"user"}],"model":"gpt-4o"}"#
-        );
+        assert_eq!(a, r#"{"messages":[{"content":"héllo","role":"user"}],"model":"gpt-4o"}"#);
     }
 
     #[test]
@@ -249,47 +226,27 @@ mod tests {
     /// serde_json's default float parser can be one ULP off; `float_roundtrip` must stay on.
     #[test]
     fn large_integral_floats_parse_exactly() {
-        assert_eq!(
-            canon(r#"{"b":-7867128232302745.0}"#),
-            canon(r#"{"b":-7867128232302745}"#)
-        );
+        assert_eq!(canon(r#"{"b":-7867128232302745.0}"#), canon(r#"{"b":-7867128232302745}"#));
     }
 
     #[test]
     fn transport_and_tracking_fields_are_dropped_per_dialect() {
         assert_eq!(
-            canon(
-                r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#
-            ),
+            canon(r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"user":"u1"}"#),
             r#"{"model":"m"}"#
         );
-        let anthropic = normalize(
-            "/v1/messages",
-            br#"{"model":"m","stream":true,"metadata":{"user_id":"x"}}"#,
-        )
-        .unwrap();
+        let anthropic =
+            normalize("/v1/messages", br#"{"model":"m","stream":true,"metadata":{"user_id":"x"}}"#).unwrap();
         assert_eq!(&anthropic.canonical[..], br#"{"model":"m"}"#);
         // `metadata` is an OpenAI field that can be echoed back, so it stays in the key there;
         // nested fields named like ignored ones are content and always stay.
-        assert_eq!(
-            canon(r#"{"metadata":{"a":"b"}}"#),
-            r#"{"metadata":{"a":"b"}}"#
-        );
-        assert_eq!(
-            canon(r#"{"x":{"stream":true}}"#),
-            r#"{"x":{"stream":true}}"#
-        );
+        assert_eq!(canon(r#"{"metadata":{"a":"b"}}"#), r#"{"metadata":{"a":"b"}}"#);
+        assert_eq!(canon(r#"{"x":{"stream":true}}"#), r#"{"x":{"stream":true}}"#);
     }
 
     #[test]
     fn non_objects_and_bad_json_are_rejected() {
-        assert!(matches!(
-            normalize("/v1/chat/completions", b"[1]"),
-            Err(NormalizeError::NotAnObject("an array"))
-        ));
-        assert!(matches!(
-            normalize("/v1/chat/completions", b"{\"a\":"),
-            Err(NormalizeError::InvalidJson(_))
-        ));
+        assert!(matches!(normalize("/v1/chat/completions", b"[1]"), Err(NormalizeError::NotAnObject("an array"))));
+        assert!(matches!(normalize("/v1/chat/completions", b"{\"a\":"), Err(NormalizeError::InvalidJson(_))));
     }
 }

@@ -58,21 +58,15 @@ impl fmt::Debug for StoreSecret {
 /// Why a secret given by the operator could not be used. Never echoes the secret itself.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
-    #[error(
-        "the raw key is not valid base64; give 32 random bytes, e.g. from `openssl rand -base64 32`"
-    )]
+    #[error("the raw key is not valid base64; give 32 random bytes, e.g. from `openssl rand -base64 32`")]
     KeyNotBase64,
-    #[error(
-        "the raw key decodes to {0} bytes; it must be exactly 32 (e.g. `openssl rand -base64 32`)"
-    )]
+    #[error("the raw key decodes to {0} bytes; it must be exactly 32 (e.g. `openssl rand -base64 32`)")]
     KeyWrongLength(usize),
     #[error("the passphrase is empty; give a non-empty passphrase (a long random one is best)")]
     EmptyPassphrase,
     #[error("cannot read passphrase file {path}: {reason}")]
     File { path: PathBuf, reason: String },
-    #[error(
-        "both HOLDFAST_KEY and HOLDFAST_PASSPHRASE are set; unset the one this store does not use"
-    )]
+    #[error("both HOLDFAST_KEY and HOLDFAST_PASSPHRASE are set; unset the one this store does not use")]
     Ambiguous,
     #[error(
         "no passphrase or key given: set HOLDFAST_PASSPHRASE, or pass --passphrase-file FILE, or set \
@@ -88,16 +82,11 @@ pub fn resolve_secret(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<StoreSecret, SecretError> {
     if let Some(path) = passphrase_file {
-        let text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SecretError::File { path: path.to_owned(), reason: e.to_string() })?;
         return StoreSecret::passphrase(text);
     }
-    match (
-        env("HOLDFAST_KEY").filter(|v| !v.is_empty()),
-        env("HOLDFAST_PASSPHRASE").filter(|v| !v.is_empty()),
-    ) {
+    match (env("HOLDFAST_KEY").filter(|v| !v.is_empty()), env("HOLDFAST_PASSPHRASE").filter(|v| !v.is_empty())) {
         (Some(_), Some(_)) => Err(SecretError::Ambiguous),
         (Some(key), None) => StoreSecret::raw_key_base64(&Zeroizing::new(key)),
         (None, Some(pass)) => StoreSecret::passphrase(pass),
@@ -119,14 +108,10 @@ impl StoreSecret {
     /// Parses a raw key given as base64 (the `HOLDFAST_KEY` form).
     pub fn raw_key_base64(text: &str) -> Result<Self, SecretError> {
         let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| SecretError::KeyNotBase64)?,
+            base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| SecretError::KeyNotBase64)?,
         );
-        let bytes: [u8; KEY_LEN] = decoded
-            .as_slice()
-            .try_into()
-            .map_err(|_| SecretError::KeyWrongLength(decoded.len()))?;
+        let bytes: [u8; KEY_LEN] =
+            decoded.as_slice().try_into().map_err(|_| SecretError::KeyWrongLength(decoded.len()))?;
         Ok(Self::RawKey(SecretKey::from_bytes(bytes)))
     }
 }
@@ -156,60 +141,34 @@ mod tests {
 
     #[test]
     fn raw_key_must_be_32_bytes_of_base64() {
-        assert_eq!(
-            StoreSecret::raw_key_base64("not base64!").unwrap_err(),
-            SecretError::KeyNotBase64
-        );
-        assert_eq!(
-            StoreSecret::raw_key_base64("AAAA").unwrap_err(),
-            SecretError::KeyWrongLength(3)
-        );
+        assert_eq!(StoreSecret::raw_key_base64("not base64!").unwrap_err(), SecretError::KeyNotBase64);
+        assert_eq!(StoreSecret::raw_key_base64("AAAA").unwrap_err(), SecretError::KeyWrongLength(3));
         let good = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        assert!(matches!(
-            StoreSecret::raw_key_base64(&good),
-            Ok(StoreSecret::RawKey(_))
-        ));
+        assert!(matches!(StoreSecret::raw_key_base64(&good), Ok(StoreSecret::RawKey(_))));
     }
 
     #[test]
     fn secret_sources_in_order_and_conflicts_refused() {
         let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
         let env = |k: &'static str, v: String| move |name: &str| (name == k).then(|| v.clone());
-        assert!(matches!(
-            resolve_secret(None, env("HOLDFAST_KEY", key.clone())),
-            Ok(StoreSecret::RawKey(_))
-        ));
+        assert!(matches!(resolve_secret(None, env("HOLDFAST_KEY", key.clone())), Ok(StoreSecret::RawKey(_))));
         assert!(matches!(
             resolve_secret(None, env("HOLDFAST_PASSPHRASE", "pw".into())),
             Ok(StoreSecret::Passphrase(_))
         ));
-        assert_eq!(
-            resolve_secret(None, |_| None).unwrap_err(),
-            SecretError::Missing
-        );
-        assert_eq!(
-            resolve_secret(None, |_| Some(key.clone())).unwrap_err(),
-            SecretError::Ambiguous
-        );
+        assert_eq!(resolve_secret(None, |_| None).unwrap_err(), SecretError::Missing);
+        assert_eq!(resolve_secret(None, |_| Some(key.clone())).unwrap_err(), SecretError::Ambiguous);
         let err = resolve_secret(Some(Path::new("/nonexistent/pass")), |_| None).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/pass"));
-        assert!(
-            SecretError::Missing
-                .to_string()
-                .contains("HOLDFAST_PASSPHRASE")
-        );
+        assert!(SecretError::Missing.to_string().contains("HOLDFAST_PASSPHRASE"));
     }
 
     #[test]
     fn passphrase_from_file_loses_trailing_newline_only() {
-        let StoreSecret::Passphrase(p) = StoreSecret::passphrase("  spaced pass \n").unwrap()
-        else {
+        let StoreSecret::Passphrase(p) = StoreSecret::passphrase("  spaced pass \n").unwrap() else {
             panic!("expected passphrase")
         };
         assert_eq!(p.as_str(), "  spaced pass ");
-        assert_eq!(
-            StoreSecret::passphrase("\n").unwrap_err(),
-            SecretError::EmptyPassphrase
-        );
+        assert_eq!(StoreSecret::passphrase("\n").unwrap_err(), SecretError::EmptyPassphrase);
     }
 }

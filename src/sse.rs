@@ -31,12 +31,17 @@ impl SseSplitter {
     /// Appends `chunk` and returns every event it completed, in order.
     ///
     /// Blank lines that precede an event are dropped: they dispatch nothing (WHATWG), and
-    /// keeping them would yield "events" without a single field.
+    /// keeping them would yield "events" without a single field. Call [`SseSplitter::finish`]
+    /// when the upstream closes.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Bytes> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
         let mut i = self.scanned;
-        while let Some(offset) = self.buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        loop {
+            let Some(offset) = self.buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+                i = self.buf.len();
+                break;
+            };
             i += offset;
             let terminator_end = if self.buf[i] == b'\n' {
                 i + 1
@@ -63,11 +68,7 @@ impl SseSplitter {
             i = 0;
             self.line_start = 0;
         }
-        self.scanned = if self.buf.last() == Some(&b'\r') {
-            self.buf.len() - 1
-        } else {
-            self.buf.len()
-        };
+        self.scanned = i;
         events
     }
 
@@ -108,25 +109,23 @@ pub fn parse_event(raw: &[u8]) -> SseEvent {
     let mut rest = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut event = None;
     let mut data = String::new();
-    let mut seen_field = false;
+    let mut seen_line = false;
     loop {
         let (line, next) = match rest.find(['\r', '\n']) {
             Some(end) => {
-                let skip = if rest[end..].starts_with("\r\n") {
-                    2
-                } else {
-                    1
-                };
+                let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
                 (&rest[..end], Some(&rest[end + skip..]))
             }
             None => (rest, None),
         };
         if line.is_empty() {
-            if seen_field || next.is_none() {
+            if seen_line || next.is_none() {
                 break;
             }
-        } else if !line.starts_with(':') {
-            seen_field = true;
+        } else {
+            seen_line = true;
+            // Comment lines (keep-alives) have an empty name; `id` and `retry` are
+            // irrelevant to a recorded answer. Neither is read.
             let (name, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
             match name {
@@ -236,10 +235,7 @@ pub fn is_error_event(kind: StreamKind, event: &SseEvent) -> bool {
                     .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
         }
         StreamKind::Messages => event_type(event).as_deref() == Some("error"),
-        StreamKind::Responses => matches!(
-            event_type(event).as_deref(),
-            Some("error" | "response.failed")
-        ),
+        StreamKind::Responses => matches!(event_type(event).as_deref(), Some("error" | "response.failed")),
     }
 }
 
@@ -251,10 +247,7 @@ mod tests {
         data: {\"a\":1}\ndata: {\"b\":2}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
     fn with_endings(stream: &[u8], ending: &str) -> Vec<u8> {
-        String::from_utf8(stream.to_vec())
-            .unwrap()
-            .replace('\n', ending)
-            .into_bytes()
+        String::from_utf8(stream.to_vec()).unwrap().replace('\n', ending).into_bytes()
     }
 
     fn split_all(chunks: &[&[u8]]) -> (Vec<Bytes>, SseSplitter) {
@@ -295,11 +288,7 @@ mod tests {
                 assert_eq!(events, whole, "ending {ending:?}, cuts {a},{b}");
             }
             let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-            assert_eq!(
-                split_all(&bytes).0,
-                whole,
-                "byte by byte, ending {ending:?}"
-            );
+            assert_eq!(split_all(&bytes).0, whole, "byte by byte, ending {ending:?}");
         }
     }
 
@@ -307,10 +296,7 @@ mod tests {
     fn crlf_halves_across_chunks_stay_in_their_event() {
         let mut splitter = SseSplitter::new();
         assert!(splitter.push(b"data: x\r\n\r").is_empty());
-        assert_eq!(
-            splitter.push(b"\ndata: y\r\n\r\n"),
-            vec![&b"data: x\r\n\r\n"[..], b"data: y\r\n\r\n"]
-        );
+        assert_eq!(splitter.push(b"\ndata: y\r\n\r\n"), vec![&b"data: x\r\n\r\n"[..], b"data: y\r\n\r\n"]);
         // A lone CR terminator is only known to be complete once the stream ends.
         assert!(splitter.push(b"data: [DONE]\r\r").is_empty());
         assert_eq!(splitter.finish().as_deref(), Some(&b"data: [DONE]\r\r"[..]));
@@ -320,10 +306,7 @@ mod tests {
     #[test]
     fn mixed_endings_and_leading_blank_lines() {
         let (events, _) = split_all(&[b"\n\r\n\rdata: a\r\n\ndata: b\n\r\n\n\ndata: c\r\r"]);
-        assert_eq!(
-            events,
-            vec![&b"data: a\r\n\n"[..], b"data: b\n\r\n", b"data: c\r\r"]
-        );
+        assert_eq!(events, vec![&b"data: a\r\n\n"[..], b"data: b\n\r\n", b"data: c\r\r"]);
     }
 
     #[test]
@@ -355,110 +338,44 @@ mod tests {
     #[test]
     fn parses_fields_per_whatwg() {
         let ev = parse_event(b"event: content_block_delta\ndata: {\"x\":1}\n\n");
-        assert_eq!(
-            ev,
-            SseEvent {
-                event: Some("content_block_delta".into()),
-                data: "{\"x\":1}".into()
-            }
-        );
-        let ev = parse_event(b": comment\r\nid: 7\r\nretry: 10\r\ndata:no-space\r\ndata:  two\r\ndata\r\nfoo: bar\r\n\r\n");
-        assert_eq!(
-            ev,
-            SseEvent {
-                event: None,
-                data: "no-space\n two\n".into()
-            }
-        );
+        assert_eq!(ev, SseEvent { event: Some("content_block_delta".into()), data: "{\"x\":1}".into() });
+        let ev =
+            parse_event(b": comment\r\nid: 7\r\nretry: 10\r\ndata:no-space\r\ndata:  two\r\ndata\r\nfoo: bar\r\n\r\n");
+        assert_eq!(ev, SseEvent { event: None, data: "no-space\n two\n".into() });
         let ev = parse_event(b"\xef\xbb\xbfevent:ping\rdata: a\r\rdata: ignored, next event\r\r");
-        assert_eq!(
-            ev,
-            SseEvent {
-                event: Some("ping".into()),
-                data: "a".into()
-            }
-        );
+        assert_eq!(ev, SseEvent { event: Some("ping".into()), data: "a".into() });
         assert_eq!(parse_event(b": keep-alive\n\n"), SseEvent::default());
-        assert_eq!(
-            parse_event(b"event:\ndata: x"),
-            SseEvent {
-                event: None,
-                data: "x".into()
-            }
-        );
+        assert_eq!(parse_event(b"event:\ndata: x"), SseEvent { event: None, data: "x".into() });
         assert_eq!(parse_event(b"data: \xff\n\n").data, "\u{fffd}");
-        assert_eq!(
-            parse_event(b"\n\ndata: after blank\n\n").data,
-            "after blank"
-        );
+        assert_eq!(parse_event(b"\n\ndata: after blank\n\n").data, "after blank");
     }
 
     #[test]
     fn format_round_trips_through_parse() {
-        assert_eq!(
-            &format_event(Some("message_stop"), "{}")[..],
-            b"event: message_stop\ndata: {}\n\n"
-        );
+        assert_eq!(&format_event(Some("message_stop"), "{}")[..], b"event: message_stop\ndata: {}\n\n");
         assert_eq!(&format_event(None, "[DONE]")[..], b"data: [DONE]\n\n");
-        assert_eq!(
-            &format_event(None, "a\nb\r\nc\rd")[..],
-            b"data: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
-        assert_eq!(
-            &format_event(Some("x\ny"), "")[..],
-            b"event: xy\ndata: \n\n"
-        );
-        for data in [
-            "",
-            "one",
-            "two\nlines",
-            " leading space",
-            "\n",
-            "{\"k\":\"v\"}",
-        ] {
+        assert_eq!(&format_event(None, "a\nb\r\nc\rd")[..], b"data: a\ndata: b\ndata: c\ndata: d\n\n");
+        assert_eq!(&format_event(Some("x\ny"), "")[..], b"event: xy\ndata: \n\n");
+        for data in ["", "one", "two\nlines", " leading space", "\n", "{\"k\":\"v\"}"] {
             let raw = format_event(Some("t"), data);
-            assert_eq!(
-                parse_event(&raw),
-                SseEvent {
-                    event: Some("t".into()),
-                    data: data.into()
-                }
-            );
+            assert_eq!(parse_event(&raw), SseEvent { event: Some("t".into()), data: data.into() });
             assert_eq!(split_all(&[&raw]).0, vec![raw.clone()]);
         }
     }
 
     #[test]
     fn endpoints_map_to_kinds() {
-        assert_eq!(
-            StreamKind::from_endpoint("/v1/chat/completions"),
-            Some(StreamKind::ChatCompletions)
-        );
-        assert_eq!(
-            StreamKind::from_endpoint("/v1/completions"),
-            Some(StreamKind::Completions)
-        );
-        assert_eq!(
-            StreamKind::from_endpoint("/v1/responses"),
-            Some(StreamKind::Responses)
-        );
-        assert_eq!(
-            StreamKind::from_endpoint("/v1/messages?beta=true"),
-            Some(StreamKind::Messages)
-        );
-        assert_eq!(
-            StreamKind::from_endpoint("/v1/messages/"),
-            Some(StreamKind::Messages)
-        );
+        assert_eq!(StreamKind::from_endpoint("/v1/chat/completions"), Some(StreamKind::ChatCompletions));
+        assert_eq!(StreamKind::from_endpoint("/v1/completions"), Some(StreamKind::Completions));
+        assert_eq!(StreamKind::from_endpoint("/v1/responses"), Some(StreamKind::Responses));
+        assert_eq!(StreamKind::from_endpoint("/v1/messages?beta=true"), Some(StreamKind::Messages));
+        assert_eq!(StreamKind::from_endpoint("/v1/messages/"), Some(StreamKind::Messages));
         assert_eq!(StreamKind::from_endpoint("/v1/messages/count_tokens"), None);
         assert_eq!(StreamKind::from_endpoint("/v1/embeddings"), None);
     }
 
     fn ev(event: Option<&str>, data: &str) -> SseEvent {
-        SseEvent {
-            event: event.map(str::to_owned),
-            data: data.to_owned(),
-        }
+        SseEvent { event: event.map(str::to_owned), data: data.to_owned() }
     }
 
     #[test]
@@ -468,33 +385,14 @@ mod tests {
         assert!(is_terminal(Completions, &ev(None, "[DONE]")));
         assert!(!is_terminal(ChatCompletions, &ev(None, "{\"choices\":[]}")));
         assert!(!is_terminal(Messages, &ev(None, "[DONE]")));
-        assert!(is_terminal(
-            Messages,
-            &ev(Some("message_stop"), "{\"type\":\"message_stop\"}")
-        ));
-        assert!(is_terminal(
-            Messages,
-            &ev(None, "{\"type\":\"message_stop\"}")
-        ));
-        assert!(!is_terminal(
-            Messages,
-            &ev(Some("message_delta"), "{\"type\":\"message_delta\"}")
-        ));
-        for t in [
-            "response.completed",
-            "response.failed",
-            "response.incomplete",
-        ] {
+        assert!(is_terminal(Messages, &ev(Some("message_stop"), "{\"type\":\"message_stop\"}")));
+        assert!(is_terminal(Messages, &ev(None, "{\"type\":\"message_stop\"}")));
+        assert!(!is_terminal(Messages, &ev(Some("message_delta"), "{\"type\":\"message_delta\"}")));
+        for t in ["response.completed", "response.failed", "response.incomplete"] {
             assert!(is_terminal(Responses, &ev(Some(t), "{}")), "{t}");
-            assert!(is_terminal(
-                Responses,
-                &ev(None, &format!("{{\"type\":\"{t}\",\"sequence_number\":9}}"))
-            ));
+            assert!(is_terminal(Responses, &ev(None, &format!("{{\"type\":\"{t}\",\"sequence_number\":9}}"))));
         }
-        assert!(!is_terminal(
-            Responses,
-            &ev(Some("response.output_text.done"), "{}")
-        ));
+        assert!(!is_terminal(Responses, &ev(Some("response.output_text.done"), "{}")));
         assert!(!is_terminal(Responses, &ev(None, "not json \"type\"")));
     }
 
@@ -504,36 +402,15 @@ mod tests {
         let overloaded = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
         assert!(is_error_event(Messages, &ev(Some("error"), overloaded)));
         assert!(is_error_event(Messages, &ev(None, overloaded)));
-        assert!(!is_error_event(
-            Messages,
-            &ev(Some("ping"), "{\"type\": \"ping\"}")
-        ));
-        assert!(is_error_event(
-            Responses,
-            &ev(Some("response.failed"), "{}")
-        ));
-        assert!(is_error_event(
-            Responses,
-            &ev(None, "{\"type\":\"error\",\"code\":\"server_error\"}")
-        ));
-        assert!(!is_error_event(
-            Responses,
-            &ev(Some("response.completed"), "{}")
-        ));
-        assert!(is_error_event(
-            ChatCompletions,
-            &ev(None, "{\"error\":{\"message\":\"boom\"}}")
-        ));
+        assert!(!is_error_event(Messages, &ev(Some("ping"), "{\"type\": \"ping\"}")));
+        assert!(is_error_event(Responses, &ev(Some("response.failed"), "{}")));
+        assert!(is_error_event(Responses, &ev(None, "{\"type\":\"error\",\"code\":\"server_error\"}")));
+        assert!(!is_error_event(Responses, &ev(Some("response.completed"), "{}")));
+        assert!(is_error_event(ChatCompletions, &ev(None, "{\"error\":{\"message\":\"boom\"}}")));
+        assert!(!is_error_event(ChatCompletions, &ev(None, "{\"error\":null,\"choices\":[]}")));
         assert!(!is_error_event(
             ChatCompletions,
-            &ev(None, "{\"error\":null,\"choices\":[]}")
-        ));
-        assert!(!is_error_event(
-            ChatCompletions,
-            &ev(
-                None,
-                "{\"choices\":[{\"delta\":{\"content\":\"\\\"error\\\"\"}}]}"
-            )
+            &ev(None, "{\"choices\":[{\"delta\":{\"content\":\"\\\"error\\\"\"}}]}")
         ));
         assert!(!is_error_event(Completions, &ev(None, "[DONE]")));
     }
@@ -550,9 +427,7 @@ mod tests {
         let alphabet = b"\r\n:data event \xff\xfe{}\"[DONE]";
         for _ in 0..300 {
             let len = (next() % 200) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
             let mut splitter = SseSplitter::new();
             let mut seen = Vec::new();
             for chunk in bytes.chunks(1 + (next() % 9) as usize) {
@@ -562,12 +437,9 @@ mod tests {
             seen.push(Bytes::copy_from_slice(splitter.pending()));
             for raw in &seen {
                 let event = parse_event(raw);
-                for kind in [
-                    StreamKind::ChatCompletions,
-                    StreamKind::Completions,
-                    StreamKind::Responses,
-                    StreamKind::Messages,
-                ] {
+                for kind in
+                    [StreamKind::ChatCompletions, StreamKind::Completions, StreamKind::Responses, StreamKind::Messages]
+                {
                     let _ = (is_terminal(kind, &event), is_error_event(kind, &event));
                 }
             }

@@ -20,16 +20,7 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Provider({}, key: {})",
-            self.config.name,
-            if self.api_key.is_some() {
-                "*****"
-            } else {
-                "client's"
-            }
-        )
+        write!(f, "Provider({}, key: {})", self.config.name, if self.api_key.is_some() { "*****" } else { "client's" })
     }
 }
 
@@ -50,11 +41,7 @@ pub enum UpstreamInitError {
 pub enum UpstreamFailure {
     Connect(String),
     Timeout(&'static str),
-    Status {
-        status: u16,
-        headers: HeaderMap,
-        body: Bytes,
-    },
+    Status { status: u16, headers: HeaderMap, body: Bytes },
     Invalid(String),
 }
 
@@ -118,21 +105,14 @@ pub const RETURNED_HEADERS: &[&str] = &[
 const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl Provider {
-    pub fn new(
-        config: ProviderConfig,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, UpstreamInitError> {
-        let api_key = match &config.api_key_env {
-            Some(var) => Some(Zeroizing::new(
-                env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    UpstreamInitError::MissingKey {
-                        provider: config.name.clone(),
-                        var: var.clone(),
-                    }
-                })?,
-            )),
-            None => None,
-        };
+    pub fn new(config: ProviderConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, UpstreamInitError> {
+        let api_key =
+            match &config.api_key_env {
+                Some(var) => Some(Zeroizing::new(env(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    UpstreamInitError::MissingKey { provider: config.name.clone(), var: var.clone() }
+                })?)),
+                None => None,
+            };
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
@@ -140,11 +120,7 @@ impl Provider {
             .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamInitError::Client(e.to_string()))?;
-        Ok(Self {
-            config,
-            client,
-            api_key,
-        })
+        Ok(Self { config, client, api_key })
     }
 
     pub fn name(&self) -> &str {
@@ -176,9 +152,7 @@ impl Provider {
         match self.config.api {
             Api::Openai => {
                 let token = self.api_key.as_deref().map(String::as_str).or(client_token);
-                if let Some(v) =
-                    token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
-                {
+                if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
                     out.insert("authorization", sensitive(v));
                 }
                 copy_headers(client, &mut out, FORWARDED_OPENAI);
@@ -190,10 +164,7 @@ impl Provider {
                 }
                 copy_headers(client, &mut out, FORWARDED_ANTHROPIC);
                 if !out.contains_key("anthropic-version") {
-                    out.insert(
-                        "anthropic-version",
-                        HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
-                    );
+                    out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
                 }
             }
         }
@@ -209,32 +180,22 @@ impl Provider {
         client_headers: &HeaderMap,
         body: Option<Bytes>,
     ) -> Result<reqwest::Response, UpstreamFailure> {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .headers(self.headers(client_headers));
+        let mut request = self.client.request(method, self.url(path)).headers(self.headers(client_headers));
         if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
+            request = request.header("content-type", "application/json").body(body);
         }
-        let response =
-            match tokio::time::timeout(self.config.first_byte_timeout, request.send()).await {
-                Err(_) => return Err(UpstreamFailure::Timeout("first byte")),
-                Ok(Err(e)) => return Err(classify(&e)),
-                Ok(Ok(r)) => r,
-            };
+        let response = match tokio::time::timeout(self.config.first_byte_timeout, request.send()).await {
+            Err(_) => return Err(UpstreamFailure::Timeout("first byte")),
+            Ok(Err(e)) => return Err(classify(&e)),
+            Ok(Ok(r)) => r,
+        };
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
-        Err(UpstreamFailure::Status {
-            status,
-            headers,
-            body,
-        })
+        Err(UpstreamFailure::Status { status, headers, body })
     }
 }
 
@@ -276,21 +237,14 @@ fn client_credential_token(headers: &HeaderMap) -> Option<&str> {
         return Some(v.trim());
     }
     let auth = headers.get("authorization")?.to_str().ok()?.trim();
-    Some(
-        auth.strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-            .unwrap_or(auth)
-            .trim(),
-    )
+    Some(auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).unwrap_or(auth).trim())
 }
 
 /// The bytes the tenant namespace is derived from: the same for `Authorization: Bearer K` and
 /// `x-api-key: K`, so one key is one tenant whichever header its SDK uses. Empty when the
 /// client sent no credential (all such clients share one anonymous namespace).
 pub fn credential_for_namespace(headers: &HeaderMap) -> &[u8] {
-    client_credential_token(headers)
-        .map(str::as_bytes)
-        .unwrap_or_default()
+    client_credential_token(headers).map(str::as_bytes).unwrap_or_default()
 }
 
 /// All configured providers, in configuration order (the order routing tries them).
@@ -299,28 +253,18 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(
-        configs: &[ProviderConfig],
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, UpstreamInitError> {
-        let providers = configs
-            .iter()
-            .map(|c| Provider::new(c.clone(), &env))
-            .collect::<Result<_, _>>()?;
+    pub fn new(configs: &[ProviderConfig], env: impl Fn(&str) -> Option<String>) -> Result<Self, UpstreamInitError> {
+        let providers = configs.iter().map(|c| Provider::new(c.clone(), &env)).collect::<Result<_, _>>()?;
         Ok(Self { providers })
     }
 
     /// The first provider of the client's dialect that serves `model`.
     pub fn route(&self, dialect: Dialect, model: &str) -> Option<&Provider> {
-        self.providers
-            .iter()
-            .find(|p| p.dialect() == dialect && p.config.serves(model))
+        self.providers.iter().find(|p| p.dialect() == dialect && p.config.serves(model))
     }
 
     pub fn of_dialect(&self, dialect: Dialect) -> impl Iterator<Item = &Provider> {
-        self.providers
-            .iter()
-            .filter(move |p| p.dialect() == dialect)
+        self.providers.iter().filter(move |p| p.dialect() == dialect)
     }
 }
 
@@ -339,27 +283,15 @@ mod tests {
 
     #[test]
     fn urls_do_not_double_v1() {
-        assert_eq!(
-            provider("http://h:1", Api::Openai, None).url("/v1/models"),
-            "http://h:1/v1/models"
-        );
-        assert_eq!(
-            provider("http://h:1/v1/", Api::Openai, None).url("/v1/models"),
-            "http://h:1/v1/models"
-        );
-        assert_eq!(
-            provider("http://h/openai", Api::Openai, None).url("/v1/x"),
-            "http://h/openai/v1/x"
-        );
+        assert_eq!(provider("http://h:1", Api::Openai, None).url("/v1/models"), "http://h:1/v1/models");
+        assert_eq!(provider("http://h:1/v1/", Api::Openai, None).url("/v1/models"), "http://h:1/v1/models");
+        assert_eq!(provider("http://h/openai", Api::Openai, None).url("/v1/x"), "http://h/openai/v1/x");
     }
 
     #[test]
     fn credentials_are_forwarded_in_the_providers_dialect() {
         let mut client = HeaderMap::new();
-        client.insert(
-            "authorization",
-            HeaderValue::from_static("Bearer sk-client"),
-        );
+        client.insert("authorization", HeaderValue::from_static("Bearer sk-client"));
         let h = provider("http://h", Api::Anthropic, None).headers(&client);
         assert_eq!(h["x-api-key"], "sk-client");
         assert_eq!(h["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
@@ -368,10 +300,7 @@ mod tests {
         assert_eq!(h["authorization"], "Bearer sk-provider");
         let mut x = HeaderMap::new();
         x.insert("x-api-key", HeaderValue::from_static("sk-client"));
-        assert_eq!(
-            credential_for_namespace(&x),
-            credential_for_namespace(&client)
-        );
+        assert_eq!(credential_for_namespace(&x), credential_for_namespace(&client));
     }
 
     #[test]

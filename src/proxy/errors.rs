@@ -18,9 +18,7 @@ pub enum ApiError {
     BodyRead(String),
     #[error("request has no `model` field")]
     MissingModel,
-    #[error(
-        "no configured provider serves model `{model}` on {path}; add its name to a provider's `models`"
-    )]
+    #[error("no configured provider serves model `{model}` on {path}; add its name to a provider's `models`")]
     UnknownModel { model: String, path: String },
     #[error("{0}")]
     BadHeader(String),
@@ -30,9 +28,7 @@ pub enum ApiError {
     UpstreamUnavailable { provider: String, reason: String },
     #[error("upstream {provider} timed out ({reason}) and no stored answer can be served")]
     UpstreamTimeout { provider: String, reason: String },
-    #[error(
-        "upstream {provider} sent an invalid answer ({reason}) and no stored answer can be served"
-    )]
+    #[error("upstream {provider} sent an invalid answer ({reason}) and no stored answer can be served")]
     UpstreamInvalid { provider: String, reason: String },
     #[error("unsupported path {0}")]
     UnsupportedPath(String),
@@ -47,12 +43,8 @@ impl ApiError {
             | Self::BadHeader(_)
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => {
-                StatusCode::NOT_FOUND
-            }
-            Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => StatusCode::NOT_FOUND,
+            Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -60,32 +52,14 @@ impl ApiError {
     /// OpenAI's `error.type` / Anthropic's `error.type`, and OpenAI's `code`.
     fn kinds(&self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Self::TooLarge { .. } => (
-                "invalid_request_error",
-                "request_too_large",
-                "request_too_large",
-            ),
-            Self::UnknownModel { .. } => (
-                "invalid_request_error",
-                "not_found_error",
-                "model_not_found",
-            ),
-            Self::NotRecorded { .. } => {
-                ("invalid_request_error", "not_found_error", "not_recorded")
-            }
-            Self::UnsupportedPath(_) => (
-                "invalid_request_error",
-                "not_found_error",
-                "unsupported_path",
-            ),
+            Self::TooLarge { .. } => ("invalid_request_error", "request_too_large", "request_too_large"),
+            Self::UnknownModel { .. } => ("invalid_request_error", "not_found_error", "model_not_found"),
+            Self::NotRecorded { .. } => ("invalid_request_error", "not_found_error", "not_recorded"),
+            Self::UnsupportedPath(_) => ("invalid_request_error", "not_found_error", "unsupported_path"),
             Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
             Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),
-            _ => (
-                "invalid_request_error",
-                "invalid_request_error",
-                "invalid_request",
-            ),
+            _ => ("invalid_request_error", "invalid_request_error", "invalid_request"),
         }
     }
 
@@ -102,9 +76,7 @@ impl ApiError {
             }
         };
         let mut response = (status, body.to_string()).into_response();
-        response
-            .headers_mut()
-            .insert("content-type", HeaderValue::from_static("application/json"));
+        response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
         response
     }
 }
@@ -120,19 +92,12 @@ mod tests {
 
     #[tokio::test]
     async fn each_dialect_gets_its_own_error_shape() {
-        let e = || ApiError::NotRecorded {
-            address: "ab".into(),
-        };
+        let e = || ApiError::NotRecorded { address: "ab".into() };
         let openai = e().into_dialect_response(Dialect::OpenAi);
         assert_eq!(openai.status(), 404);
         let v = body_of(openai).await;
         assert_eq!(v["error"]["code"], "not_recorded");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("replay mode")
-        );
+        assert!(v["error"]["message"].as_str().unwrap().contains("replay mode"));
         let anthropic = e().into_dialect_response(Dialect::Anthropic);
         let v = body_of(anthropic).await;
         assert_eq!(v["type"], "error");

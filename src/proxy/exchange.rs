@@ -59,12 +59,7 @@ impl CacheResult {
     }
 }
 
-pub async fn handle(
-    state: AppState,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn handle(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let mut address = None;
     let outcome = answer(&state, endpoint, &headers, body, &mut address).await;
@@ -74,15 +69,15 @@ pub async fn handle(
             tracing::info!(endpoint = endpoint.path(), error = %err, "request answered with an error");
             let mut response = err.into_dialect_response(endpoint.dialect());
             if let Some(a) = &address {
+                // The store was consulted (or could have been) and had nothing to give.
+                set_header(&mut response, "x-holdfast-cache", "miss");
                 set_header(&mut response, "x-holdfast-key", &a.to_hex());
             }
             state.metrics.count_request(endpoint.path(), "-", "error");
             return response;
         }
     };
-    state
-        .metrics
-        .count_request(endpoint.path(), &provider, result.as_str());
+    state.metrics.count_request(endpoint.path(), &provider, result.as_str());
     tracing::debug!(endpoint = endpoint.path(), %provider, cache = result.as_str(),
         status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "answered");
     response
@@ -101,58 +96,33 @@ async fn answer(
     let parsed = request::parse(endpoint, raw)?;
     let policy = CachePolicy::from_request(headers, &state.config.cache)?;
     // normalize_value only fails for non-objects, which `parse` has already refused.
-    let normalized =
-        normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    let normalized = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
     let namespace = match state.config.cache.scope {
         CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => state
-            .addresser
-            .namespace_for_credential(credential_for_namespace(headers)),
+        CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
     };
     let address = state.addresser.address(&namespace, &normalized);
     *address_out = Some(address);
 
     if policy.mode == CacheMode::Replay {
         return match lookup(state, &address) {
-            Some(entry) => serve_entry(
-                state,
-                &entry,
-                endpoint,
-                parsed.wants_stream,
-                CacheResult::Hit,
-                &address,
-                None,
-            )
-            .ok_or(ApiError::NotRecorded {
-                address: address.to_hex(),
-            }),
-            None => Err(ApiError::NotRecorded {
-                address: address.to_hex(),
-            }),
+            Some(entry) => serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
+                .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
+            None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
     }
     if policy.mode == CacheMode::CacheFirst
         && !policy.no_cache
         && let Some(entry) = lookup(state, &address)
         && age_of(&entry) <= policy.fresh_for
-        && let Some(answer) = serve_entry(
-            state,
-            &entry,
-            endpoint,
-            parsed.wants_stream,
-            CacheResult::Hit,
-            &address,
-            None,
-        )
+        && let Some(answer) =
+            serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
     {
         return Ok(answer);
     }
 
     let Some(provider) = state.upstreams.route(endpoint.dialect(), &parsed.model) else {
-        return Err(ApiError::UnknownModel {
-            model: parsed.model,
-            path: endpoint.path().to_owned(),
-        });
+        return Err(ApiError::UnknownModel { model: parsed.model, path: endpoint.path().to_owned() });
     };
     let exchange = Arc::new(Exchange {
         state: state.clone(),
@@ -178,93 +148,47 @@ async fn forward(
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
     let started = Instant::now();
-    let response = provider
-        .send(
-            reqwest::Method::POST,
-            exchange.endpoint.path(),
-            headers,
-            Some(parsed.raw.clone()),
-        )
-        .await;
-    let response = response.inspect_err(|f| {
-        state
-            .metrics
-            .count_upstream_failure(provider.name(), f.label())
-    })?;
+    let response =
+        provider.send(reqwest::Method::POST, exchange.endpoint.path(), headers, Some(parsed.raw.clone())).await;
+    let response = response.inspect_err(|f| state.metrics.count_upstream_failure(provider.name(), f.label()))?;
     let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or(stored::JSON)
-        .to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON).to_owned();
     let mut passed_headers = HeaderMap::new();
     for name in RETURNED_HEADERS {
         if let Some(v) = response.headers().get(*name) {
             passed_headers.insert(*name, v.clone());
         }
     }
-    let result = if exchange.policy.may_store() {
-        CacheResult::Miss
-    } else {
-        CacheResult::Bypass
-    };
+    let result = if exchange.policy.may_store() { CacheResult::Miss } else { CacheResult::Bypass };
 
-    if let (true, Some(kind), true) = (
-        parsed.wants_stream,
-        exchange.endpoint.stream_kind(),
-        content_type.starts_with("text/event-stream"),
-    ) {
+    if let (true, Some(kind), true) =
+        (parsed.wants_stream, exchange.endpoint.stream_kind(), content_type.starts_with("text/event-stream"))
+    {
         let body = relay(exchange.clone(), kind, response, content_type.clone());
         let mut out = stored::response(status, body, &content_type);
         out.headers_mut().extend(passed_headers);
-        decorate(
-            &mut out,
-            result,
-            &exchange.address,
-            provider.name(),
-            None,
-            None,
-        );
+        decorate(&mut out, result, &exchange.address, provider.name(), None, None);
         return Ok((out, result, provider.name().to_owned()));
     }
 
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| crate::upstream::classify(&e));
-    let body = body.inspect_err(|f| {
-        state
-            .metrics
-            .count_upstream_failure(provider.name(), f.label())
-    })?;
-    state
-        .metrics
-        .observe_upstream_latency(provider.name(), started.elapsed());
-    if content_type.contains("json")
-        && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err()
-    {
+    let body = response.bytes().await.map_err(|e| crate::upstream::classify(&e));
+    let body = body.inspect_err(|f| state.metrics.count_upstream_failure(provider.name(), f.label()))?;
+    state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
+    if content_type.contains("json") && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         let failure = UpstreamFailure::Invalid("body is not valid JSON".into());
-        state
-            .metrics
-            .count_upstream_failure(provider.name(), failure.label());
+        state.metrics.count_upstream_failure(provider.name(), failure.label());
         return Err(failure);
     }
-    let record_response = StoredResponse {
-        status,
-        content_type: content_type.clone(),
-        body: ResponseBody::Complete(body.clone()),
-    };
+    let record_response =
+        StoredResponse { status, content_type: content_type.clone(), body: ResponseBody::Complete(body.clone()) };
     if exchange.policy.may_store() {
         store_record(exchange, record_response.clone(), started.elapsed()).await;
     }
     let mut out = if parsed.wants_stream {
         // The provider answered a stream request with plain JSON (some local servers do):
         // the client still gets the stream it asked for.
-        let record = Record {
-            response: record_response,
-            ..placeholder_record(exchange)
-        };
+        let record = Record { response: record_response, ..placeholder_record(exchange) };
         match stored::body_for(&record, exchange.endpoint, true) {
             Ok((body, ct)) => stored::response(status, body, &ct),
             Err(e) => return Err(UpstreamFailure::Invalid(e.to_string())),
@@ -273,37 +197,21 @@ async fn forward(
         stored::response(status, Body::from(body), &content_type)
     };
     out.headers_mut().extend(passed_headers);
-    decorate(
-        &mut out,
-        result,
-        &exchange.address,
-        provider.name(),
-        None,
-        None,
-    );
+    decorate(&mut out, result, &exchange.address, provider.name(), None, None);
     Ok((out, result, provider.name().to_owned()))
 }
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
 /// error (a provider's own 4xx is passed through as it is: it is the provider's verdict).
-fn on_failure(
-    exchange: &Exchange,
-    failure: UpstreamFailure,
-    wants_stream: bool,
-) -> Result<Answer, ApiError> {
+fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool) -> Result<Answer, ApiError> {
     let state = &exchange.state;
     let reason = failure.reason();
     tracing::warn!(provider = %exchange.provider_name, address = %exchange.address, %reason, "upstream failed");
-    let servable = failure
-        .kind()
-        .is_some_and(|k| state.config.cache.serve_stale_on.contains(&k));
+    let servable = failure.kind().is_some_and(|k| state.config.cache.serve_stale_on.contains(&k));
     if servable
         && exchange.policy.may_serve_stale()
         && let Some(entry) = lookup(state, &exchange.address)
-        && exchange
-            .policy
-            .stale_if_error
-            .is_none_or(|limit| age_of(&entry) <= limit)
+        && exchange.policy.stale_if_error.is_none_or(|limit| age_of(&entry) <= limit)
         && let Some(answer) = serve_entry(
             state,
             &entry,
@@ -318,29 +226,15 @@ fn on_failure(
     }
     let provider = exchange.provider_name.clone();
     match failure {
-        UpstreamFailure::Status {
-            status,
-            headers,
-            body,
-        } => {
-            let content_type = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(stored::JSON);
+        UpstreamFailure::Status { status, headers, body } => {
+            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON);
             let mut out = stored::response(status, Body::from(body), content_type);
             for name in RETURNED_HEADERS {
                 if let Some(v) = headers.get(*name) {
                     out.headers_mut().insert(*name, v.clone());
                 }
             }
-            decorate(
-                &mut out,
-                CacheResult::Bypass,
-                &exchange.address,
-                &provider,
-                None,
-                Some(&reason),
-            );
+            decorate(&mut out, CacheResult::Bypass, &exchange.address, &provider, None, Some(&reason));
             Ok((out, CacheResult::Bypass, provider))
         }
         UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
@@ -384,14 +278,7 @@ fn serve_entry(
     };
     let mut out = stored::response(entry.record.response.status, body, &content_type);
     let age = age_of(entry).as_secs();
-    decorate(
-        &mut out,
-        result,
-        address,
-        &entry.record.provider,
-        Some(age),
-        upstream_error,
-    );
+    decorate(&mut out, result, address, &entry.record.provider, Some(age), upstream_error);
     if let Err(e) = state.store.mark_served(address) {
         state.metrics.count_store_error();
         tracing::warn!(%address, error = %e, "could not note the entry as served");
@@ -416,11 +303,7 @@ fn decorate(
     }
     if let Some(reason) = upstream_error {
         // Header values must be visible ASCII; reasons from OS errors usually are.
-        let clean: String = reason
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .take(200)
-            .collect();
+        let clean: String = reason.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect();
         set_header(response, "x-holdfast-upstream-error", &clean);
     }
 }
@@ -495,11 +378,7 @@ fn answer_json(endpoint: Endpoint, body: &ResponseBody) -> Option<Value> {
 /// Anthropic: input/output).
 fn usage_of(json: &Value) -> Option<Usage> {
     let usage = json.get("usage")?;
-    let field = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| usage.get(*n).and_then(Value::as_u64))
-    };
+    let field = |names: &[&str]| names.iter().find_map(|n| usage.get(*n).and_then(Value::as_u64));
     Some(Usage {
         input_tokens: field(&["input_tokens", "prompt_tokens"])?,
         output_tokens: field(&["output_tokens", "completion_tokens"]).unwrap_or(0),

@@ -61,13 +61,7 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(config: Config, store: Arc<Store>, upstreams: Upstreams) -> Self {
         let addresser = store.addresser();
-        Self(Arc::new(AppInner {
-            config,
-            store,
-            upstreams,
-            metrics: Metrics::default(),
-            addresser,
-        }))
+        Self(Arc::new(AppInner { config, store, upstreams, metrics: Metrics::default(), addresser }))
     }
 }
 
@@ -77,11 +71,9 @@ pub fn router(state: AppState) -> Router {
     for endpoint in Endpoint::ALL {
         router = router.route(
             endpoint.path(),
-            post(
-                move |State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body| {
-                    exchange::handle(state, endpoint, headers, body)
-                },
-            ),
+            post(move |State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body| {
+                exchange::handle(state, endpoint, headers, body)
+            }),
         );
     }
     router
@@ -99,20 +91,14 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
     // A read of an address that cannot exist exercises the whole read path without side effects.
     match state.store.get(&Address([0; 32])) {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store not readable: {e}\n"),
-        )
-            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store not readable: {e}\n")).into_response(),
     }
 }
 
@@ -136,20 +122,13 @@ pub enum ServeError {
     #[error(
         "cannot listen on {addr}: {source} (is another holdfast or service on that port? set `listen` or HOLDFAST_LISTEN)"
     )]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
+    Listen { addr: String, source: std::io::Error },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// `holdfast serve`: opens (or creates) the store, binds, serves until SIGTERM or Ctrl-C.
-pub async fn serve(
-    config: Config,
-    source: ConfigSource,
-    secret: StoreSecret,
-) -> Result<(), ServeError> {
+pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) -> Result<(), ServeError> {
     let options = StoreOptions {
         create_if_missing: true,
         retention: config.store.retention,
@@ -166,12 +145,8 @@ pub async fn serve(
     let store = Arc::new(store);
     let upstreams = Upstreams::new(&config.providers, |name| std::env::var(name).ok())?;
     let addr = config.listen.clone();
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| ServeError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(&addr).await.map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
     let local = listener.local_addr()?;
     let stats = store.stats();
     tracing::info!(
@@ -191,9 +166,7 @@ pub async fn serve(
     let state = AppState::new(config, store.clone(), upstreams);
     run(listener, state, shutdown_signal()).await?;
     tracing::info!("shut down; flushing the store");
-    store
-        .flush()
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     Ok(())
 }
 

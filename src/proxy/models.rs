@@ -23,11 +23,7 @@ const PATH: &str = "/v1/models";
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     // Both SDKs call GET /v1/models; only Anthropic's sends `anthropic-version`.
-    let dialect = if headers.contains_key("anthropic-version") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    };
+    let dialect = if headers.contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenAi };
     match answer(&state, &headers, dialect).await {
         Ok((response, result)) => {
             state.metrics.count_request(PATH, "-", result);
@@ -40,52 +36,34 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-async fn answer(
-    state: &AppState,
-    headers: &HeaderMap,
-    dialect: Dialect,
-) -> Result<(Response, &'static str), ApiError> {
+async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Result<(Response, &'static str), ApiError> {
     let policy = CachePolicy::from_request(headers, &state.config.cache)?;
     let namespace = match state.config.cache.scope {
         CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => state
-            .addresser
-            .namespace_for_credential(credential_for_namespace(headers)),
+        CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
     };
     // The two dialects' lists differ in shape, so each has its own entry.
     let tag: &'static [u8] = match dialect {
         Dialect::OpenAi => b"{\"dialect\":\"openai\"}",
         Dialect::Anthropic => b"{\"dialect\":\"anthropic\"}",
     };
-    let request = NormalizedRequest {
-        endpoint: PATH.to_owned(),
-        canonical: Bytes::from_static(tag),
-    };
+    let request = NormalizedRequest { endpoint: PATH.to_owned(), canonical: Bytes::from_static(tag) };
     let address = state.addresser.address(&namespace, &request);
     let stored_list = || -> Option<Vec<Value>> {
         let entry = state.store.get(&address).ok()??;
         let ResponseBody::Complete(body) = &entry.record.response.body else {
             return None;
         };
-        serde_json::from_slice::<Value>(body)
-            .ok()?
-            .get("data")?
-            .as_array()
-            .cloned()
+        serde_json::from_slice::<Value>(body).ok()?.get("data")?.as_array().cloned()
     };
     if policy.mode == CacheMode::Replay {
-        let data = stored_list().ok_or(ApiError::NotRecorded {
-            address: address.to_hex(),
-        })?;
+        let data = stored_list().ok_or(ApiError::NotRecorded { address: address.to_hex() })?;
         return Ok((respond(dialect, data, "hit", &address), "hit"));
     }
 
     let providers: Vec<_> = state.upstreams.of_dialect(dialect).collect();
     let fetches = providers.iter().map(|p| async move {
-        let response = p
-            .send(reqwest::Method::GET, PATH, headers, None)
-            .await
-            .ok()?;
+        let response = p.send(reqwest::Method::GET, PATH, headers, None).await.ok()?;
         let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
         body.get("data")?.as_array().cloned()
     });
@@ -103,10 +81,7 @@ async fn answer(
         {
             return Ok((respond(dialect, list, "stale", &address), "stale"));
         }
-        return Err(ApiError::UpstreamUnavailable {
-            provider: "all".into(),
-            reason: "model lists unavailable".into(),
-        });
+        return Err(ApiError::UpstreamUnavailable { provider: "all".into(), reason: "model lists unavailable".into() });
     }
     if any_failed {
         // Some providers are down: keep showing the models they had.
@@ -143,17 +118,13 @@ fn respond(dialect: Dialect, data: Vec<Value>, cache: &str, address: &Address) -
     let body = match dialect {
         Dialect::OpenAi => serde_json::json!({"object": "list", "data": data}),
         Dialect::Anthropic => {
-            let id =
-                |i: Option<&Value>| i.and_then(|v| v.get("id")).cloned().unwrap_or(Value::Null);
+            let id = |i: Option<&Value>| i.and_then(|v| v.get("id")).cloned().unwrap_or(Value::Null);
             serde_json::json!({"data": data, "has_more": false, "first_id": id(data.first()), "last_id": id(data.last())})
         }
     };
     let mut response = stored::response(200, Body::from(body.to_string()), stored::JSON);
     let headers = response.headers_mut();
-    for (name, value) in [
-        ("x-holdfast-cache", cache.to_owned()),
-        ("x-holdfast-key", address.to_hex()),
-    ] {
+    for (name, value) in [("x-holdfast-cache", cache.to_owned()), ("x-holdfast-key", address.to_hex())] {
         if let Ok(v) = value.parse() {
             headers.insert(name, v);
         }

@@ -23,42 +23,30 @@ use crate::upstream::classify;
 /// Buffered chunks between the upstream reader and a slow client. Small: backpressure should
 /// reach the provider rather than memory.
 const CHANNEL_DEPTH: usize = 16;
+/// Longest partial event held while waiting for its end. Real events are kilobytes; a stream
+/// that never ends an event is broken, not big.
+const MAX_PENDING_EVENT: usize = 16 * 1024 * 1024;
 
-pub fn relay(
-    exchange: Arc<Exchange>,
-    kind: StreamKind,
-    upstream: reqwest::Response,
-    content_type: String,
-) -> Body {
+pub fn relay(exchange: Arc<Exchange>, kind: StreamKind, upstream: reqwest::Response, content_type: String) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
         let started = Instant::now();
-        let mut splitter = SseSplitter::new();
-        let mut events: Vec<Bytes> = Vec::new();
-        let mut failed_event = false;
-        let mut completed = false;
+        let mut recording =
+            Recording { kind, splitter: SseSplitter::new(), events: Vec::new(), failed: false, completed: false };
         let mut client_gone = false;
         let mut chunks = upstream.bytes_stream();
         let outcome = loop {
             match chunks.next().await {
                 Some(Ok(chunk)) => {
-                    let mut terminal_here = false;
-                    for raw in splitter.push(&chunk) {
-                        let event = parse_event(&raw);
-                        failed_event |= is_error_event(kind, &event);
-                        terminal_here |= is_terminal(kind, &event);
-                        events.push(raw);
+                    let was_complete = recording.completed;
+                    for raw in recording.splitter.push(&chunk) {
+                        recording.take(raw);
                     }
-                    if terminal_here && !completed {
-                        completed = true;
-                        if !failed_event && exchange.policy.may_store() {
-                            let response = StoredResponse {
-                                status: 200,
-                                content_type: content_type.clone(),
-                                body: ResponseBody::Stream(std::mem::take(&mut events)),
-                            };
-                            store_record(&exchange, response, started.elapsed()).await;
-                        }
+                    if recording.splitter.pending().len() > MAX_PENDING_EVENT {
+                        break Err("upstream sent an event larger than 16 MiB".to_owned());
+                    }
+                    if recording.completed && !was_complete {
+                        recording.store(&exchange, &content_type, started).await;
                     }
                     if !client_gone && tx.send(Ok(chunk)).await.is_err() {
                         // The client left; keep reading so the provider's answer (already paid
@@ -67,14 +55,25 @@ pub fn relay(
                     }
                 }
                 Some(Err(e)) => break Err(classify(&e).reason()),
-                None if completed => break Ok(()),
-                None => break Err("upstream stream ended before its final event".to_owned()),
+                None => {
+                    // An event may end at EOF without its blank line (`\r\r` endings).
+                    if !recording.completed
+                        && let Some(raw) = recording.splitter.finish()
+                    {
+                        recording.take(raw);
+                        if recording.completed {
+                            recording.store(&exchange, &content_type, started).await;
+                        }
+                    }
+                    break if recording.completed {
+                        Ok(())
+                    } else {
+                        Err("upstream stream ended before its final event".to_owned())
+                    };
+                }
             }
         };
-        exchange
-            .state
-            .metrics
-            .observe_upstream_latency(&exchange.provider_name, started.elapsed());
+        exchange.state.metrics.observe_upstream_latency(&exchange.provider_name, started.elapsed());
         if let Err(reason) = outcome {
             exchange.state.metrics.count_stream_interrupted();
             tracing::warn!(address = %exchange.address, provider = %exchange.provider_name, %reason,
@@ -82,7 +81,37 @@ pub fn relay(
             let _ = tx.send(Err(io::Error::other(reason))).await;
         }
     });
-    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// The events of one stream as they arrive, and whether it has properly ended.
+struct Recording {
+    kind: StreamKind,
+    splitter: SseSplitter,
+    events: Vec<Bytes>,
+    /// An error event arrived: the stream may end "normally" but is not an answer to keep.
+    failed: bool,
+    /// The terminal event arrived.
+    completed: bool,
+}
+
+impl Recording {
+    fn take(&mut self, raw: Bytes) {
+        let event = parse_event(&raw);
+        self.failed |= is_error_event(self.kind, &event);
+        self.completed |= is_terminal(self.kind, &event);
+        self.events.push(raw);
+    }
+
+    async fn store(&mut self, exchange: &Exchange, content_type: &str, started: Instant) {
+        if self.failed || !exchange.policy.may_store() {
+            return;
+        }
+        let response = StoredResponse {
+            status: 200,
+            content_type: content_type.to_owned(),
+            body: ResponseBody::Stream(std::mem::take(&mut self.events)),
+        };
+        store_record(exchange, response, started.elapsed()).await;
+    }
 }

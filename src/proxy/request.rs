@@ -69,44 +69,24 @@ pub struct ParsedRequest {
 
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .await
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("length limit") {
-                ApiError::TooLarge { limit }
-            } else {
-                ApiError::BodyRead(text)
-            }
-        })
+    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("length limit") { ApiError::TooLarge { limit } } else { ApiError::BodyRead(text) }
+    })
 }
 
 pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> {
-    let json: Value =
-        serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let json: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     if !json.is_object() {
         return Err(ApiError::NotAnObject);
     }
-    let model = json
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| !m.is_empty())
-        .ok_or(ApiError::MissingModel)?;
-    let wants_stream = endpoint.stream_kind().is_some()
-        && json.get("stream").and_then(Value::as_bool) == Some(true);
-    Ok(ParsedRequest {
-        model: model.to_owned(),
-        wants_stream,
-        json,
-        raw,
-    })
+    let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or(ApiError::MissingModel)?;
+    let wants_stream = endpoint.stream_kind().is_some() && json.get("stream").and_then(Value::as_bool) == Some(true);
+    Ok(ParsedRequest { model: model.to_owned(), wants_stream, json, raw })
 }
 
 /// Everything the client asked of the store for this one request.
@@ -128,10 +108,7 @@ impl CachePolicy {
         let mode = match headers.get("x-holdfast-mode") {
             None => config.mode,
             Some(v) => v.to_str().ok().and_then(CacheMode::parse).ok_or_else(|| {
-                ApiError::BadHeader(
-                    "x-holdfast-mode must be one of fallback, cache-first, replay, record, off"
-                        .into(),
-                )
+                ApiError::BadHeader("x-holdfast-mode must be one of fallback, cache-first, replay, record, off".into())
             })?,
         };
         let mut policy = Self {
@@ -142,25 +119,16 @@ impl CachePolicy {
             stale_if_error: config.stale_if_error,
         };
         for value in headers.get_all("cache-control") {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::BadHeader("Cache-Control is not ASCII".into()))?;
+            let text = value.to_str().map_err(|_| ApiError::BadHeader("Cache-Control is not ASCII".into()))?;
             for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
                 let (name, arg) = match directive.split_once('=') {
-                    Some((n, a)) => (
-                        n.trim().to_ascii_lowercase(),
-                        Some(a.trim().trim_matches('"')),
-                    ),
+                    Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim().trim_matches('"'))),
                     None => (directive.to_ascii_lowercase(), None),
                 };
                 let seconds = |arg: Option<&str>| -> Result<Duration, ApiError> {
                     arg.and_then(|a| a.parse::<u64>().ok())
                         .map(Duration::from_secs)
-                        .ok_or_else(|| {
-                            ApiError::BadHeader(format!(
-                                "Cache-Control {name} needs a number of seconds"
-                            ))
-                        })
+                        .ok_or_else(|| ApiError::BadHeader(format!("Cache-Control {name} needs a number of seconds")))
                 };
                 match name.as_str() {
                     "no-store" => policy.no_store = true,
@@ -202,11 +170,7 @@ mod tests {
 
     #[test]
     fn cache_control_directives_are_honoured() {
-        let p = policy(&[
-            ("cache-control", "no-store, max-age=60"),
-            ("cache-control", "stale-if-error=600"),
-        ])
-        .unwrap();
+        let p = policy(&[("cache-control", "no-store, max-age=60"), ("cache-control", "stale-if-error=600")]).unwrap();
         assert!(p.no_store && !p.no_cache);
         assert_eq!(p.fresh_for, Duration::from_secs(60));
         assert_eq!(p.stale_if_error, Some(Duration::from_secs(600)));
@@ -217,39 +181,19 @@ mod tests {
 
     #[test]
     fn mode_header_overrides_config() {
-        assert_eq!(
-            policy(&[("x-holdfast-mode", "replay")]).unwrap().mode,
-            CacheMode::Replay
-        );
+        assert_eq!(policy(&[("x-holdfast-mode", "replay")]).unwrap().mode, CacheMode::Replay);
         assert_eq!(policy(&[]).unwrap().mode, CacheMode::Fallback);
         assert!(policy(&[("x-holdfast-mode", "sometimes")]).is_err());
     }
 
     #[test]
     fn body_checks() {
-        assert!(matches!(
-            parse(Endpoint::ChatCompletions, Bytes::from_static(b"{")),
-            Err(ApiError::MalformedJson(_))
-        ));
-        assert!(matches!(
-            parse(Endpoint::ChatCompletions, Bytes::from_static(b"[]")),
-            Err(ApiError::NotAnObject)
-        ));
-        assert!(matches!(
-            parse(Endpoint::ChatCompletions, Bytes::from_static(b"{}")),
-            Err(ApiError::MissingModel)
-        ));
-        let p = parse(
-            Endpoint::Embeddings,
-            Bytes::from_static(br#"{"model":"m","stream":true}"#),
-        )
-        .unwrap();
+        assert!(matches!(parse(Endpoint::ChatCompletions, Bytes::from_static(b"{")), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(parse(Endpoint::ChatCompletions, Bytes::from_static(b"[]")), Err(ApiError::NotAnObject)));
+        assert!(matches!(parse(Endpoint::ChatCompletions, Bytes::from_static(b"{}")), Err(ApiError::MissingModel)));
+        let p = parse(Endpoint::Embeddings, Bytes::from_static(br#"{"model":"m","stream":true}"#)).unwrap();
         assert!(!p.wants_stream, "embeddings never stream");
-        let p = parse(
-            Endpoint::Messages,
-            Bytes::from_static(br#"{"model":"m","stream":true}"#),
-        )
-        .unwrap();
+        let p = parse(Endpoint::Messages, Bytes::from_static(br#"{"model":"m","stream":true}"#)).unwrap();
         assert!(p.wants_stream);
     }
 }

@@ -28,12 +28,7 @@ pub trait Backend: Send + Sync {
     fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
 
     /// Writes value and metadata together: after a crash both are there or neither is.
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<(), BackendError>;
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<(), BackendError>;
 
     /// Replaces the value only if it is still `expected` (compare-and-swap), together with its
     /// metadata. Returns whether it was replaced. Key rotation re-seals through this so that a
@@ -48,19 +43,14 @@ pub trait Backend: Send + Sync {
 
     /// Applies `update` to the metadata of an existing entry, atomically with respect to other
     /// updates; does nothing if there is no entry.
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>)
-    -> Result<(), BackendError>;
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError>;
 
     /// Removes value and metadata together. Returns whether there was an entry.
     fn delete_entry(&self, address: &RawAddress) -> Result<bool, BackendError>;
 
     /// Up to `limit` entries' metadata in address order, starting after `after`. Paged so a
     /// network backend can serve it and so no caller holds an iterator across calls.
-    fn scan_meta(
-        &self,
-        after: Option<&RawAddress>,
-        limit: usize,
-    ) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError>;
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError>;
 
     /// A store-wide setting (format version and the like).
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError>;

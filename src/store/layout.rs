@@ -33,9 +33,7 @@ pub enum Found {
 
 impl Layout {
     pub fn new(root: &Path) -> Self {
-        Self {
-            root: root.to_owned(),
-        }
+        Self { root: root.to_owned() }
     }
 
     pub fn keyring(&self) -> PathBuf {
@@ -52,14 +50,8 @@ impl Layout {
 
     /// Looks at the path without changing anything.
     pub fn inspect(&self) -> Result<Found, StoreOpenError> {
-        let not_a_store = |reason: String| StoreOpenError::NotAStore {
-            path: self.root.clone(),
-            reason,
-        };
-        let io = |source| StoreOpenError::Io {
-            path: self.root.clone(),
-            source,
-        };
+        let not_a_store = |reason: String| StoreOpenError::NotAStore { path: self.root.clone(), reason };
+        let io = |source| StoreOpenError::Io { path: self.root.clone(), source };
         let meta = match fs::metadata(&self.root) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Found::Nothing),
@@ -87,18 +79,12 @@ impl Layout {
             Err(e) => return Err(io(e)),
         };
         let mut lines = marker.lines();
-        let format = match (
-            lines.next(),
-            lines.next().and_then(|l| l.strip_prefix("format ")),
-        ) {
-            (Some(MARKER_HEADER), Some(n)) => n
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| not_a_store(format!("its HOLDFAST marker names format `{n}`")))?,
+        let format = match (lines.next(), lines.next().and_then(|l| l.strip_prefix("format "))) {
+            (Some(MARKER_HEADER), Some(n)) => {
+                n.trim().parse::<u32>().map_err(|_| not_a_store(format!("its HOLDFAST marker names format `{n}`")))?
+            }
             _ => {
-                return Err(not_a_store(
-                    "its HOLDFAST marker is not one Holdfast wrote".into(),
-                ));
+                return Err(not_a_store("its HOLDFAST marker is not one Holdfast wrote".into()));
             }
         };
         if format > FORMAT_VERSION {
@@ -112,24 +98,15 @@ impl Layout {
     }
 
     pub fn create_root(&self) -> Result<(), StoreOpenError> {
-        fs::create_dir_all(&self.root).map_err(|source| StoreOpenError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
+        fs::create_dir_all(&self.root).map_err(|source| StoreOpenError::Io { path: self.root.clone(), source })?;
         restrict_permissions(&self.root);
         Ok(())
     }
 
     /// Written last when a store is created: its presence means the store is complete.
     pub fn write_marker(&self, format: u32) -> Result<(), StoreOpenError> {
-        write_atomically(
-            &self.marker(),
-            format!("{MARKER_HEADER}\nformat {format}\n").as_bytes(),
-        )
-        .map_err(|source| StoreOpenError::Io {
-            path: self.marker(),
-            source,
-        })
+        write_atomically(&self.marker(), format!("{MARKER_HEADER}\nformat {format}\n").as_bytes())
+            .map_err(|source| StoreOpenError::Io { path: self.marker(), source })
     }
 }
 

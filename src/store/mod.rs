@@ -31,9 +31,7 @@ use sled_backend::SledOpenError;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How a store is opened and kept.
@@ -66,13 +64,9 @@ impl Default for StoreOptions {
 /// Why a store could not be opened. Each says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreOpenError {
-    #[error(
-        "no store at {path}; create one with `holdfast init` (or let `holdfast serve` create it)"
-    )]
+    #[error("no store at {path}; create one with `holdfast init` (or let `holdfast serve` create it)")]
     NotFound { path: PathBuf },
-    #[error(
-        "{path} is not a Holdfast store: {reason}. Point the store path at a new or empty directory"
-    )]
+    #[error("{path} is not a Holdfast store: {reason}. Point the store path at a new or empty directory")]
     NotAStore { path: PathBuf, reason: String },
     #[error("store at {path} already exists; open it instead, or choose another path")]
     AlreadyExists { path: PathBuf },
@@ -80,19 +74,9 @@ pub enum StoreOpenError {
         "store at {path} has format {found}, newer than this build supports ({supported}); \
          upgrade holdfast (nothing was changed)"
     )]
-    NewerFormat {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
-    #[error(
-        "store at {path} has format {found}; run `holdfast migrate` to upgrade it to {current}"
-    )]
-    OlderFormat {
-        path: PathBuf,
-        found: u32,
-        current: u32,
-    },
+    NewerFormat { path: PathBuf, found: u32, supported: u32 },
+    #[error("store at {path} has format {found}; run `holdfast migrate` to upgrade it to {current}")]
+    OlderFormat { path: PathBuf, found: u32, current: u32 },
     #[error(
         "store at {path} is open in another process (a running `holdfast serve`?); stop it, or run the \
          command against the server with --server URL"
@@ -101,10 +85,7 @@ pub enum StoreOpenError {
     #[error("store at {path} is damaged: {reason}; restore it from a backup")]
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot open store at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Keyring(#[from] KeyringError),
 }
@@ -164,25 +145,13 @@ const SCAN_PAGE: usize = 4096;
 impl Store {
     /// Opens the store at `path`, creating it first if `options.create_if_missing` and there is
     /// none. Refuses a foreign directory, a newer format, or a wrong secret without writing.
-    pub fn open(
-        path: &Path,
-        secret: &StoreSecret,
-        options: StoreOptions,
-    ) -> Result<Self, StoreOpenError> {
+    pub fn open(path: &Path, secret: &StoreSecret, options: StoreOptions) -> Result<Self, StoreOpenError> {
         let layout = Layout::new(path);
         match layout.inspect()? {
-            Found::Nothing if options.create_if_missing => {
-                Self::create_at(&layout, secret, options)
-            }
-            Found::Nothing => Err(StoreOpenError::NotFound {
-                path: path.to_owned(),
-            }),
+            Found::Nothing if options.create_if_missing => Self::create_at(&layout, secret, options),
+            Found::Nothing => Err(StoreOpenError::NotFound { path: path.to_owned() }),
             Found::Store { format } if format < FORMAT_VERSION => {
-                Err(StoreOpenError::OlderFormat {
-                    path: path.to_owned(),
-                    found: format,
-                    current: FORMAT_VERSION,
-                })
+                Err(StoreOpenError::OlderFormat { path: path.to_owned(), found: format, current: FORMAT_VERSION })
             }
             Found::Store { .. } => {
                 let keyring_path = layout.keyring();
@@ -200,17 +169,12 @@ impl Store {
                     });
                 }
                 let backend = open_sled(&layout, &options)?;
-                match backend
-                    .get_setting("format_version")
-                    .map_err(|e| corrupt(path, e))?
-                {
+                match backend.get_setting("format_version").map_err(|e| corrupt(path, e))? {
                     Some(v) if v == FORMAT_VERSION.to_be_bytes() => {}
                     other => {
                         return Err(StoreOpenError::Corrupt {
                             path: path.to_owned(),
-                            reason: format!(
-                                "database format {other:?} disagrees with the HOLDFAST marker"
-                            ),
+                            reason: format!("database format {other:?} disagrees with the HOLDFAST marker"),
                         });
                     }
                 }
@@ -220,32 +184,20 @@ impl Store {
     }
 
     /// Creates a new store; fails if one (or anything else) is already at `path`.
-    pub fn create(
-        path: &Path,
-        secret: &StoreSecret,
-        options: StoreOptions,
-    ) -> Result<Self, StoreOpenError> {
+    pub fn create(path: &Path, secret: &StoreSecret, options: StoreOptions) -> Result<Self, StoreOpenError> {
         let layout = Layout::new(path);
         match layout.inspect()? {
             Found::Nothing => Self::create_at(&layout, secret, options),
-            Found::Store { .. } => Err(StoreOpenError::AlreadyExists {
-                path: path.to_owned(),
-            }),
+            Found::Store { .. } => Err(StoreOpenError::AlreadyExists { path: path.to_owned() }),
         }
     }
 
-    fn create_at(
-        layout: &Layout,
-        secret: &StoreSecret,
-        options: StoreOptions,
-    ) -> Result<Self, StoreOpenError> {
+    fn create_at(layout: &Layout, secret: &StoreSecret, options: StoreOptions) -> Result<Self, StoreOpenError> {
         layout.create_root()?;
         let keyring = Keyring::create(&layout.keyring(), secret, options.kdf)?;
         let backend = open_sled(layout, &options)?;
         let path = &layout.root;
-        backend
-            .put_setting("format_version", &FORMAT_VERSION.to_be_bytes())
-            .map_err(|e| corrupt(path, e))?;
+        backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
         backend.flush().map_err(|e| corrupt(path, e))?;
         layout.write_marker(FORMAT_VERSION)?;
         Self::assemble(path, Arc::new(backend), keyring, options)
@@ -283,10 +235,7 @@ impl Store {
                 entries += 1;
                 bytes += meta.size;
             })
-            .map_err(|e| StoreOpenError::Corrupt {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() })?;
         store.entries.store(entries, Ordering::Relaxed);
         store.bytes.store(bytes, Ordering::Relaxed);
         Ok(store)
@@ -302,10 +251,7 @@ impl Store {
 
     /// The address of `request` in `namespace` under this store's address key.
     pub fn address(&self, namespace: &Namespace, request: &NormalizedRequest) -> Address {
-        self.keyring
-            .snapshot()
-            .addresser()
-            .address(namespace, request)
+        self.keyring.snapshot().addresser().address(namespace, request)
     }
 
     /// Address computation without a keyring lookup per call (for the request path).
@@ -331,29 +277,22 @@ impl Store {
 
     fn open_value(&self, address: &Address, value: &mut Vec<u8>) -> Result<Record, StoreError> {
         let keys = self.keyring.snapshot();
-        let key_id =
-            crypto::envelope_key_id(value).map_err(|e| self.tampered(address, e.to_string()))?;
+        let key_id = crypto::envelope_key_id(value).map_err(|e| self.tampered(address, e.to_string()))?;
         let key = keys
             .data_key(key_id)
             .ok_or_else(|| self.tampered(address, EnvelopeError::UnknownKey(key_id).to_string()))?;
-        crypto::open_in_place(key, address, value)
-            .map_err(|e| self.tampered(address, e.to_string()))?;
-        codec::decode(value)
-            .map_err(|e| self.tampered(address, format!("record does not decode: {e}")))
+        crypto::open_in_place(key, address, value).map_err(|e| self.tampered(address, e.to_string()))?;
+        codec::decode(value).map_err(|e| self.tampered(address, format!("record does not decode: {e}")))
     }
 
     fn decode_meta(&self, address: &Address, bytes: &[u8]) -> Result<EntryMeta, StoreError> {
-        codec::decode(bytes)
-            .map_err(|e| self.tampered(address, format!("metadata does not decode: {e}")))
+        codec::decode(bytes).map_err(|e| self.tampered(address, format!("metadata does not decode: {e}")))
     }
 
     fn tampered(&self, address: &Address, reason: String) -> StoreError {
         self.tampered.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%address, %reason, "stored entry failed to open; treating it as absent");
-        StoreError::Tampered {
-            address: *address,
-            reason,
-        }
+        StoreError::Tampered { address: *address, reason }
     }
 
     /// Notes that the entry was served to a client (for `audit list` and eviction order).
@@ -372,9 +311,7 @@ impl Store {
     pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
         let plaintext = zeroize::Zeroizing::new(codec::encode(record).map_err(StoreError::Encode)?);
         let (keys, key_id) = self.keyring.key_for_seal()?;
-        let key = keys
-            .data_key(key_id)
-            .ok_or(KeyringError::UnknownKey(key_id))?;
+        let key = keys.data_key(key_id).ok_or(KeyringError::UnknownKey(key_id))?;
         let sealed = crypto::seal(key, address, &plaintext);
         let now = now_ms();
         let meta = EntryMeta {
@@ -383,37 +320,20 @@ impl Store {
             times_served: 0,
             size: sealed.len() as u64,
             key_id,
-            expires_ms: self
-                .options
-                .retention
-                .map_or(0, |r| now + r.as_millis() as u64),
+            expires_ms: self.options.retention.map_or(0, |r| now + r.as_millis() as u64),
         };
-        let previous = self
-            .backend
-            .get_meta(address.as_bytes())?
-            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
-        self.backend.put_entry(
-            address.as_bytes(),
-            &codec::encode(&meta).map_err(StoreError::Encode)?,
-            &sealed,
-        )?;
+        let previous = self.backend.get_meta(address.as_bytes())?.and_then(|m| codec::decode::<EntryMeta>(&m).ok());
+        self.backend.put_entry(address.as_bytes(), &codec::encode(&meta).map_err(StoreError::Encode)?, &sealed)?;
         match previous {
             Some(old) => {
-                self.bytes.fetch_sub(
-                    old.size.min(self.bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
+                self.bytes.fetch_sub(old.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
             }
             None => {
                 self.entries.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.bytes.fetch_add(meta.size, Ordering::Relaxed);
-        if self
-            .options
-            .max_bytes
-            .is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max)
-        {
+        if self.options.max_bytes.is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max) {
             self.evict_to_budget()?;
         }
         Ok(())
@@ -421,21 +341,12 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
-        let meta = self
-            .backend
-            .get_meta(address.as_bytes())?
-            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
+        let meta = self.backend.get_meta(address.as_bytes())?.and_then(|m| codec::decode::<EntryMeta>(&m).ok());
         let existed = self.backend.delete_entry(address.as_bytes())?;
         if existed {
-            self.entries.fetch_sub(
-                1.min(self.entries.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            self.entries.fetch_sub(1.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
             if let Some(m) = meta {
-                self.bytes.fetch_sub(
-                    m.size.min(self.bytes.load(Ordering::Relaxed)),
-                    Ordering::Relaxed,
-                );
+                self.bytes.fetch_sub(m.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
             }
         }
         Ok(existed)
@@ -443,10 +354,7 @@ impl Store {
 
     /// Visits every entry's metadata in address order, a page at a time. An undecodable
     /// metadata value is reported as tampered and skipped.
-    pub fn for_each_meta(
-        &self,
-        mut visit: impl FnMut(Address, EntryMeta),
-    ) -> Result<(), StoreError> {
+    pub fn for_each_meta(&self, mut visit: impl FnMut(Address, EntryMeta)) -> Result<(), StoreError> {
         let mut after: Option<RawAddress> = None;
         loop {
             let page = self.backend.scan_meta(after.as_ref(), SCAN_PAGE)?;
@@ -505,11 +413,7 @@ impl Store {
             total = total.saturating_sub(size);
         }
         if evicted > 0 {
-            tracing::info!(
-                evicted,
-                budget_bytes = max,
-                "evicted least recently served entries"
-            );
+            tracing::info!(evicted, budget_bytes = max, "evicted least recently served entries");
         }
         Ok(evicted)
     }
@@ -548,20 +452,11 @@ fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, Sto
     let path = layout.root.clone();
     let backend = SledBackend::open(&layout.db(), options.cache_bytes).map_err(|e| match e {
         SledOpenError::Locked => StoreOpenError::InUse { path: path.clone() },
-        SledOpenError::Corrupt(reason) => StoreOpenError::Corrupt {
-            path: path.clone(),
-            reason,
-        },
-        SledOpenError::Io(source) => StoreOpenError::Io {
-            path: path.clone(),
-            source,
-        },
+        SledOpenError::Corrupt(reason) => StoreOpenError::Corrupt { path: path.clone(), reason },
+        SledOpenError::Io(source) => StoreOpenError::Io { path: path.clone(), source },
     })?;
-    let unexpected: Vec<String> = backend
-        .tree_names()
-        .into_iter()
-        .filter(|n| n != "entries" && n != "settings")
-        .collect();
+    let unexpected: Vec<String> =
+        backend.tree_names().into_iter().filter(|n| n != "entries" && n != "settings").collect();
     if !unexpected.is_empty() {
         return Err(StoreOpenError::NotAStore {
             path,
@@ -572,8 +467,5 @@ fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, Sto
 }
 
 fn corrupt(path: &Path, e: BackendError) -> StoreOpenError {
-    StoreOpenError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    }
+    StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() }
 }

@@ -40,9 +40,7 @@ fn key(prefix: u8, address: &RawAddress) -> [u8; 1 + ADDRESS_LEN] {
 
 fn err(e: sled::Error) -> BackendError {
     match e {
-        sled::Error::Corruption { at, .. } => {
-            BackendError::Corrupt(format!("sled reports corruption at {at:?}"))
-        }
+        sled::Error::Corruption { at, .. } => BackendError::Corrupt(format!("sled reports corruption at {at:?}")),
         other => BackendError::Io(other.to_string()),
     }
 }
@@ -50,28 +48,14 @@ fn err(e: sled::Error) -> BackendError {
 impl SledBackend {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, SledOpenError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    SledOpenError::Locked
-                }
-                sled::Error::Io(io) => SledOpenError::Io(io),
-                other => SledOpenError::Corrupt(other.to_string()),
-            })?;
-        let entries = db
-            .open_tree("entries")
-            .map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
-        let settings = db
-            .open_tree("settings")
-            .map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
-        Ok(Self {
-            db,
-            entries,
-            settings,
-        })
+        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => SledOpenError::Locked,
+            sled::Error::Io(io) => SledOpenError::Io(io),
+            other => SledOpenError::Corrupt(other.to_string()),
+        })?;
+        let entries = db.open_tree("entries").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
+        let settings = db.open_tree("settings").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
+        Ok(Self { db, entries, settings })
     }
 
     /// Names of the trees in the database besides sled's default one; a store has exactly ours.
@@ -87,27 +71,14 @@ impl SledBackend {
 
 impl Backend for SledBackend {
     fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self
-            .entries
-            .get(key(VALUE, address))
-            .map_err(err)?
-            .map(|v| v.to_vec()))
+        Ok(self.entries.get(key(VALUE, address)).map_err(err)?.map(|v| v.to_vec()))
     }
 
     fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self
-            .entries
-            .get(key(META, address))
-            .map_err(err)?
-            .map(|v| v.to_vec()))
+        Ok(self.entries.get(key(META, address)).map_err(err)?.map(|v| v.to_vec()))
     }
 
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<(), BackendError> {
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<(), BackendError> {
         let mut batch = sled::Batch::default();
         batch.insert(&key(META, address)[..], meta);
         batch.insert(&key(VALUE, address)[..], value);
@@ -138,25 +109,16 @@ impl Backend for SledBackend {
         }
     }
 
-    fn update_meta(
-        &self,
-        address: &RawAddress,
-        update: MetaUpdate<'_>,
-    ) -> Result<(), BackendError> {
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
         self.entries
-            .update_and_fetch(key(META, address), |old| {
-                old.map(|o| update(o).unwrap_or_else(|| o.to_vec()))
-            })
+            .update_and_fetch(key(META, address), |old| old.map(|o| update(o).unwrap_or_else(|| o.to_vec())))
             .map(|_| ())
             .map_err(err)
     }
 
     fn delete_entry(&self, address: &RawAddress) -> Result<bool, BackendError> {
         let existed = self.entries.contains_key(key(META, address)).map_err(err)?
-            || self
-                .entries
-                .contains_key(key(VALUE, address))
-                .map_err(err)?;
+            || self.entries.contains_key(key(VALUE, address)).map_err(err)?;
         let mut batch = sled::Batch::default();
         batch.remove(&key(META, address)[..]);
         batch.remove(&key(VALUE, address)[..]);
@@ -164,11 +126,7 @@ impl Backend for SledBackend {
         Ok(existed)
     }
 
-    fn scan_meta(
-        &self,
-        after: Option<&RawAddress>,
-        limit: usize,
-    ) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
         let start = match after {
             Some(a) => Bound::Excluded(key(META, a).to_vec()),
             None => Bound::Included(vec![META]),
@@ -177,9 +135,8 @@ impl Backend for SledBackend {
         let mut out = Vec::with_capacity(limit.min(4096));
         for item in self.entries.range::<Vec<u8>, _>((start, end)).take(limit) {
             let (k, v) = item.map_err(err)?;
-            let address: RawAddress = k[1..]
-                .try_into()
-                .map_err(|_| BackendError::Corrupt(format!("metadata key of {} bytes", k.len())))?;
+            let address: RawAddress =
+                k[1..].try_into().map_err(|_| BackendError::Corrupt(format!("metadata key of {} bytes", k.len())))?;
             out.push((address, v.to_vec()));
         }
         Ok(out)

@@ -16,10 +16,7 @@ pub fn passphrase() -> StoreSecret {
 }
 
 pub fn create_options() -> StoreOptions {
-    StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
-    }
+    StoreOptions { create_if_missing: true, ..StoreOptions::default() }
 }
 
 /// A fresh store in a temp dir (the real sled store, default Argon2 cost).
@@ -34,10 +31,7 @@ pub fn reopen(path: &Path) -> Store {
 }
 
 /// A chat request whose content is `prompt`, with its address in the shared namespace.
-pub fn chat_request(
-    store: &Store,
-    prompt: &str,
-) -> (Address, holdfast::normalize::NormalizedRequest) {
+pub fn chat_request(store: &Store, prompt: &str) -> (Address, holdfast::normalize::NormalizedRequest) {
     let body = serde_json::json!({
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": prompt}],
@@ -65,23 +59,15 @@ pub fn record(request: holdfast::normalize::NormalizedRequest, answer: &str) -> 
         model: "gpt-4o-mini".into(),
         created_ms: 1_700_000_000_000,
         upstream_latency_ms: 420,
-        usage: Some(Usage {
-            input_tokens: 12,
-            output_tokens: 5,
-        }),
+        usage: Some(Usage { input_tokens: 12, output_tokens: 5 }),
     }
 }
 
 /// The answer text of a record made by `record`.
 pub fn answer_of(record: &Record) -> String {
-    let ResponseBody::Complete(body) = &record.response.body else {
-        panic!("expected a complete body")
-    };
+    let ResponseBody::Complete(body) = &record.response.body else { panic!("expected a complete body") };
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
-    v["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
 }
 
 /// Every file under `dir`, with its bytes.
@@ -101,4 +87,82 @@ pub fn read_tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+/// A proxy serving on 127.0.0.1:0 in front of a fake upstream, on a real store in a temp dir.
+pub struct Proxy {
+    pub url: String,
+    pub state: holdfast::proxy::AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Stops serving (letting in-flight requests finish) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Configuration with an OpenAI-dialect and an Anthropic-dialect provider, both the fake.
+pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
+    let text = format!(
+        r#"
+        [cache]
+        mode = "fallback"
+        [[providers]]
+        name = "fake-openai"
+        api = "openai"
+        base_url = "{upstream_base}"
+        models = ["gpt-*", "text-*", "o*", "fake-*"]
+        first_byte_timeout = "2s"
+        timeout = "5s"
+        [[providers]]
+        name = "fake-anthropic"
+        api = "anthropic"
+        base_url = "{upstream_base}"
+        models = ["claude-*"]
+        first_byte_timeout = "2s"
+        timeout = "5s"
+        "#
+    );
+    holdfast::config::Config::parse(&text).unwrap()
+}
+
+pub async fn start_proxy(config: holdfast::config::Config) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), &passphrase(), create_options()).unwrap();
+    let upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
+    let state = holdfast::proxy::AppState::new(config, std::sync::Arc::new(store), upstreams);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve_state = state.clone();
+    let task = tokio::spawn(async move {
+        holdfast::proxy::run(listener, serve_state, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Proxy { url, state, shutdown: Some(tx), task: Some(task), _dir: dir }
+}
+
+/// A client that never retries on its own, so tests see exactly what the proxy answered.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().unwrap()
 }

@@ -1,5 +1,9 @@
 //! Holdfast's integration tests: one binary, one module per area.
 
+mod cli;
 mod common;
+mod fake_upstream;
 mod normalization;
+mod proxy;
+mod sdk_compat;
 mod store;

@@ -14,10 +14,7 @@ fn addresser() -> Addresser {
 }
 
 fn address_of(endpoint: &str, body: &str) -> holdfast::address::Address {
-    addresser().address(
-        &Namespace::shared(),
-        &normalize(endpoint, body.as_bytes()).unwrap(),
-    )
+    addresser().address(&Namespace::shared(), &normalize(endpoint, body.as_bytes()).unwrap())
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -39,29 +36,17 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// A request-shaped object: arbitrary fields plus the ones every chat request has.
 fn request_body() -> impl Strategy<Value = Map<String, Value>> {
-    (
-        prop::collection::btree_map("[a-z_]{1,10}", json_value(), 0..6),
-        "[a-z0-9-]{1,12}",
-        json_value(),
-    )
-        .prop_map(|(extra, model, content)| {
+    (prop::collection::btree_map("[a-z_]{1,10}", json_value(), 0..6), "[a-z0-9-]{1,12}", json_value()).prop_map(
+        |(extra, model, content)| {
             let mut m: Map<String, Value> = extra.into_iter().collect();
-            for ignored in [
-                "stream",
-                "stream_options",
-                "user",
-                "safety_identifier",
-                "prompt_cache_key",
-            ] {
+            for ignored in ["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key"] {
                 m.remove(ignored);
             }
             m.insert("model".into(), Value::String(model));
-            m.insert(
-                "messages".into(),
-                serde_json::json!([{"role": "user", "content": content}]),
-            );
+            m.insert("messages".into(), serde_json::json!([{"role": "user", "content": content}]));
             m
-        })
+        },
+    )
 }
 
 /// Writes `v` as JSON with object keys in an order driven by `seed` and arbitrary spacing,
@@ -105,12 +90,10 @@ fn scramble(v: &Value, seed: u64, out: &mut String) {
             out.push(']');
         }
         // Only integers a float holds exactly may be respelled as floats without changing value.
-        Value::Number(n) if exact_in_f64(n) && seed % 3 == 0 => {
+        Value::Number(n) if exact_in_f64(n) && seed.is_multiple_of(3) => {
             out.push_str(&format!("{}.0", n.as_i64().unwrap()))
         }
-        Value::Number(n) if exact_in_f64(n) && seed % 3 == 1 => {
-            out.push_str(&format!("{}e0", n.as_i64().unwrap()))
-        }
+        Value::Number(n) if exact_in_f64(n) && seed % 3 == 1 => out.push_str(&format!("{}e0", n.as_i64().unwrap())),
         other => out.push_str(&serde_json::to_string(other).unwrap()),
     }
 }
@@ -162,14 +145,8 @@ fn parameters_that_change_the_answer_change_the_address() {
         ("model", serde_json::json!("gpt-4o-mini")),
         ("temperature", serde_json::json!(0.3)),
         ("max_tokens", serde_json::json!(101)),
-        (
-            "tools",
-            serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-        ),
-        (
-            "response_format",
-            serde_json::json!({"type": "json_object"}),
-        ),
+        ("tools", serde_json::json!([{"type": "function", "function": {"name": "f", "parameters": {}}}])),
+        ("response_format", serde_json::json!({"type": "json_object"})),
         ("seed", serde_json::json!(7)),
         ("n", serde_json::json!(2)),
         ("top_p", serde_json::json!(0.9)),
@@ -180,23 +157,10 @@ fn parameters_that_change_the_answer_change_the_address() {
     for (field, value) in variants {
         let mut changed = base.clone();
         changed[field] = value;
-        assert_ne!(
-            address_of("/v1/chat/completions", &changed.to_string()),
-            base_address,
-            "{field} ignored"
-        );
+        assert_ne!(address_of("/v1/chat/completions", &changed.to_string()), base_address, "{field} ignored");
     }
     let mut reordered_messages = base.clone();
-    reordered_messages["messages"]
-        .as_array_mut()
-        .unwrap()
-        .reverse();
-    assert_ne!(
-        address_of("/v1/chat/completions", &reordered_messages.to_string()),
-        base_address
-    );
-    assert_ne!(
-        address_of("/v1/completions", &base.to_string()),
-        base_address
-    );
+    reordered_messages["messages"].as_array_mut().unwrap().reverse();
+    assert_ne!(address_of("/v1/chat/completions", &reordered_messages.to_string()), base_address);
+    assert_ne!(address_of("/v1/completions", &base.to_string()), base_address);
 }

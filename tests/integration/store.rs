@@ -57,14 +57,9 @@ fn streamed_record_round_trips_event_by_event() {
 fn put_replaces_and_delete_removes() {
     let (_dir, store) = new_store();
     let (address, request) = chat_request(&store, "q");
-    store
-        .put(&address, &record(request.clone(), "first"))
-        .unwrap();
+    store.put(&address, &record(request.clone(), "first")).unwrap();
     store.put(&address, &record(request, "second")).unwrap();
-    assert_eq!(
-        answer_of(&store.get(&address).unwrap().unwrap().record),
-        "second"
-    );
+    assert_eq!(answer_of(&store.get(&address).unwrap().unwrap().record), "second");
     assert_eq!(store.stats().entries, 1);
     assert!(store.delete(&address).unwrap());
     assert!(!store.delete(&address).unwrap());
@@ -77,12 +72,9 @@ fn store_with_backend() -> (tempfile::TempDir, Store, Arc<SledBackend>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     drop(Store::open(&path, &passphrase(), create_options()).unwrap());
-    let backend = Arc::new(
-        SledBackend::open(&path.join("db"), 16 << 20).unwrap_or_else(|_| panic!("open db")),
-    );
+    let backend = Arc::new(SledBackend::open(&path.join("db"), 16 << 20).unwrap_or_else(|_| panic!("open db")));
     let keyring = Keyring::unlock(&path.join("keyring"), &passphrase()).unwrap();
-    let store =
-        Store::with_backend(&path, backend.clone(), keyring, StoreOptions::default()).unwrap();
+    let store = Store::with_backend(&path, backend.clone(), keyring, StoreOptions::default()).unwrap();
     (dir, store, backend)
 }
 
@@ -90,9 +82,7 @@ fn store_with_backend() -> (tempfile::TempDir, Store, Arc<SledBackend>) {
 fn flipping_any_byte_of_a_stored_value_is_detected() {
     let (_dir, store, backend) = store_with_backend();
     let (address, request) = chat_request(&store, "tamper target");
-    store
-        .put(&address, &record(request, "secret answer"))
-        .unwrap();
+    store.put(&address, &record(request, "secret answer")).unwrap();
     let raw = address.as_bytes();
     let original = backend.get_value(raw).unwrap().unwrap();
     let meta = backend.get_meta(raw).unwrap().unwrap();
@@ -107,10 +97,7 @@ fn flipping_any_byte_of_a_stored_value_is_detected() {
     }
     assert_eq!(store.stats().tampered, original.len() as u64);
     backend.put_entry(raw, &meta, &original).unwrap();
-    assert_eq!(
-        answer_of(&store.get(&address).unwrap().unwrap().record),
-        "secret answer"
-    );
+    assert_eq!(answer_of(&store.get(&address).unwrap().unwrap().record), "secret answer");
 }
 
 #[test]
@@ -124,10 +111,7 @@ fn value_copied_to_another_address_is_detected() {
     let meta_b = backend.get_meta(b.as_bytes()).unwrap().unwrap();
     backend.put_entry(b.as_bytes(), &meta_b, &value_a).unwrap();
     assert!(matches!(store.get(&b), Err(StoreError::Tampered { .. })));
-    assert_eq!(
-        answer_of(&store.get(&a).unwrap().unwrap().record),
-        "answer A"
-    );
+    assert_eq!(answer_of(&store.get(&a).unwrap().unwrap().record), "answer A");
 }
 
 #[test]
@@ -150,23 +134,10 @@ fn wrong_passphrase_is_named_and_changes_nothing() {
     let before = read_tree(dir.path());
     let wrong = StoreSecret::passphrase("not the passphrase").unwrap();
     let err = Store::open(&path, &wrong, StoreOptions::default()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreOpenError::Keyring(KeyringError::WrongSecret { .. })
-        ),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().starts_with("wrong passphrase or key"),
-        "{err}"
-    );
+    assert!(matches!(err, StoreOpenError::Keyring(KeyringError::WrongSecret { .. })), "{err:?}");
+    assert!(err.to_string().starts_with("wrong passphrase or key"), "{err}");
     assert!(!err.to_string().contains("not the passphrase"));
-    assert_eq!(
-        read_tree(dir.path()),
-        before,
-        "a wrong passphrase must leave the store byte-for-byte unchanged"
-    );
+    assert_eq!(read_tree(dir.path()), before, "a wrong passphrase must leave the store byte-for-byte unchanged");
 }
 
 #[test]
@@ -188,27 +159,14 @@ fn raw_key_store_opens_with_key_only() {
 fn newer_format_foreign_files_and_missing_store_are_refused_without_writing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
-    assert!(matches!(
-        Store::open(&path, &passphrase(), StoreOptions::default()),
-        Err(StoreOpenError::NotFound { .. })
-    ));
+    assert!(matches!(Store::open(&path, &passphrase(), StoreOptions::default()), Err(StoreOpenError::NotFound { .. })));
     assert!(!path.exists(), "opening without create must not create");
 
     drop(Store::open(&path, &passphrase(), create_options()).unwrap());
     std::fs::write(path.join("HOLDFAST"), "holdfast store\nformat 7\n").unwrap();
     let before = read_tree(dir.path());
     let err = Store::open(&path, &passphrase(), create_options()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreOpenError::NewerFormat {
-                found: 7,
-                supported: 1,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreOpenError::NewerFormat { found: 7, supported: 1, .. }), "{err:?}");
     assert!(err.to_string().contains("upgrade holdfast"), "{err}");
     assert_eq!(read_tree(dir.path()), before);
 
@@ -223,19 +181,12 @@ fn newer_format_foreign_files_and_missing_store_are_refused_without_writing() {
     std::fs::write(foreign.join("cat.jpg"), b"meow").unwrap();
     let err = Store::open(&foreign, &passphrase(), create_options()).unwrap_err();
     assert!(err.to_string().contains("not a Holdfast store"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(&foreign).unwrap().count(),
-        1,
-        "nothing may be added to a foreign directory"
-    );
+    assert_eq!(std::fs::read_dir(&foreign).unwrap().count(), 1, "nothing may be added to a foreign directory");
 
     std::fs::write(path.join("HOLDFAST"), "holdfast store\nformat 1\n").unwrap();
     std::fs::write(path.join("keyring"), b"garbage").unwrap();
     let err = Store::open(&path, &passphrase(), StoreOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, StoreOpenError::Keyring(KeyringError::Corrupt { .. })),
-        "{err:?}"
-    );
+    assert!(matches!(err, StoreOpenError::Keyring(KeyringError::Corrupt { .. })), "{err:?}");
 }
 
 #[test]
@@ -256,19 +207,12 @@ fn no_file_in_the_store_contains_prompt_answer_or_credential() {
     for i in 0..50 {
         let (_, request) = chat_request(&store, &format!("{canary} number {i}"));
         let address = store.address(&namespace, &request);
-        store
-            .put(&address, &record(request, &format!("{answer_canary} {i}")))
-            .unwrap();
+        store.put(&address, &record(request, &format!("{answer_canary} {i}"))).unwrap();
     }
     store.flush().unwrap();
     drop(store);
     for (path, bytes) in read_tree(dir.path()) {
-        for needle in [
-            canary.as_bytes(),
-            answer_canary.as_bytes(),
-            b"CANARY-credential",
-            PASSPHRASE.as_bytes(),
-        ] {
+        for needle in [canary.as_bytes(), answer_canary.as_bytes(), b"CANARY-credential", PASSPHRASE.as_bytes()] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "{} contains {:?}",
@@ -283,21 +227,12 @@ fn no_file_in_the_store_contains_prompt_answer_or_credential() {
 fn tenants_never_share_an_address() {
     let (_dir, store) = new_store();
     let (_, request) = chat_request(&store, "same question");
-    let alice = store
-        .addresser()
-        .namespace_for_credential(b"Bearer sk-alice");
+    let alice = store.addresser().namespace_for_credential(b"Bearer sk-alice");
     let bob = store.addresser().namespace_for_credential(b"Bearer sk-bob");
     let a = store.address(&alice, &request);
-    store
-        .put(&a, &record(request.clone(), "for alice"))
-        .unwrap();
+    store.put(&a, &record(request.clone(), "for alice")).unwrap();
     assert!(store.get(&store.address(&bob, &request)).unwrap().is_none());
-    assert!(
-        store
-            .get(&store.address(&Namespace::shared(), &request))
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get(&store.address(&Namespace::shared(), &request)).unwrap().is_none());
 }
 
 #[test]
@@ -310,15 +245,9 @@ fn many_concurrent_readers_and_writers() {
             std::thread::spawn(move || {
                 for i in 0..150 {
                     // Half the prompts are shared between threads, so writes race on addresses.
-                    let prompt = if i % 2 == 0 {
-                        format!("shared {}", i % 20)
-                    } else {
-                        format!("own {t} {i}")
-                    };
+                    let prompt = if i % 2 == 0 { format!("shared {}", i % 20) } else { format!("own {t} {i}") };
                     let (address, request) = chat_request(&store, &prompt);
-                    store
-                        .put(&address, &record(request, &format!("answer to {prompt}")))
-                        .unwrap();
+                    store.put(&address, &record(request, &format!("answer to {prompt}"))).unwrap();
                     let got = store.get(&address).unwrap().expect("just written");
                     assert_eq!(answer_of(&got.record), format!("answer to {prompt}"));
                     store.mark_served(&address).unwrap();
@@ -340,10 +269,7 @@ fn many_concurrent_readers_and_writers() {
 #[test]
 fn entries_expire_after_retention_and_purge_removes_them() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions {
-        retention: Some(Duration::from_millis(50)),
-        ..create_options()
-    };
+    let options = StoreOptions { retention: Some(Duration::from_millis(50)), ..create_options() };
     let store = Store::open(&dir.path().join("s"), &passphrase(), options).unwrap();
     let (address, request) = chat_request(&store, "short-lived");
     store.put(&address, &record(request, "a")).unwrap();
@@ -359,23 +285,16 @@ fn size_budget_evicts_least_recently_served_first() {
     let dir = tempfile::tempdir().unwrap();
     let (_probe_dir, probe) = new_store();
     let (a, req) = chat_request(&probe, "size probe");
-    probe
-        .put(&a, &record(req, "x".repeat(1000).as_str()))
-        .unwrap();
+    probe.put(&a, &record(req, "x".repeat(1000).as_str())).unwrap();
     let one = probe.stats().bytes;
     drop(probe);
 
-    let options = StoreOptions {
-        max_bytes: Some(one * 10),
-        ..create_options()
-    };
+    let options = StoreOptions { max_bytes: Some(one * 10), ..create_options() };
     let store = Store::open(&dir.path().join("s"), &passphrase(), options).unwrap();
     let mut addresses = Vec::new();
     for i in 0..9 {
         let (address, request) = chat_request(&store, &format!("q{i:02}"));
-        store
-            .put(&address, &record(request, "x".repeat(1000).as_str()))
-            .unwrap();
+        store.put(&address, &record(request, "x".repeat(1000).as_str())).unwrap();
         addresses.push(address);
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -383,29 +302,13 @@ fn size_budget_evicts_least_recently_served_first() {
     store.mark_served(&addresses[0]).unwrap();
     for i in 9..12 {
         let (address, request) = chat_request(&store, &format!("q{i:02}"));
-        store
-            .put(&address, &record(request, "x".repeat(1000).as_str()))
-            .unwrap();
+        store.put(&address, &record(request, "x".repeat(1000).as_str())).unwrap();
         addresses.push(address);
     }
-    assert!(
-        store.stats().bytes <= one * 10,
-        "{} > {}",
-        store.stats().bytes,
-        one * 10
-    );
-    assert!(
-        store.get(&addresses[0]).unwrap().is_some(),
-        "recently served entry was evicted"
-    );
-    assert!(
-        store.get(&addresses[1]).unwrap().is_none(),
-        "least recently served entry survived"
-    );
-    assert!(
-        store.get(&addresses[11]).unwrap().is_some(),
-        "newest entry was evicted"
-    );
+    assert!(store.stats().bytes <= one * 10, "{} > {}", store.stats().bytes, one * 10);
+    assert!(store.get(&addresses[0]).unwrap().is_some(), "recently served entry was evicted");
+    assert!(store.get(&addresses[1]).unwrap().is_none(), "least recently served entry survived");
+    assert!(store.get(&addresses[11]).unwrap().is_some(), "newest entry was evicted");
 }
 
 #[test]
@@ -441,9 +344,7 @@ fn crash_child_writer() {
     let store = reopen(std::path::Path::new(&dir));
     for i in 0u64.. {
         let (address, request) = chat_request(&store, &format!("crash prompt {i}"));
-        store
-            .put(&address, &record(request, &format!("crash answer {i}")))
-            .unwrap();
+        store.put(&address, &record(request, &format!("crash answer {i}"))).unwrap();
         if i % 25 == 24 {
             store.flush().unwrap();
             println!("durable {i}");
@@ -458,13 +359,7 @@ fn killed_writer_leaves_a_store_that_reopens_cleanly() {
     drop(Store::open(&path, &passphrase(), create_options()).unwrap());
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "store::crash_child_writer",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["store::crash_child_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CRASH_DIR_VAR, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -480,10 +375,7 @@ fn killed_writer_leaves_a_store_that_reopens_cleanly() {
                 break;
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "child made no progress"
-        );
+        assert!(started.elapsed() < Duration::from_secs(60), "child made no progress");
     }
     child.kill().unwrap(); // SIGKILL: no destructors, no final flush
     child.wait().unwrap();
@@ -497,10 +389,7 @@ fn killed_writer_leaves_a_store_that_reopens_cleanly() {
     for (address, _) in &addresses {
         match store.get(address) {
             Ok(Some(entry)) => {
-                let prompt_no = answer_of(&entry.record)
-                    .strip_prefix("crash answer ")
-                    .unwrap()
-                    .to_owned();
+                let prompt_no = answer_of(&entry.record).strip_prefix("crash answer ").unwrap().to_owned();
                 let (expected, _) = chat_request(&store, &format!("crash prompt {prompt_no}"));
                 assert_eq!(&expected, address, "entry served under the wrong address");
                 seen += 1;
@@ -512,17 +401,8 @@ fn killed_writer_leaves_a_store_that_reopens_cleanly() {
     }
     for i in 0..=durable {
         let (address, _) = chat_request(&store, &format!("crash prompt {i}"));
-        assert!(
-            store.get(&address).unwrap().is_some(),
-            "record {i} was flushed before the kill but is gone"
-        );
+        assert!(store.get(&address).unwrap().is_some(), "record {i} was flushed before the kill but is gone");
     }
-    assert!(
-        seen as u64 > durable,
-        "only {seen} records after the crash; {durable} were durable"
-    );
-    assert_eq!(
-        reported, 0,
-        "sled's atomic batches should leave no torn entries"
-    );
+    assert!(seen as u64 > durable, "only {seen} records after the crash; {durable} were durable");
+    assert_eq!(reported, 0, "sled's atomic batches should leave no torn entries");
 }

@@ -1,0 +1,771 @@
+//! A fake LLM provider for the integration tests: a real HTTP/1.1 server on 127.0.0.1 that speaks
+//! the OpenAI and Anthropic dialects and can be scripted to fail.
+//!
+//! The contract (answer text, usage numbers, event sequences, fault behaviour) is
+//! `specs/fake-upstream.md`; a Python SDK test relies on the same contract, so the shapes here
+//! follow it literally rather than whatever would be convenient for the Rust tests.
+//!
+//! The accept loop and the per-connection HTTP driver are written by hand (hyper, not
+//! `axum::serve`) because two faults need control below the HTTP layer: `down()` must close the
+//! listening socket so connects are refused, and `ResetConnection` must kill the TCP connection
+//! instead of producing any response.
+
+// Every test uses a different subset of the knobs below; unused ones must not fail the build.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::pending;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use base64::Engine as _;
+use futures_util::Stream;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// `created` / `created_at` of every answer, fixed so answers are byte-for-byte reproducible.
+const CREATED: u64 = 1_700_000_000;
+/// Streamed answers are cut into pieces of at most this many characters, one event each.
+const PIECE_CHARS: usize = 5;
+/// Pause between two streamed events, so each event leaves as its own chunk and a proxy that
+/// buffers a whole stream before relaying it is observable.
+const EVENT_GAP: Duration = Duration::from_millis(2);
+/// A prompt containing this word is answered with a tool call instead of text.
+const TOOL_TRIGGER: &str = "TOOL";
+const TOOL_NAME: &str = "get_weather";
+const TOOL_ARGUMENTS: &str = r#"{"city":"Paris"}"#;
+/// The body served under [`Fault::MalformedJson`]: the beginning of an object, cut off.
+const MALFORMED_BODY: &str = r#"{"id": "broken", "#;
+
+/// What the fake does with the requests that follow [`FakeUpstream::set_fault`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    #[default]
+    None,
+    /// Answer with this status and a dialect-shaped error body (`retry-after: 1` on 429 and 503).
+    Status(u16),
+    /// Read the request and never answer; the connection stays open until the client gives up,
+    /// or `down()` / drop ends it.
+    Hang,
+    /// Streams: send the first two events, then abort the connection. Other answers: send the
+    /// headers (with the full `content-length`) and half the body, then abort.
+    CutStream,
+    /// Answer 200 `application/json` with a truncated JSON body.
+    MalformedJson,
+    /// Read the request, then reset the TCP connection (RST) without any response.
+    ResetConnection,
+}
+
+/// Everything the handlers share with the test: the script and the observations.
+struct State {
+    fault: Fault,
+    models: Vec<String>,
+    calls: usize,
+    calls_by_path: HashMap<String, usize>,
+    last_headers: Option<HeaderMap>,
+    last_body: Option<Value>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+/// A panicking test thread must not turn every later assertion into a poison error.
+fn lock(shared: &Mutex<State>) -> MutexGuard<'_, State> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running fake provider. Dropping it stops the server and every connection it holds.
+pub struct FakeUpstream {
+    addr: SocketAddr,
+    shared: Shared,
+    /// The accept loop; `None` while the fake is down. It owns the listener and (through a
+    /// `JoinSet`) every connection task, so aborting it closes all of them.
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl FakeUpstream {
+    /// Binds 127.0.0.1 on a free port and serves on a task of the current tokio runtime.
+    pub async fn start() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("fake upstream: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("fake upstream: local address");
+        let shared = Arc::new(Mutex::new(State {
+            fault: Fault::None,
+            models: vec!["fake-gpt".to_owned()],
+            calls: 0,
+            calls_by_path: HashMap::new(),
+            last_headers: None,
+            last_body: None,
+        }));
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        FakeUpstream { addr, shared, server: Mutex::new(Some(server)) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, without `/v1`: both SDK styles append their own paths.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Applies to every request that arrives from now on, until changed.
+    pub fn set_fault(&self, fault: Fault) {
+        lock(&self.shared).fault = fault;
+    }
+
+    /// The ids listed by `GET /v1/models` (default: `["fake-gpt"]`).
+    pub fn set_models(&self, ids: &[&str]) {
+        lock(&self.shared).models = ids.iter().map(|id| (*id).to_owned()).collect();
+    }
+
+    /// Requests received so far, faulted ones included (a request counts once its body is read).
+    pub fn calls(&self) -> usize {
+        lock(&self.shared).calls
+    }
+
+    /// Requests received so far whose path (without query) is exactly `path`.
+    pub fn calls_to(&self, path: &str) -> usize {
+        lock(&self.shared).calls_by_path.get(path).copied().unwrap_or(0)
+    }
+
+    /// Headers of the last request received; `HeaderMap` names are lower-case.
+    pub fn last_headers(&self) -> Option<HeaderMap> {
+        lock(&self.shared).last_headers.clone()
+    }
+
+    /// Body of the last request received, if it was JSON.
+    pub fn last_body(&self) -> Option<Value> {
+        lock(&self.shared).last_body.clone()
+    }
+
+    /// Stops listening: connects to the port are refused and open connections (hung requests
+    /// included) are closed. Returns once the listening socket is closed.
+    pub async fn down(&self) {
+        let server = self.server.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(server) = server {
+            server.abort();
+            // Waiting for the aborted task guarantees its future, and with it the listener, is
+            // dropped before we return; otherwise a connect could still be accepted.
+            let _ = server.await;
+        }
+    }
+
+    /// Listens again on the same port (a no-op if already up).
+    pub async fn up(&self) {
+        if self.server.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
+            return;
+        }
+        // The port was ours a moment ago and tokio sets SO_REUSEADDR, so a bind failure can
+        // only be a short-lived race (or another process took the port): retry for a while.
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(err) => panic!("fake upstream: cannot listen on {} again: {err}", self.addr),
+            }
+        };
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&self.shared)));
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            server.abort();
+        }
+    }
+}
+
+/// Accepts connections until aborted. Connection tasks live in a `JoinSet` owned by this future,
+/// so aborting it also aborts them (and closes their sockets).
+async fn accept_loop(listener: TcpListener, shared: Shared) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                }
+                // E.g. out of file descriptors: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            // Reap finished connections so the set does not grow for the whole test.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serves one keep-alive connection; ends it with a RST when a handler asks for a reset.
+async fn serve_connection(stream: TcpStream, shared: Shared) {
+    // Events are small writes; without NODELAY, Nagle + delayed ACK would batch them.
+    let _ = stream.set_nodelay(true);
+    // hyper takes ownership of the stream, but the reset needs SO_LINGER=0 on the socket when it
+    // is closed: keep a duplicate descriptor of the same socket for that.
+    let Ok(stream) = stream.into_std() else { return };
+    let Ok(twin) = stream.try_clone() else { return };
+    let Ok(stream) = TcpStream::from_std(stream) else { return };
+
+    let reset = Arc::new(Notify::new());
+    let service = {
+        let reset = Arc::clone(&reset);
+        service_fn(move |request| {
+            let shared = Arc::clone(&shared);
+            let reset = Arc::clone(&reset);
+            async move { Ok::<_, Infallible>(handle(&shared, &reset, request).await) }
+        })
+    };
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        // Errors here are the client going away or a CutStream abort: nothing to report.
+        _ = connection => {}
+        () = reset.notified() => {
+            // Linger 0 makes the close below send RST instead of FIN. Both descriptors are
+            // closed when this function returns (the connection future is dropped with the
+            // `select!`), and the socket is only released by the last of them.
+            if let Ok(twin) = TcpStream::from_std(twin) {
+                let _ = twin.set_zero_linger();
+            }
+        }
+    }
+}
+
+/// Records the request, then applies the fault or answers.
+async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let bytes = axum::body::to_bytes(Body::new(body), usize::MAX).await.unwrap_or_default();
+    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+
+    let (fault, models) = {
+        let mut state = lock(shared);
+        state.calls += 1;
+        *state.calls_by_path.entry(path.clone()).or_default() += 1;
+        state.last_headers = Some(parts.headers.clone());
+        state.last_body = parsed.clone();
+        (state.fault, state.models.clone())
+    };
+
+    let anthropic = path.starts_with("/v1/messages");
+    match fault {
+        Fault::None | Fault::CutStream => {}
+        Fault::Hang => return pending().await,
+        Fault::ResetConnection => {
+            reset.notify_one();
+            return pending().await;
+        }
+        Fault::Status(code) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = format!("fake upstream: scripted status {code}");
+            return error_reply(status, anthropic, &message).into_response(false);
+        }
+        Fault::MalformedJson => {
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(MALFORMED_BODY))
+                .expect("static response parts are valid");
+        }
+    }
+    route(&parts.method, &path, parsed, &models).into_response(fault == Fault::CutStream)
+}
+
+/// An answer before it is put on the wire, so that `CutStream` can cut any of them.
+enum Reply {
+    Json(StatusCode, Value),
+    /// Pre-rendered server-sent events (`data: ...\n\n` or `event: ...\ndata: ...\n\n`).
+    Events(Vec<String>),
+}
+
+impl Reply {
+    fn into_response(self, cut: bool) -> Response<Body> {
+        match self {
+            Reply::Json(status, value) => {
+                let bytes = Bytes::from(value.to_string());
+                let length = bytes.len();
+                let mut builder = Response::builder()
+                    .status(status)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, length);
+                if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+                    builder = builder.header(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                let body = if cut {
+                    // The announced length stays the full one, so the client knows the body is short.
+                    Body::from_stream(paced(vec![bytes.slice(..length / 2)], true))
+                } else {
+                    Body::from(bytes)
+                };
+                builder.body(body).expect("response parts are valid")
+            }
+            Reply::Events(events) => {
+                let mut chunks: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
+                if cut {
+                    chunks.truncate(2);
+                }
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .header(header::CACHE_CONTROL, "no-cache")
+                    .body(Body::from_stream(paced(chunks, cut)))
+                    .expect("static response parts are valid")
+            }
+        }
+    }
+}
+
+/// Yields each chunk separately with a pause in between, then either ends cleanly or (when
+/// `abort`) fails: a body error makes hyper drop the connection without the terminating chunk,
+/// which the client sees as a broken body rather than a clean end.
+fn paced(chunks: Vec<Bytes>, abort: bool) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold((chunks.into_iter(), 0_usize, abort), |(mut chunks, sent, abort)| async move {
+        if sent > 0 {
+            tokio::time::sleep(EVENT_GAP).await;
+        }
+        match chunks.next() {
+            Some(chunk) => Some((Ok(chunk), (chunks, sent + 1, abort))),
+            None if abort => Some((Err(io::Error::other("fake upstream: CutStream fault")), (chunks, sent + 1, false))),
+            None => None,
+        }
+    })
+}
+
+fn route(method: &Method, path: &str, body: Option<Value>, models: &[String]) -> Reply {
+    type Endpoint = fn(&Value) -> Reply;
+    let endpoint: Endpoint = match (method, path) {
+        (&Method::GET, "/v1/models") => return list_models(models),
+        (&Method::POST, "/v1/chat/completions") => chat_completions,
+        (&Method::POST, "/v1/completions") => completions,
+        (&Method::POST, "/v1/embeddings") => embeddings,
+        (&Method::POST, "/v1/responses") => responses,
+        (&Method::POST, "/v1/messages") => messages,
+        (&Method::POST, "/v1/messages/count_tokens") => count_tokens,
+        _ => {
+            let message = format!("Unknown request URL: {method} {path}.");
+            return error_reply(StatusCode::NOT_FOUND, false, &message);
+        }
+    };
+    match body {
+        Some(body) if body.is_object() => endpoint(&body),
+        _ => {
+            error_reply(StatusCode::BAD_REQUEST, path.starts_with("/v1/messages"), "request body is not a JSON object")
+        }
+    }
+}
+
+/// An error in the dialect of the path: Anthropic's `{"type":"error",...}` or OpenAI's `{"error":...}`,
+/// with the `type`/`code` the real providers use for that status.
+fn error_reply(status: StatusCode, anthropic: bool, message: &str) -> Reply {
+    let code = status.as_u16();
+    let body = if anthropic {
+        let kind = match code {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    } else {
+        let (kind, error_code) = match code {
+            401 => ("invalid_request_error", json!("invalid_api_key")),
+            404 => ("invalid_request_error", json!("unknown_url")),
+            429 => ("requests", json!("rate_limit_exceeded")),
+            500.. => ("server_error", Value::Null),
+            _ => ("invalid_request_error", Value::Null),
+        };
+        json!({"error": {"message": message, "type": kind, "param": null, "code": error_code}})
+    };
+    Reply::Json(status, body)
+}
+
+/// The deterministic answer to one prompt.
+struct Answer {
+    model: Value,
+    /// `"echo: " + prompt`; unused when `tool_call` is set.
+    text: String,
+    tool_call: bool,
+    input_tokens: usize,
+    output_tokens: usize,
+}
+
+impl Answer {
+    /// `tools`: whether this endpoint answers the trigger word with a tool call.
+    fn new(request: &Value, prompt: &str, tools: bool) -> Answer {
+        let text = format!("echo: {prompt}");
+        let tool_call = tools && prompt.contains(TOOL_TRIGGER);
+        // For a tool call the "answer" is its arguments.
+        let output_tokens = if tool_call { words(TOOL_ARGUMENTS) } else { words(&text) };
+        Answer {
+            model: request.get("model").cloned().unwrap_or(Value::Null),
+            text,
+            tool_call,
+            input_tokens: words(prompt),
+            output_tokens,
+        }
+    }
+
+    fn openai_usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+        })
+    }
+
+    /// The streamed pieces: of the tool arguments for a tool call, of the text otherwise.
+    fn pieces(&self) -> Vec<String> {
+        pieces(if self.tool_call { TOOL_ARGUMENTS } else { &self.text })
+    }
+}
+
+fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Splits on character (not byte) boundaries, at most [`PIECE_CHARS`] characters per piece.
+fn pieces(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    chars.chunks(PIECE_CHARS).map(|piece| piece.iter().collect()).collect()
+}
+
+fn wants_stream(request: &Value) -> bool {
+    request.get("stream").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A message `content`: a string, or parts whose `text` is joined if they are text parts.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|part| matches!(part.get("type").and_then(Value::as_str), Some("text" | "input_text")))
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// The text of the last `role: "user"` item of a message list (empty if there is none).
+fn last_user_text(items: &Value) -> String {
+    items
+        .as_array()
+        .and_then(|items| items.iter().rev().find(|item| item.get("role").and_then(Value::as_str) == Some("user")))
+        .map(|item| content_text(item.get("content").unwrap_or(&Value::Null)))
+        .unwrap_or_default()
+}
+
+/// A string, or the strings of an array joined (lenient input for `prompt` / `input`).
+fn plain_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => String::new(),
+    }
+}
+
+fn sse_data(value: &Value) -> String {
+    format!("data: {value}\n\n")
+}
+
+/// Renders events whose `type` names the SSE event; `sequenced` adds the Responses API's
+/// `sequence_number` (0, 1, 2, ...).
+fn typed_events(events: Vec<Value>, sequenced: bool) -> Vec<String> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(number, mut event)| {
+            if sequenced {
+                event["sequence_number"] = json!(number);
+            }
+            let kind = event["type"].as_str().unwrap_or_default().to_owned();
+            format!("event: {kind}\ndata: {event}\n\n")
+        })
+        .collect()
+}
+
+fn openai_tool_call() -> Value {
+    json!({"id": "call_1", "type": "function", "function": {"name": TOOL_NAME, "arguments": TOOL_ARGUMENTS}})
+}
+
+fn list_models(ids: &[String]) -> Reply {
+    let data: Vec<Value> =
+        ids.iter().map(|id| json!({"id": id, "object": "model", "created": CREATED, "owned_by": "fake"})).collect();
+    Reply::Json(StatusCode::OK, json!({"object": "list", "data": data}))
+}
+
+fn chat_completions(request: &Value) -> Reply {
+    let answer = Answer::new(request, &last_user_text(&request["messages"]), true);
+    let finish = if answer.tool_call { "tool_calls" } else { "stop" };
+    if !wants_stream(request) {
+        let message = if answer.tool_call {
+            json!({"role": "assistant", "content": null, "tool_calls": [openai_tool_call()]})
+        } else {
+            json!({"role": "assistant", "content": answer.text})
+        };
+        return Reply::Json(
+            StatusCode::OK,
+            json!({
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": CREATED,
+                "model": answer.model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": answer.openai_usage(),
+            }),
+        );
+    }
+
+    let chunk = |choices: Value| {
+        json!({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": answer.model,
+            "choices": choices,
+        })
+    };
+    let delta = |delta: Value, finish: Value| chunk(json!([{"index": 0, "delta": delta, "finish_reason": finish}]));
+
+    let mut events = vec![sse_data(&delta(json!({"role": "assistant", "content": ""}), Value::Null))];
+    if answer.tool_call {
+        // As OpenAI streams tool calls: the call's identity first, then its arguments in pieces.
+        let head =
+            json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": TOOL_NAME, "arguments": ""}});
+        events.push(sse_data(&delta(json!({"tool_calls": [head]}), Value::Null)));
+        for piece in answer.pieces() {
+            let part = json!({"index": 0, "function": {"arguments": piece}});
+            events.push(sse_data(&delta(json!({"tool_calls": [part]}), Value::Null)));
+        }
+    } else {
+        for piece in answer.pieces() {
+            events.push(sse_data(&delta(json!({"content": piece}), Value::Null)));
+        }
+    }
+    events.push(sse_data(&delta(json!({}), json!(finish))));
+    if include_usage(request) {
+        let mut usage = chunk(json!([]));
+        usage["usage"] = answer.openai_usage();
+        events.push(sse_data(&usage));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    Reply::Events(events)
+}
+
+fn include_usage(request: &Value) -> bool {
+    request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn completions(request: &Value) -> Reply {
+    let answer = Answer::new(request, &plain_text(&request["prompt"]), false);
+    let chunk = |choices: Value| json!({"id": "cmpl-fake", "object": "text_completion", "created": CREATED, "model": answer.model, "choices": choices});
+    if !wants_stream(request) {
+        let mut body = chunk(json!([{"index": 0, "text": answer.text, "finish_reason": "stop", "logprobs": null}]));
+        body["usage"] = answer.openai_usage();
+        return Reply::Json(StatusCode::OK, body);
+    }
+    let choice = |text: &str, finish: Value| {
+        chunk(json!([{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}]))
+    };
+    let mut events: Vec<String> = answer.pieces().iter().map(|piece| sse_data(&choice(piece, Value::Null))).collect();
+    events.push(sse_data(&choice("", json!("stop"))));
+    if include_usage(request) {
+        let mut usage = chunk(json!([]));
+        usage["usage"] = answer.openai_usage();
+        events.push(sse_data(&usage));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    Reply::Events(events)
+}
+
+/// Eight values derived from the bytes of `input` (FNV-1a, seeded per dimension), each a
+/// multiple of 1/128 in [-1, 1) so it is exact as f32 and prints the same in JSON.
+fn embedding(input: &str) -> [f32; 8] {
+    std::array::from_fn(|dimension| {
+        let mut hash = 0x811c_9dc5_u32 ^ dimension as u32;
+        for byte in input.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        (hash % 256) as f32 / 128.0 - 1.0
+    })
+}
+
+fn embeddings(request: &Value) -> Reply {
+    // One embedding per input string; the spec's single-string case gives exactly one.
+    let inputs: Vec<String> = match &request["input"] {
+        Value::Array(items) => items.iter().map(plain_text).collect(),
+        other => vec![plain_text(other)],
+    };
+    let base64 = request.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let vector = embedding(input);
+            let encoded = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|value| value.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": encoded})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|input| words(input)).sum();
+    Reply::Json(
+        StatusCode::OK,
+        json!({
+            "object": "list",
+            "data": data,
+            "model": request.get("model").cloned().unwrap_or(Value::Null),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }),
+    )
+}
+
+fn responses(request: &Value) -> Reply {
+    let prompt = match &request["input"] {
+        Value::Array(_) => last_user_text(&request["input"]),
+        other => plain_text(other),
+    };
+    let answer = Answer::new(request, &prompt, false);
+    let part = json!({"type": "output_text", "text": answer.text, "annotations": []});
+    let item =
+        json!({"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant", "content": [part]});
+    let response = |status: &str, output: Value, usage: Value| {
+        json!({
+            "id": "resp_fake",
+            "object": "response",
+            "created_at": CREATED,
+            "status": status,
+            "model": answer.model,
+            "output": output,
+            "usage": usage,
+        })
+    };
+    let usage = json!({
+        "input_tokens": answer.input_tokens,
+        "output_tokens": answer.output_tokens,
+        "total_tokens": answer.input_tokens + answer.output_tokens,
+    });
+    let completed = response("completed", json!([item]), usage);
+    if !wants_stream(request) {
+        return Reply::Json(StatusCode::OK, completed);
+    }
+
+    let at = json!({"item_id": "msg_fake", "output_index": 0, "content_index": 0});
+    let with = |kind: &str, extra: Value| {
+        let mut event = at.clone();
+        event["type"] = json!(kind);
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            event[key] = value.clone();
+        }
+        event
+    };
+    let mut events = vec![
+        json!({"type": "response.created", "response": response("in_progress", json!([]), Value::Null)}),
+        json!({
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant", "content": []},
+        }),
+        with("response.content_part.added", json!({"part": {"type": "output_text", "text": "", "annotations": []}})),
+    ];
+    for piece in answer.pieces() {
+        events.push(with("response.output_text.delta", json!({"delta": piece, "logprobs": []})));
+    }
+    events.push(with("response.output_text.done", json!({"text": answer.text, "logprobs": []})));
+    events.push(with("response.content_part.done", json!({"part": part})));
+    events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
+    events.push(json!({"type": "response.completed", "response": completed}));
+    Reply::Events(typed_events(events, true))
+}
+
+fn messages(request: &Value) -> Reply {
+    let answer = Answer::new(request, &last_user_text(&request["messages"]), true);
+    let stop_reason = if answer.tool_call { "tool_use" } else { "end_turn" };
+    if !wants_stream(request) {
+        let content = if answer.tool_call {
+            json!({"type": "tool_use", "id": "toolu_1", "name": TOOL_NAME, "input": {"city": "Paris"}})
+        } else {
+            json!({"type": "text", "text": answer.text})
+        };
+        return Reply::Json(
+            StatusCode::OK,
+            json!({
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": answer.model,
+                "content": [content],
+                "stop_reason": stop_reason,
+                "stop_sequence": null,
+                "usage": {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens},
+            }),
+        );
+    }
+
+    let (block, delta_kind, delta_field) = if answer.tool_call {
+        (
+            json!({"type": "tool_use", "id": "toolu_1", "name": TOOL_NAME, "input": {}}),
+            "input_json_delta",
+            "partial_json",
+        )
+    } else {
+        (json!({"type": "text", "text": ""}), "text_delta", "text")
+    };
+    let mut events = vec![
+        json!({
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": answer.model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {"input_tokens": answer.input_tokens, "output_tokens": 0},
+            },
+        }),
+        json!({"type": "ping"}),
+        json!({"type": "content_block_start", "index": 0, "content_block": block}),
+    ];
+    for piece in answer.pieces() {
+        events.push(
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": delta_kind, (delta_field): piece}}),
+        );
+    }
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({
+        "type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null},
+        "usage": {"output_tokens": answer.output_tokens},
+    }));
+    events.push(json!({"type": "message_stop"}));
+    Reply::Events(typed_events(events, false))
+}
+
+fn count_tokens(request: &Value) -> Reply {
+    Reply::Json(StatusCode::OK, json!({"input_tokens": words(&last_user_text(&request["messages"]))}))
+}
