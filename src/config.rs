@@ -34,8 +34,127 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub cache: CacheConfig,
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
     #[serde(default = "default_providers")]
     pub providers: Vec<ProviderConfig>,
+    /// Failover routes: a model name (glob) to ordered `provider:model` targets.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// The whole chain of attempts, retries and failovers for one request fits in this; a
+    /// client may ask for less with `x-holdfast-timeout`.
+    #[serde(default = "default_deadline", deserialize_with = "de_duration")]
+    pub deadline: Duration,
+    /// Kept back from the deadline so a stored answer can still be served in time.
+    #[serde(default = "default_stale_reserve", deserialize_with = "de_duration")]
+    pub stale_reserve: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self { deadline: default_deadline(), stale_reserve: default_stale_reserve() }
+    }
+}
+
+/// Retries on one provider within one request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Tries per request on this provider, the first included (1 = no retries).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First backoff ceiling; doubles each retry (full jitter: the wait is random below it).
+    #[serde(default = "default_backoff_base", deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    /// Largest backoff ceiling.
+    #[serde(default = "default_backoff_cap", deserialize_with = "de_duration")]
+    pub backoff_cap: Duration,
+    /// Longest `Retry-After` honoured; a provider asking for more is failed over instead.
+    #[serde(default = "default_retry_after_cap", deserialize_with = "de_duration")]
+    pub retry_after_cap: Duration,
+    /// Statuses worth retrying.
+    #[serde(default = "default_retry_statuses")]
+    pub statuses: Vec<u16>,
+    /// Retry connection failures (refused, reset, DNS).
+    #[serde(default = "default_true")]
+    pub connect_errors: bool,
+    /// Retry timeouts.
+    #[serde(default = "default_true")]
+    pub timeouts: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+            backoff_base: default_backoff_base(),
+            backoff_cap: default_backoff_cap(),
+            retry_after_cap: default_retry_after_cap(),
+            statuses: default_retry_statuses(),
+            connect_errors: true,
+            timeouts: true,
+        }
+    }
+}
+
+/// When to stop calling a failing provider; see `resilience::breaker`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// Failure ratio over `window` that opens it (with at least `min_requests` seen).
+    #[serde(default = "default_failure_ratio")]
+    pub failure_ratio: f64,
+    #[serde(default = "default_breaker_window", deserialize_with = "de_duration")]
+    pub window: Duration,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// How long an open breaker waits before letting probes through.
+    #[serde(default = "default_cooldown", deserialize_with = "de_duration")]
+    pub cooldown: Duration,
+    /// Requests let through at a time while half-open.
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_breaker_failures(),
+            failure_ratio: default_failure_ratio(),
+            window: default_breaker_window(),
+            min_requests: default_min_requests(),
+            cooldown: default_cooldown(),
+            probes: default_probes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Model name (glob) this route applies to, as the client sends it.
+    pub model: String,
+    /// Ordered targets `provider:model` (or `provider` for the same model name). The model
+    /// part may itself contain ':' (Ollama's `llama3.1:8b`).
+    pub targets: Vec<String>,
+}
+
+impl RouteConfig {
+    /// (provider, model) of each target; `None` model means "as the client asked".
+    pub fn parsed_targets(&self) -> impl Iterator<Item = (&str, Option<&str>)> {
+        self.targets.iter().map(|t| match t.split_once(':') {
+            Some((p, m)) => (p, Some(m)),
+            None => (t.as_str(), None),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -184,7 +303,7 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Api {
     Openai,
@@ -209,12 +328,17 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     #[serde(default = "default_connect_timeout", deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
-    /// Longest wait for the response headers (and, for streams, the first event).
+    /// Streams only: longest wait for the response headers. (A non-streamed answer's headers
+    /// come when the whole answer is generated, so `timeout` and the deadline bound it instead.)
     #[serde(default = "default_first_byte_timeout", deserialize_with = "de_duration")]
     pub first_byte_timeout: Duration,
     /// Longest a whole exchange may take, streams included.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
 }
 
 impl ProviderConfig {
@@ -262,6 +386,48 @@ fn default_first_byte_timeout() -> Duration {
 fn default_timeout() -> Duration {
     Duration::from_secs(600)
 }
+fn default_deadline() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_stale_reserve() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(200)
+}
+fn default_backoff_cap() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_retry_after_cap() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_retry_statuses() -> Vec<u16> {
+    vec![429, 500, 502, 503, 504]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_failure_ratio() -> f64 {
+    0.5
+}
+fn default_breaker_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_min_requests() -> u32 {
+    10
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_probes() -> u32 {
+    1
+}
 
 /// OpenAI and Anthropic, with the client's own credentials forwarded.
 fn default_providers() -> Vec<ProviderConfig> {
@@ -274,13 +440,26 @@ fn default_providers() -> Vec<ProviderConfig> {
         connect_timeout: default_connect_timeout(),
         first_byte_timeout: default_first_byte_timeout(),
         timeout: default_timeout(),
+        retry: RetryConfig::default(),
+        breaker: BreakerConfig::default(),
     };
     vec![
         provider(
             "openai",
             Api::Openai,
             "https://api.openai.com",
-            &["gpt-*", "o*", "chatgpt-*", "text-embedding-*", "davinci-*", "babbage-*", "omni-*"],
+            &[
+                "gpt-*",
+                "o1*",
+                "o3*",
+                "o4*",
+                "chatgpt-*",
+                "text-embedding-*",
+                "davinci-*",
+                "babbage-*",
+                "omni-*",
+                "codex-*",
+            ],
         ),
         provider("anthropic", Api::Anthropic, "https://api.anthropic.com", &["claude-*"]),
     ]
@@ -340,10 +519,12 @@ impl Config {
     /// `HOLDFAST_LISTEN` and `HOLDFAST_STORE_PATH` override the file, so one file serves many
     /// instances. Secrets come only from the environment (see `api_key_env`).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
-        if let Some(listen) = var("HOLDFAST_LISTEN") {
+        // An empty variable is treated as unset: `HOLDFAST_LISTEN= holdfast serve` should not
+        // fail with "`` is not an address".
+        if let Some(listen) = var("HOLDFAST_LISTEN").filter(|v| !v.is_empty()) {
             self.listen = listen;
         }
-        if let Some(path) = var("HOLDFAST_STORE_PATH") {
+        if let Some(path) = var("HOLDFAST_STORE_PATH").filter(|v| !v.is_empty()) {
             self.store.path = PathBuf::from(path);
         }
     }
@@ -353,6 +534,9 @@ impl Config {
         let mut problems = Vec::new();
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!("listen: `{}` is not an address like 127.0.0.1:8787", self.listen));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!("log.level: `{}` is not a filter like info or holdfast=debug", self.log.level));
         }
         if self.max_request_bytes == 0 {
             problems.push("max_request_bytes: must be more than 0".into());
@@ -383,6 +567,31 @@ impl Config {
             if p.timeout < p.first_byte_timeout {
                 problems.push(format!("{at}.timeout: shorter than first_byte_timeout"));
             }
+            if p.retry.attempts == 0 {
+                problems.push(format!("{at}.retry.attempts: at least 1 (the first try)"));
+            }
+            if !(0.0..=1.0).contains(&p.breaker.failure_ratio) || p.breaker.failure_ratio == 0.0 {
+                problems.push(format!("{at}.breaker.failure_ratio: a fraction in (0, 1]"));
+            }
+            if p.breaker.failures == 0 || p.breaker.probes == 0 {
+                problems.push(format!("{at}.breaker: failures and probes must be at least 1"));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.targets.is_empty() {
+                problems.push(format!("routes[{i}] ({}).targets: list at least one provider:model", route.model));
+            }
+            for (provider, model) in route.parsed_targets() {
+                if !self.providers.iter().any(|p| p.name == provider) {
+                    problems.push(format!("routes[{i}] ({}).targets: no provider named `{provider}`", route.model));
+                }
+                if model == Some("") {
+                    problems.push(format!("routes[{i}] ({}).targets: `{provider}:` names no model", route.model));
+                }
+            }
+        }
+        if self.resilience.stale_reserve >= self.resilience.deadline {
+            problems.push("resilience.stale_reserve: must be shorter than resilience.deadline".into());
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }
@@ -432,7 +641,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             return Err(format!("unknown duration unit `{other}` in `{text}` (use ms, s, m, h or d)"));
         }
     };
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}` is not a usable duration (too large or negative)"))
 }
 
 /// Parses "512", "64KiB", "10MiB", "20GiB" (also KB/MB/GB as powers of 1000).
@@ -543,6 +753,21 @@ mod tests {
     }
 
     #[test]
+    fn routes_name_known_providers_and_keep_colons_in_models() {
+        let mut c = Config::parse(
+            "[[providers]]\nname = \"local\"\napi = \"openai\"\nbase_url = \"http://127.0.0.1:11434\"\n\
+             [[routes]]\nmodel = \"gpt-4o\"\ntargets = [\"local:llama3.1:8b\", \"local\", \"azure:gpt-4o\"]\n",
+        )
+        .unwrap();
+        let targets: Vec<_> = c.routes[0].parsed_targets().collect();
+        assert_eq!(targets, [("local", Some("llama3.1:8b")), ("local", None), ("azure", Some("gpt-4o"))]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("no provider named `azure`"), "{err}");
+        c.routes[0].targets.pop();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn globs_durations_and_sizes() {
         assert!(glob_match("gpt-*", "gpt-4o") && glob_match("*", "") && glob_match("o?-mini", "o3-mini"));
         assert!(!glob_match("gpt-*", "xgpt-4") && !glob_match("claude-?", "claude-10"));
@@ -550,6 +775,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("100000000000000000000s").is_err(), "overflow must be an error, not a panic");
         assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
         assert!(parse_size("10XB").is_err());
     }

@@ -8,7 +8,9 @@
 //! In the order a request flows through them:
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`proxy`]: the HTTP front end (endpoints, cache modes, relay, fallback) and `serve`.
-//! - [`upstream`]: routing a model to a provider, upstream requests, failure classes.
+//! - [`resilience`]: backoff with jitter and circuit breakers, used by the proxy's chain.
+//! - [`upstream`]: routing a model to its targets, upstream requests, failure classes.
+//! - [`translate`]: OpenAI chat ⇄ Anthropic messages, for failover across dialects.
 //! - [`sse`]: server-sent events: splitting, parsing, terminal events.
 //! - [`convert`]: a streamed answer as JSON and a JSON answer as a stream.
 //! - [`normalize`]: a request's endpoint and JSON body become canonical bytes.
@@ -35,8 +37,10 @@ pub mod metrics;
 pub mod normalize;
 pub mod proxy;
 pub mod record;
+pub mod resilience;
 pub mod secret;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
+pub mod translate;
 pub mod upstream;

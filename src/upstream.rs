@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use crate::config::{Api, FailureKind, ProviderConfig};
+use crate::config::{Api, FailureKind, ProviderConfig, RetryConfig, RouteConfig};
 use crate::normalize::Dialect;
 
 /// A provider ready to take requests: its settings and a pooled HTTP client.
@@ -41,8 +41,16 @@ pub enum UpstreamInitError {
 pub enum UpstreamFailure {
     Connect(String),
     Timeout(&'static str),
-    Status { status: u16, headers: HeaderMap, body: Bytes },
+    Status {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
     Invalid(String),
+    /// Every target was skipped because its circuit breaker is open.
+    CircuitOpen,
+    /// No target could take the request (e.g. it could not be translated for any of them).
+    NoTarget(String),
 }
 
 impl UpstreamFailure {
@@ -56,6 +64,9 @@ impl UpstreamFailure {
             Self::Status { status, .. } if *status >= 500 => Some(FailureKind::Status5xx),
             Self::Status { .. } => None,
             Self::Invalid(_) => Some(FailureKind::Invalid),
+            // Breakers open only on outage-class failures, so an open one stands for them.
+            Self::CircuitOpen => Some(FailureKind::Connect),
+            Self::NoTarget(_) => None,
         }
     }
 
@@ -66,6 +77,8 @@ impl UpstreamFailure {
             Self::Timeout(phase) => format!("timeout: {phase}"),
             Self::Status { status, .. } => format!("status {status}"),
             Self::Invalid(detail) => format!("invalid answer: {detail}"),
+            Self::CircuitOpen => "circuit open".to_owned(),
+            Self::NoTarget(detail) => format!("no target: {detail}"),
         }
     }
 
@@ -78,6 +91,32 @@ impl UpstreamFailure {
             Self::Status { status, .. } if *status >= 500 => "5xx",
             Self::Status { .. } => "4xx",
             Self::Invalid(_) => "invalid",
+            Self::CircuitOpen => "circuit_open",
+            Self::NoTarget(_) => "no_target",
+        }
+    }
+
+    /// Whether the provider as a whole looks down (connection-level), as opposed to one of its
+    /// models failing (status-level); picks which circuit breaker the failure counts against.
+    pub fn is_provider_wide(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::Timeout(_))
+    }
+
+    /// Whether this provider's retry policy says to try again.
+    pub fn is_retryable(&self, policy: &RetryConfig) -> bool {
+        match self {
+            Self::Connect(_) => policy.connect_errors,
+            Self::Timeout(_) => policy.timeouts,
+            Self::Status { status, .. } => policy.statuses.contains(status),
+            Self::Invalid(_) => true,
+            Self::CircuitOpen | Self::NoTarget(_) => false,
+        }
+    }
+
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        match self {
+            Self::Status { headers, .. } => Some(headers),
+            _ => None,
         }
     }
 }
@@ -171,21 +210,25 @@ impl Provider {
         out
     }
 
-    /// Sends a request and waits for the response headers within the first-byte timeout.
-    /// A non-2xx answer is read whole and returned as `UpstreamFailure::Status`.
+    /// Sends a request and waits for the response headers: within the first-byte timeout for
+    /// a stream, within the total timeout otherwise. A non-2xx answer is read whole and
+    /// returned as `UpstreamFailure::Status`. `path` may carry a query string.
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         client_headers: &HeaderMap,
         body: Option<Bytes>,
+        stream: bool,
     ) -> Result<reqwest::Response, UpstreamFailure> {
         let mut request = self.client.request(method, self.url(path)).headers(self.headers(client_headers));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body);
         }
-        let response = match tokio::time::timeout(self.config.first_byte_timeout, request.send()).await {
-            Err(_) => return Err(UpstreamFailure::Timeout("first byte")),
+        let (wait, phase) =
+            if stream { (self.config.first_byte_timeout, "first byte") } else { (self.config.timeout, "total") };
+        let response = match tokio::time::timeout(wait, request.send()).await {
+            Err(_) => return Err(UpstreamFailure::Timeout(phase)),
             Ok(Err(e)) => return Err(classify(&e)),
             Ok(Ok(r)) => r,
         };
@@ -247,6 +290,12 @@ pub fn credential_for_namespace(headers: &HeaderMap) -> &[u8] {
     client_credential_token(headers).map(str::as_bytes).unwrap_or_default()
 }
 
+/// One place a request may be sent: a provider and the model to ask it for.
+pub struct Target<'a> {
+    pub provider: &'a Provider,
+    pub model: String,
+}
+
 /// All configured providers, in configuration order (the order routing tries them).
 pub struct Upstreams {
     pub providers: Vec<Provider>,
@@ -258,9 +307,27 @@ impl Upstreams {
         Ok(Self { providers })
     }
 
-    /// The first provider of the client's dialect that serves `model`.
-    pub fn route(&self, dialect: Dialect, model: &str) -> Option<&Provider> {
-        self.providers.iter().find(|p| p.dialect() == dialect && p.config.serves(model))
+    pub fn by_name(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.config.name == name)
+    }
+
+    /// Where to send a request for `model`, in order: the targets of the first route whose
+    /// pattern matches, else every provider of the client's dialect that serves the model.
+    /// Cross-dialect targets only come from explicit routes.
+    pub fn targets(&self, routes: &[RouteConfig], dialect: Dialect, model: &str) -> Vec<Target<'_>> {
+        if let Some(route) = routes.iter().find(|r| crate::config::glob_match(&r.model, model)) {
+            return route
+                .parsed_targets()
+                .filter_map(|(name, target_model)| {
+                    Some(Target { provider: self.by_name(name)?, model: target_model.unwrap_or(model).to_owned() })
+                })
+                .collect();
+        }
+        self.providers
+            .iter()
+            .filter(|p| p.dialect() == dialect && p.config.serves(model))
+            .map(|provider| Target { provider, model: model.to_owned() })
+            .collect()
     }
 
     pub fn of_dialect(&self, dialect: Dialect) -> impl Iterator<Item = &Provider> {

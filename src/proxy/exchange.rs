@@ -2,18 +2,17 @@
 //! order the cache mode allows — a fresh stored answer, upstream, a stale stored answer, an
 //! error in the client's dialect.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::response::Response;
 use serde_json::Value;
 
 use super::AppState;
+use super::chain;
 use super::errors::ApiError;
-use super::relay::relay;
-use super::request::{self, CachePolicy, Endpoint, ParsedRequest};
+use super::request::{self, CachePolicy, Endpoint};
 use super::stored;
 use crate::address::{Address, Namespace};
 use crate::config::{CacheMode, CacheScope};
@@ -21,9 +20,10 @@ use crate::convert;
 use crate::normalize::{NormalizedRequest, normalize_value};
 use crate::record::{Record, ResponseBody, StoredResponse, Usage};
 use crate::store::{Entry, now_ms};
-use crate::upstream::{Provider, RETURNED_HEADERS, UpstreamFailure, credential_for_namespace};
+use crate::upstream::{RETURNED_HEADERS, UpstreamFailure, credential_for_namespace};
 
 /// What a request carries through its life; shared with the stream relay task.
+#[derive(Clone)]
 pub struct Exchange {
     pub state: AppState,
     pub endpoint: Endpoint,
@@ -59,42 +59,63 @@ impl CacheResult {
     }
 }
 
-pub async fn handle(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let mut address = None;
-    let outcome = answer(&state, endpoint, &headers, body, &mut address).await;
-    let (response, result, provider) = match outcome {
+    let mut trace = Trace::default();
+    let outcome = answer(&state, endpoint, &uri, &headers, body, &mut trace).await;
+    let (mut response, result, provider) = match outcome {
         Ok(ok) => ok,
         Err(err) => {
             tracing::info!(endpoint = endpoint.path(), error = %err, "request answered with an error");
             let mut response = err.into_dialect_response(endpoint.dialect());
-            if let Some(a) = &address {
+            if let Some(a) = &trace.address {
                 // The store was consulted (or could have been) and had nothing to give.
                 set_header(&mut response, "x-holdfast-cache", "miss");
                 set_header(&mut response, "x-holdfast-key", &a.to_hex());
+            }
+            if let Some(p) = &trace.provider {
+                set_header(&mut response, "x-holdfast-provider", p);
+            }
+            if trace.attempts > 0 {
+                set_header(&mut response, "x-holdfast-attempts", &trace.attempts.to_string());
+                // Holdfast has already retried and failed over; SDK retries would only add load.
+                set_header(&mut response, "x-should-retry", "false");
             }
             state.metrics.count_request(endpoint.path(), "-", "error");
             return response;
         }
     };
+    if trace.attempts > 0 {
+        set_header(&mut response, "x-holdfast-attempts", &trace.attempts.to_string());
+    }
     state.metrics.count_request(endpoint.path(), &provider, result.as_str());
     tracing::debug!(endpoint = endpoint.path(), %provider, cache = result.as_str(),
         status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "answered");
     response
 }
 
-type Answer = (Response, CacheResult, String);
+pub type Answer = (Response, CacheResult, String);
+
+/// What is known about a request when it ends in an error, for the error's headers.
+#[derive(Default)]
+struct Trace {
+    address: Option<Address>,
+    attempts: u32,
+    provider: Option<String>,
+}
 
 async fn answer(
     state: &AppState,
     endpoint: Endpoint,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-    address_out: &mut Option<Address>,
+    trace: &mut Trace,
 ) -> Result<Answer, ApiError> {
     let raw = request::read_body(headers, body, state.config.max_request_bytes).await?;
     let parsed = request::parse(endpoint, raw)?;
-    let policy = CachePolicy::from_request(headers, &state.config.cache)?;
+    let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
+    let deadline = tokio::time::Instant::now() + policy.deadline;
     // normalize_value only fails for non-objects, which `parse` has already refused.
     let normalized = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
     let namespace = match state.config.cache.scope {
@@ -102,7 +123,7 @@ async fn answer(
         CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
     };
     let address = state.addresser.address(&namespace, &normalized);
-    *address_out = Some(address);
+    trace.address = Some(address);
 
     if policy.mode == CacheMode::Replay {
         return match lookup(state, &address) {
@@ -121,84 +142,27 @@ async fn answer(
         return Ok(answer);
     }
 
-    let Some(provider) = state.upstreams.route(endpoint.dialect(), &parsed.model) else {
+    let targets = state.upstreams.targets(&state.config.routes, endpoint.dialect(), &parsed.model);
+    if targets.is_empty() {
         return Err(ApiError::UnknownModel { model: parsed.model, path: endpoint.path().to_owned() });
-    };
-    let exchange = Arc::new(Exchange {
+    }
+    let exchange = Exchange {
         state: state.clone(),
         endpoint,
         address,
         policy,
         request: normalized,
         model: parsed.model.clone(),
-        provider_name: provider.name().to_owned(),
-    });
-    match forward(&exchange, provider, headers, &parsed).await {
-        Ok(answer) => Ok(answer),
-        Err(failure) => on_failure(&exchange, failure, parsed.wants_stream),
-    }
-}
-
-/// Sends the request upstream and relays or returns its answer, storing it when allowed.
-async fn forward(
-    exchange: &Arc<Exchange>,
-    provider: &Provider,
-    headers: &HeaderMap,
-    parsed: &ParsedRequest,
-) -> Result<Answer, UpstreamFailure> {
-    let state = &exchange.state;
-    let started = Instant::now();
-    let response =
-        provider.send(reqwest::Method::POST, exchange.endpoint.path(), headers, Some(parsed.raw.clone())).await;
-    let response = response.inspect_err(|f| state.metrics.count_upstream_failure(provider.name(), f.label()))?;
-    let status = response.status().as_u16();
-    let content_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON).to_owned();
-    let mut passed_headers = HeaderMap::new();
-    for name in RETURNED_HEADERS {
-        if let Some(v) = response.headers().get(*name) {
-            passed_headers.insert(*name, v.clone());
-        }
-    }
-    let result = if exchange.policy.may_store() { CacheResult::Miss } else { CacheResult::Bypass };
-
-    if let (true, Some(kind), true) =
-        (parsed.wants_stream, exchange.endpoint.stream_kind(), content_type.starts_with("text/event-stream"))
-    {
-        let body = relay(exchange.clone(), kind, response, content_type.clone());
-        let mut out = stored::response(status, body, &content_type);
-        out.headers_mut().extend(passed_headers);
-        decorate(&mut out, result, &exchange.address, provider.name(), None, None);
-        return Ok((out, result, provider.name().to_owned()));
-    }
-
-    let body = response.bytes().await.map_err(|e| crate::upstream::classify(&e));
-    let body = body.inspect_err(|f| state.metrics.count_upstream_failure(provider.name(), f.label()))?;
-    state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
-    if content_type.contains("json") && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        let failure = UpstreamFailure::Invalid("body is not valid JSON".into());
-        state.metrics.count_upstream_failure(provider.name(), failure.label());
-        return Err(failure);
-    }
-    let record_response =
-        StoredResponse { status, content_type: content_type.clone(), body: ResponseBody::Complete(body.clone()) };
-    if exchange.policy.may_store() {
-        store_record(exchange, record_response.clone(), started.elapsed()).await;
-    }
-    let mut out = if parsed.wants_stream {
-        // The provider answered a stream request with plain JSON (some local servers do):
-        // the client still gets the stream it asked for.
-        let record = Record { response: record_response, ..placeholder_record(exchange) };
-        match stored::body_for(&record, exchange.endpoint, true) {
-            Ok((body, ct)) => stored::response(status, body, &ct),
-            Err(e) => return Err(UpstreamFailure::Invalid(e.to_string())),
-        }
-    } else {
-        stored::response(status, Body::from(body), &content_type)
+        provider_name: String::new(),
     };
-    out.headers_mut().extend(passed_headers);
-    decorate(&mut out, result, &exchange.address, provider.name(), None, None);
-    Ok((out, result, provider.name().to_owned()))
+    let outcome = chain::run(&exchange, targets, headers, uri.query(), &parsed, deadline).await;
+    trace.attempts = outcome.attempts;
+    trace.provider = outcome.last_provider.clone();
+    let provider = outcome.last_provider.unwrap_or_default();
+    match outcome.result {
+        Ok(answer) => Ok(answer),
+        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.wants_stream),
+    }
 }
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
@@ -234,11 +198,15 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool)
                     out.headers_mut().insert(*name, v.clone());
                 }
             }
-            decorate(&mut out, CacheResult::Bypass, &exchange.address, &provider, None, Some(&reason));
-            Ok((out, CacheResult::Bypass, provider))
+            // The provider's own answer, passed through; the store had nothing to serve instead.
+            let result = if exchange.policy.may_serve_stale() { CacheResult::Miss } else { CacheResult::Bypass };
+            decorate(&mut out, result, &exchange.address, &provider, None, Some(&reason));
+            Ok((out, result, provider))
         }
         UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
-        UpstreamFailure::Connect(_) => Err(ApiError::UpstreamUnavailable { provider, reason }),
+        UpstreamFailure::Connect(_) | UpstreamFailure::CircuitOpen | UpstreamFailure::NoTarget(_) => {
+            Err(ApiError::UpstreamUnavailable { provider, reason })
+        }
         UpstreamFailure::Invalid(_) => Err(ApiError::UpstreamInvalid { provider, reason }),
     }
 }
@@ -287,7 +255,7 @@ fn serve_entry(
 }
 
 /// Adds Holdfast's response headers.
-fn decorate(
+pub fn decorate(
     response: &mut Response,
     result: CacheResult,
     address: &Address,
@@ -314,19 +282,18 @@ fn set_header(response: &mut Response, name: &'static str, value: &str) {
     }
 }
 
-fn placeholder_record(exchange: &Exchange) -> Record {
-    Record {
-        request: exchange.request.clone(),
-        response: StoredResponse {
-            status: 200,
-            content_type: String::new(),
-            body: ResponseBody::Complete(Default::default()),
-        },
-        provider: exchange.provider_name.clone(),
-        model: exchange.model.clone(),
-        created_ms: now_ms(),
-        upstream_latency_ms: 0,
-        usage: None,
+impl Exchange {
+    /// A record of this exchange holding `response`.
+    pub fn record_with(&self, response: StoredResponse) -> Record {
+        Record {
+            request: self.request.clone(),
+            response,
+            provider: self.provider_name.clone(),
+            model: self.model.clone(),
+            created_ms: now_ms(),
+            upstream_latency_ms: 0,
+            usage: None,
+        }
     }
 }
 
@@ -336,9 +303,8 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
     let state = exchange.state.clone();
     let address = exchange.address;
     let endpoint = exchange.endpoint;
-    let mut record = placeholder_record(exchange);
+    let mut record = exchange.record_with(response);
     record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
-    record.response = response;
     let store = state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         if let Some(json) = answer_json(endpoint, &record.response.body) {

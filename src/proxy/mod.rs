@@ -2,12 +2,14 @@
 //! metrics, and the start-up sequence of `holdfast serve`.
 //!
 //! - `request`: endpoint table, body limits, cache policy from headers.
-//! - `exchange`: one request from arrival to answer (store, upstream, fallback).
+//! - `exchange`: one request from arrival to answer (store, chain, fallback).
+//! - `chain`: targets in order with retries, deadlines, breakers and translation.
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
 //! - `models`: the merged `GET /v1/models`.
 //! - `errors`: errors in the client's dialect.
 
+mod chain;
 mod errors;
 mod exchange;
 mod models;
@@ -25,6 +27,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use errors::ApiError;
@@ -34,6 +37,7 @@ use crate::address::{Address, Addresser};
 use crate::config::{Config, ConfigSource};
 use crate::metrics::Metrics;
 use crate::normalize::Dialect;
+use crate::resilience::breaker::Breakers;
 use crate::secret::StoreSecret;
 use crate::store::{Store, StoreOpenError, StoreOptions};
 use crate::upstream::{UpstreamInitError, Upstreams};
@@ -46,6 +50,7 @@ pub struct AppInner {
     pub metrics: Metrics,
     /// Computed once: the address key does not change while serving.
     pub addresser: Addresser,
+    pub breakers: Breakers,
 }
 
 #[derive(Clone)]
@@ -61,7 +66,14 @@ impl Deref for AppState {
 impl AppState {
     pub fn new(config: Config, store: Arc<Store>, upstreams: Upstreams) -> Self {
         let addresser = store.addresser();
-        Self(Arc::new(AppInner { config, store, upstreams, metrics: Metrics::default(), addresser }))
+        Self(Arc::new(AppInner {
+            config,
+            store,
+            upstreams,
+            metrics: Metrics::default(),
+            addresser,
+            breakers: Breakers::default(),
+        }))
     }
 }
 
@@ -71,8 +83,8 @@ pub fn router(state: AppState) -> Router {
     for endpoint in Endpoint::ALL {
         router = router.route(
             endpoint.path(),
-            post(move |State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body| {
-                exchange::handle(state, endpoint, headers, body)
+            post(move |State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: axum::body::Body| {
+                exchange::handle(state, endpoint, uri, headers, body)
             }),
         );
     }
@@ -81,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/admin/health", get(health))
         .fallback(unsupported)
         .with_state(state)
 }
@@ -102,8 +115,25 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Providers and circuit breakers as JSON, for dashboards and on-call humans.
+async fn health(State(state): State<AppState>) -> Response {
+    let breakers = state.breakers.statuses();
+    let providers: Vec<_> = state
+        .upstreams
+        .providers
+        .iter()
+        .map(|p| {
+            let state = breakers.iter().find(|b| b.key == p.name()).map_or("closed", |b| b.state.as_str());
+            json!({"name": p.name(), "api": p.config.api, "base_url": p.config.base_url, "breaker": state})
+        })
+        .collect();
+    let body = json!({"status": "ok", "providers": providers, "breakers": breakers, "store": state.store.stats()});
+    ([("content-type", "application/json")], body.to_string()).into_response()
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store.stats());
+    let mut text = state.metrics.render(&state.store.stats());
+    text.push_str(&crate::metrics::render_breakers(&state.breakers.statuses()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -37,7 +37,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Result<(Response, &'static str), ApiError> {
-    let policy = CachePolicy::from_request(headers, &state.config.cache)?;
+    let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
     let namespace = match state.config.cache.scope {
         CacheScope::Shared => Namespace::shared(),
         CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
@@ -63,7 +63,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
 
     let providers: Vec<_> = state.upstreams.of_dialect(dialect).collect();
     let fetches = providers.iter().map(|p| async move {
-        let response = p.send(reqwest::Method::GET, PATH, headers, None).await.ok()?;
+        let response = p.send(reqwest::Method::GET, PATH, headers, None, false).await.ok()?;
         let body: Value = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
         body.get("data")?.as_array().cloned()
     });

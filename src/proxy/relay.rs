@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::exchange::{Exchange, store_record};
 use crate::record::{ResponseBody, StoredResponse};
 use crate::sse::{SseSplitter, StreamKind, is_error_event, is_terminal, parse_event};
+use crate::translate::StreamTranslator;
 use crate::upstream::classify;
 
 /// Buffered chunks between the upstream reader and a slow client. Small: backpressure should
@@ -27,7 +28,15 @@ const CHANNEL_DEPTH: usize = 16;
 /// that never ends an event is broken, not big.
 const MAX_PENDING_EVENT: usize = 16 * 1024 * 1024;
 
-pub fn relay(exchange: Arc<Exchange>, kind: StreamKind, upstream: reqwest::Response, content_type: String) -> Body {
+/// With a `translator`, upstream events are rewritten into the client's dialect one by one;
+/// what the client receives (and what is recorded) is then the translated stream.
+pub fn relay(
+    exchange: Arc<Exchange>,
+    kind: StreamKind,
+    upstream: reqwest::Response,
+    content_type: String,
+    mut translator: Option<StreamTranslator>,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
         let started = Instant::now();
@@ -39,19 +48,34 @@ pub fn relay(exchange: Arc<Exchange>, kind: StreamKind, upstream: reqwest::Respo
             match chunks.next().await {
                 Some(Ok(chunk)) => {
                     let was_complete = recording.completed;
-                    for raw in recording.splitter.push(&chunk) {
-                        recording.take(raw);
-                    }
+                    let upstream_events = recording.splitter.push(&chunk);
                     if recording.splitter.pending().len() > MAX_PENDING_EVENT {
                         break Err("upstream sent an event larger than 16 MiB".to_owned());
                     }
+                    // Untranslated, the chunk goes out as it came (byte-exact, no re-framing);
+                    // translated, each upstream event becomes zero or more client events.
+                    let outgoing = match translator.as_mut() {
+                        None => {
+                            upstream_events.into_iter().for_each(|raw| recording.take(raw));
+                            vec![chunk]
+                        }
+                        Some(t) => match translate_events(t, &upstream_events) {
+                            Ok(events) => {
+                                events.iter().for_each(|raw| recording.take(raw.clone()));
+                                events
+                            }
+                            Err(reason) => break Err(reason),
+                        },
+                    };
                     if recording.completed && !was_complete {
                         recording.store(&exchange, &content_type, started).await;
                     }
-                    if !client_gone && tx.send(Ok(chunk)).await.is_err() {
-                        // The client left; keep reading so the provider's answer (already paid
-                        // for) is still recorded for the next outage.
-                        client_gone = true;
+                    for piece in outgoing {
+                        if !client_gone && tx.send(Ok(piece)).await.is_err() {
+                            // The client left; keep reading so the provider's answer (already
+                            // paid for) is still recorded for the next outage.
+                            client_gone = true;
+                        }
                     }
                 }
                 Some(Err(e)) => break Err(classify(&e).reason()),
@@ -60,7 +84,16 @@ pub fn relay(exchange: Arc<Exchange>, kind: StreamKind, upstream: reqwest::Respo
                     if !recording.completed
                         && let Some(raw) = recording.splitter.finish()
                     {
-                        recording.take(raw);
+                        let last = match translator.as_mut() {
+                            None => Ok(vec![raw]),
+                            Some(t) => translate_events(t, &[raw]),
+                        };
+                        for event in last.unwrap_or_default() {
+                            recording.take(event.clone());
+                            if translator.is_some() {
+                                let _ = tx.send(Ok(event)).await;
+                            }
+                        }
                         if recording.completed {
                             recording.store(&exchange, &content_type, started).await;
                         }
@@ -82,6 +115,15 @@ pub fn relay(exchange: Arc<Exchange>, kind: StreamKind, upstream: reqwest::Respo
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+fn translate_events(translator: &mut StreamTranslator, upstream: &[Bytes]) -> Result<Vec<Bytes>, String> {
+    let mut out = Vec::new();
+    for raw in upstream {
+        let events = translator.push(&parse_event(raw)).map_err(|e| format!("cannot translate the stream: {e}"))?;
+        out.extend(events);
+    }
+    Ok(out)
 }
 
 /// The events of one stream as they arrive, and whether it has properly ended.

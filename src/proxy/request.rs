@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::errors::ApiError;
-use crate::config::{CacheConfig, CacheMode};
+use crate::config::{CacheConfig, CacheMode, ResilienceConfig, parse_duration};
 use crate::normalize::Dialect;
 use crate::sse::StreamKind;
 
@@ -101,10 +101,17 @@ pub struct CachePolicy {
     pub fresh_for: Duration,
     /// Oldest stored answer acceptable when upstream fails (`stale-if-error`); `None`: any.
     pub stale_if_error: Option<Duration>,
+    /// Time for the whole chain of attempts (`resilience.deadline`, lowered by
+    /// `x-holdfast-timeout`).
+    pub deadline: Duration,
 }
 
 impl CachePolicy {
-    pub fn from_request(headers: &HeaderMap, config: &CacheConfig) -> Result<Self, ApiError> {
+    pub fn from_request(
+        headers: &HeaderMap,
+        config: &CacheConfig,
+        resilience: &ResilienceConfig,
+    ) -> Result<Self, ApiError> {
         let mode = match headers.get("x-holdfast-mode") {
             None => config.mode,
             Some(v) => v.to_str().ok().and_then(CacheMode::parse).ok_or_else(|| {
@@ -117,7 +124,15 @@ impl CachePolicy {
             no_cache: false,
             fresh_for: config.ttl,
             stale_if_error: config.stale_if_error,
+            deadline: resilience.deadline,
         };
+        if let Some(v) = headers.get("x-holdfast-timeout") {
+            let asked = v.to_str().ok().and_then(|t| parse_duration(t).ok()).ok_or_else(|| {
+                ApiError::BadHeader("x-holdfast-timeout must be a duration such as 30s or 1500ms".into())
+            })?;
+            // A client may shorten the deadline, never extend it past the operator's.
+            policy.deadline = policy.deadline.min(asked);
+        }
         for value in headers.get_all("cache-control") {
             let text = value.to_str().map_err(|_| ApiError::BadHeader("Cache-Control is not ASCII".into()))?;
             for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
@@ -165,7 +180,7 @@ mod tests {
         for (k, v) in pairs {
             h.append(*k, HeaderValue::from_static(v));
         }
-        CachePolicy::from_request(&h, &CacheConfig::default())
+        CachePolicy::from_request(&h, &CacheConfig::default(), &ResilienceConfig::default())
     }
 
     #[test]
@@ -177,6 +192,13 @@ mod tests {
         assert!(!p.may_store());
         assert!(policy(&[("cache-control", "NO-CACHE")]).unwrap().no_cache);
         assert!(policy(&[("cache-control", "max-age=abc")]).is_err());
+    }
+
+    #[test]
+    fn timeout_header_can_only_shorten_the_deadline() {
+        assert_eq!(policy(&[("x-holdfast-timeout", "2s")]).unwrap().deadline, Duration::from_secs(2));
+        assert_eq!(policy(&[("x-holdfast-timeout", "9999s")]).unwrap().deadline, ResilienceConfig::default().deadline);
+        assert!(policy(&[("x-holdfast-timeout", "soon")]).is_err());
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Configuration with an OpenAI-dialect and an Anthropic-dialect provider, both the fake.
+/// Configuration with an OpenAI-dialect and an Anthropic-dialect provider, both the fake. One
+/// attempt per request and breakers that never open, so each test sees the store's behaviour
+/// alone; the resilience tests set retries and breakers themselves.
 pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
     let text = format!(
         r#"
@@ -131,6 +133,8 @@ pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
         models = ["gpt-*", "text-*", "o*", "fake-*"]
         first_byte_timeout = "2s"
         timeout = "5s"
+        retry = {{ attempts = 1 }}
+        breaker = {{ failures = 1000000, min_requests = 1000000 }}
         [[providers]]
         name = "fake-anthropic"
         api = "anthropic"
@@ -138,6 +142,8 @@ pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
         models = ["claude-*"]
         first_byte_timeout = "2s"
         timeout = "5s"
+        retry = {{ attempts = 1 }}
+        breaker = {{ failures = 1000000, min_requests = 1000000 }}
         "#
     );
     holdfast::config::Config::parse(&text).unwrap()
@@ -146,6 +152,11 @@ pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
 pub async fn start_proxy(config: holdfast::config::Config) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store"), &passphrase(), create_options()).unwrap();
+    start_proxy_with(config, store, dir).await
+}
+
+/// As `start_proxy`, over a store the test built (e.g. on a failing backend).
+pub async fn start_proxy_with(config: holdfast::config::Config, store: Store, dir: tempfile::TempDir) -> Proxy {
     let upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
     let state = holdfast::proxy::AppState::new(config, std::sync::Arc::new(store), upstreams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use holdfast::store::BackendError;
+
 use crate::common::*;
 use crate::fake_upstream::{FakeUpstream, Fault};
 
@@ -350,11 +352,13 @@ async fn malformed_upstream_json_and_hangs_fall_back_to_the_store() {
 
     upstream.set_fault(Fault::Hang);
     let started = Instant::now();
-    let r = send(&proxy, "/v1/chat/completions", &body, &[]).await;
+    let r = send(&proxy, "/v1/chat/completions", &body, &[("x-holdfast-timeout", "1s")]).await;
     let waited = started.elapsed();
     assert_eq!(header(&r, "x-holdfast-cache"), "stale");
-    assert_eq!(header(&r, "x-holdfast-upstream-error"), "timeout: first byte");
-    assert!(waited < Duration::from_secs(4), "first_byte_timeout is 2s, took {waited:?}");
+    assert_eq!(header(&r, "x-holdfast-upstream-error"), "timeout: deadline");
+    assert!(waited < Duration::from_millis(1500), "deadline is 1s, took {waited:?}");
+    let streamed = send(&proxy, "/v1/chat/completions", &Api::Chat.body("fragile", true), &[]).await;
+    assert_eq!(header(&streamed, "x-holdfast-upstream-error"), "timeout: first byte");
     upstream.set_fault(Fault::None);
 }
 
@@ -464,4 +468,81 @@ async fn graceful_shutdown_lets_a_stream_in_flight_finish() {
     let sse = response.text().await.expect("in-flight stream must complete");
     assert_eq!(Api::Messages.text_of_stream(&sse), "echo: finish me please");
     stop.await.unwrap();
+}
+
+/// A backend whose every read and write fails, as a full disk or a broken network store would.
+struct BrokenBackend;
+
+impl holdfast::store::Backend for BrokenBackend {
+    fn get_value(&self, _: &[u8; 32]) -> Result<Option<Vec<u8>>, BackendError> {
+        Err(BackendError::Io("disk on fire".into()))
+    }
+    fn get_meta(&self, _: &[u8; 32]) -> Result<Option<Vec<u8>>, BackendError> {
+        Err(BackendError::Io("disk on fire".into()))
+    }
+    fn put_entry(&self, _: &[u8; 32], _: &[u8], _: &[u8]) -> Result<(), BackendError> {
+        Err(BackendError::Io("No space left on device".into()))
+    }
+    fn replace_entry(&self, _: &[u8; 32], _: &[u8], _: &[u8], _: &[u8]) -> Result<bool, BackendError> {
+        Err(BackendError::Io("No space left on device".into()))
+    }
+    fn update_meta(&self, _: &[u8; 32], _: holdfast::store::MetaUpdate<'_>) -> Result<(), BackendError> {
+        Err(BackendError::Io("No space left on device".into()))
+    }
+    fn delete_entry(&self, _: &[u8; 32]) -> Result<bool, BackendError> {
+        Err(BackendError::Io("disk on fire".into()))
+    }
+    fn scan_meta(&self, _: Option<&[u8; 32]>, _: usize) -> Result<Vec<([u8; 32], Vec<u8>)>, BackendError> {
+        Ok(Vec::new())
+    }
+    fn get_setting(&self, _: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
+    }
+    fn put_setting(&self, _: &str, _: &[u8]) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn size_on_disk(&self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_store_never_fails_a_request_upstream_can_answer() {
+    let upstream = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    drop(holdfast::store::Store::open(&path, &passphrase(), create_options()).unwrap());
+    let keyring = holdfast::keyring::Keyring::unlock(&path.join("keyring"), &passphrase()).unwrap();
+    let store = holdfast::store::Store::with_backend(
+        &path,
+        std::sync::Arc::new(BrokenBackend),
+        keyring,
+        holdfast::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let proxy = start_proxy_with(config_for(&upstream.base_url()), store, dir).await;
+    for api in STREAMING {
+        for stream in [false, true] {
+            let prompt = format!("broken store {api:?} {stream}");
+            let r = send(&proxy, api.path(), &api.body(&prompt, stream), &[]).await;
+            assert_eq!(r.status(), 200, "{api:?} stream={stream}");
+            let text = r.text().await.unwrap();
+            let got = if stream {
+                api.text_of_stream(&text)
+            } else {
+                api.text_of(&serde_json::from_str(&text).unwrap()).unwrap()
+            };
+            assert_eq!(got, format!("echo: {prompt}"));
+        }
+    }
+    let metrics = http().get(format!("{}/metrics", proxy.url)).send().await.unwrap().text().await.unwrap();
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("holdfast_store_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(errors >= 8, "store failures must be counted, saw {errors}");
 }

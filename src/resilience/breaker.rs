@@ -1,0 +1,303 @@
+//! Circuit breakers: stop sending to a provider (or one of its models) that keeps failing, so
+//! a dead provider costs a map lookup instead of a connection attempt and a timeout.
+//!
+//! Closed → Open after `failures` consecutive failures, or when the failure ratio over the
+//! sliding `window` reaches `failure_ratio` with at least `min_requests` in it. Open → HalfOpen
+//! once `cooldown` has passed; HalfOpen lets `probes` requests through at a time. A probe's
+//! success closes the breaker; its failure opens it again for another cooldown.
+//!
+//! Time comes from `tokio::time::Instant`, so tests drive it with a paused clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::BreakerConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        }
+    }
+}
+
+struct Breaker {
+    config: BreakerConfig,
+    state: State,
+    consecutive_failures: u32,
+    /// Outcomes inside the sliding window: (when, failed).
+    window: VecDeque<(Instant, bool)>,
+    opened_at: Option<Instant>,
+    probes_in_flight: u32,
+    transitions: u64,
+}
+
+impl Breaker {
+    fn new(config: BreakerConfig) -> Self {
+        Self {
+            config,
+            state: State::Closed,
+            consecutive_failures: 0,
+            window: VecDeque::new(),
+            opened_at: None,
+            probes_in_flight: 0,
+            transitions: 0,
+        }
+    }
+
+    /// Moves Open → HalfOpen when the cooldown is over; returns the state now in force.
+    fn current(&mut self, now: Instant) -> State {
+        if self.state == State::Open && self.opened_at.is_some_and(|t| now.duration_since(t) >= self.config.cooldown) {
+            self.state = State::HalfOpen;
+            self.probes_in_flight = 0;
+            self.transitions += 1;
+        }
+        self.state
+    }
+
+    fn record(&mut self, now: Instant, failed: bool) {
+        self.window.push_back((now, failed));
+        while self.window.front().is_some_and(|(t, _)| now.duration_since(*t) > self.config.window) {
+            self.window.pop_front();
+        }
+        self.consecutive_failures = if failed { self.consecutive_failures + 1 } else { 0 };
+    }
+
+    fn should_open(&self) -> bool {
+        if self.consecutive_failures >= self.config.failures {
+            return true;
+        }
+        let total = self.window.len() as u32;
+        let failed = self.window.iter().filter(|(_, f)| *f).count() as f64;
+        total >= self.config.min_requests && total > 0 && failed / f64::from(total) >= self.config.failure_ratio
+    }
+}
+
+/// What a breaker said about one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Allowed { probe: bool },
+    Rejected,
+}
+
+/// A state change, returned so the caller can log it with context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub key: String,
+    pub from: State,
+    pub to: State,
+}
+
+/// All breakers, keyed by provider (`"openai"`) or provider and model (`"openai/gpt-4o"`).
+#[derive(Clone, Default)]
+pub struct Breakers {
+    inner: Arc<Mutex<HashMap<String, Breaker>>>,
+}
+
+/// One breaker's state for `/admin/health` and `/metrics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerStatus {
+    pub key: String,
+    pub state: State,
+    pub consecutive_failures: u32,
+    pub recent_requests: usize,
+    pub recent_failures: usize,
+    pub transitions: u64,
+    /// Seconds until an open breaker lets a probe through.
+    pub retry_in_secs: Option<f64>,
+}
+
+impl Breakers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Breaker>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks to send one request through `key`.
+    pub fn admit(&self, key: &str, config: &BreakerConfig) -> (Admission, Option<Transition>) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let breaker = map.entry(key.to_owned()).or_insert_with(|| Breaker::new(config.clone()));
+        let before = breaker.state;
+        let admission = match breaker.current(now) {
+            State::Closed => Admission::Allowed { probe: false },
+            State::Open => Admission::Rejected,
+            State::HalfOpen if breaker.probes_in_flight < breaker.config.probes => {
+                breaker.probes_in_flight += 1;
+                Admission::Allowed { probe: true }
+            }
+            State::HalfOpen => Admission::Rejected,
+        };
+        (admission, transition(key, before, breaker.state))
+    }
+
+    /// Reports how an admitted request went. `failed: None` releases a probe without a
+    /// verdict (the attempt was abandoned, e.g. the deadline passed).
+    pub fn report(&self, key: &str, probe: bool, failed: Option<bool>) -> Option<Transition> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let breaker = map.get_mut(key)?;
+        let before = breaker.state;
+        if probe {
+            breaker.probes_in_flight = breaker.probes_in_flight.saturating_sub(1);
+        }
+        let failed = failed?;
+        breaker.record(now, failed);
+        match (breaker.state, failed) {
+            (State::HalfOpen, false) => {
+                breaker.state = State::Closed;
+                breaker.window.clear();
+                breaker.consecutive_failures = 0;
+            }
+            (State::HalfOpen, true) => {
+                breaker.state = State::Open;
+                breaker.opened_at = Some(now);
+            }
+            (State::Closed, true) if breaker.should_open() => {
+                breaker.state = State::Open;
+                breaker.opened_at = Some(now);
+            }
+            _ => {}
+        }
+        if breaker.state != before {
+            breaker.transitions += 1;
+        }
+        transition(key, before, breaker.state)
+    }
+
+    pub fn statuses(&self) -> Vec<BreakerStatus> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        let mut out: Vec<BreakerStatus> = map
+            .iter_mut()
+            .map(|(key, b)| {
+                let state = b.current(now);
+                BreakerStatus {
+                    key: key.clone(),
+                    state,
+                    consecutive_failures: b.consecutive_failures,
+                    recent_requests: b.window.len(),
+                    recent_failures: b.window.iter().filter(|(_, f)| *f).count(),
+                    transitions: b.transitions,
+                    retry_in_secs: (state == State::Open).then(|| {
+                        let since = b.opened_at.map_or(Duration::ZERO, |t| now.duration_since(t));
+                        b.config.cooldown.saturating_sub(since).as_secs_f64()
+                    }),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+}
+
+fn transition(key: &str, from: State, to: State) -> Option<Transition> {
+    (from != to).then(|| Transition { key: key.to_owned(), from, to })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failures: 3,
+            failure_ratio: 0.5,
+            window: Duration::from_secs(30),
+            min_requests: 10,
+            cooldown: Duration::from_secs(10),
+            probes: 1,
+        }
+    }
+
+    fn fail(b: &Breakers, key: &str) -> Option<Transition> {
+        let (admission, _) = b.admit(key, &config());
+        let Admission::Allowed { probe } = admission else { panic!("rejected") };
+        b.report(key, probe, Some(true))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_open_half_open_closed() {
+        let b = Breakers::default();
+        assert!(fail(&b, "p").is_none());
+        assert!(fail(&b, "p").is_none());
+        let opened = fail(&b, "p").expect("third consecutive failure opens");
+        assert_eq!((opened.from, opened.to), (State::Closed, State::Open));
+        assert_eq!(b.admit("p", &config()).0, Admission::Rejected);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(b.admit("p", &config()).0, Admission::Rejected, "still cooling down");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (admission, t) = b.admit("p", &config());
+        assert_eq!(admission, Admission::Allowed { probe: true });
+        assert_eq!(t.unwrap().to, State::HalfOpen);
+        assert_eq!(b.admit("p", &config()).0, Admission::Rejected, "one probe at a time");
+        let closed = b.report("p", true, Some(false)).unwrap();
+        assert_eq!(closed.to, State::Closed);
+        assert_eq!(b.admit("p", &config()).0, Admission::Allowed { probe: false });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_for_another_cooldown() {
+        let b = Breakers::default();
+        for _ in 0..3 {
+            fail(&b, "p");
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let reopened = fail(&b, "p").unwrap();
+        assert_eq!((reopened.from, reopened.to), (State::HalfOpen, State::Open));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.admit("p", &config()).0, Admission::Rejected);
+        let status = &b.statuses()[0];
+        assert_eq!(status.state, State::Open);
+        assert!((status.retry_in_secs.unwrap() - 5.0).abs() < 0.01);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_ratio_over_the_window_opens_without_a_streak() {
+        let b = Breakers::default();
+        // Alternate success and failure: never 3 in a row, but 50% over 10 requests.
+        for i in 0..10 {
+            let (Admission::Allowed { probe }, _) = b.admit("p", &config()) else { panic!() };
+            let t = b.report("p", probe, Some(i % 2 == 1));
+            if i < 9 {
+                assert!(t.is_none(), "opened too early at {i}");
+            } else {
+                assert_eq!(t.unwrap().to, State::Open);
+            }
+        }
+        // Old outcomes leave the window: after 31 s the ratio starts afresh.
+        let b = Breakers::default();
+        for i in 0..9 {
+            let (Admission::Allowed { probe }, _) = b.admit("q", &config()) else { panic!() };
+            b.report("q", probe, Some(i % 2 == 1));
+        }
+        tokio::time::advance(Duration::from_secs(31)).await;
+        let (Admission::Allowed { probe }, _) = b.admit("q", &config()) else { panic!() };
+        assert!(b.report("q", probe, Some(true)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandoned_probe_frees_its_slot() {
+        let b = Breakers::default();
+        for _ in 0..3 {
+            fail(&b, "p");
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let (Admission::Allowed { probe: true }, _) = b.admit("p", &config()) else { panic!() };
+        b.report("p", true, None);
+        assert_eq!(b.admit("p", &config()).0, Admission::Allowed { probe: true });
+    }
+}
