@@ -24,6 +24,7 @@
 //! - [`codec`]: the binary encoding (bincode 2) of records and keyrings, in one place.
 //! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
 //! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up.
+//! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
 
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,7 @@ pub mod codec;
 pub mod config;
 pub mod convert;
 pub mod crypto;
+pub mod drill;
 pub mod keyring;
 pub mod metrics;
 pub mod normalize;

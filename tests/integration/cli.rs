@@ -92,3 +92,16 @@ mod raw_http {
         response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
     }
 }
+
+#[test]
+fn the_outage_drill_passes_and_reports_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = holdfast(dir.path()).arg("drill").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{report}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("drill passed: 4 of 4 steps passed"), "{report}");
+    assert_eq!(report.matches("cache=stale").count(), 4, "{report}");
+    assert_eq!(report.matches("provider=backup").count(), 3, "{report}");
+    assert!(report.contains("0 contain it"), "{report}");
+    assert!(report.contains("circuit breaker: open"), "{report}");
+}

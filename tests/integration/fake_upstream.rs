@@ -71,6 +71,8 @@ pub enum Fault {
 /// Everything the handlers share with the test: the script and the observations.
 struct State {
     fault: Fault,
+    /// Requests left before `fault` reverts to `Fault::None` (`None`: never).
+    fault_budget: Option<usize>,
     models: Vec<String>,
     calls: usize,
     calls_by_path: HashMap<String, usize>,
@@ -101,6 +103,7 @@ impl FakeUpstream {
         let addr = listener.local_addr().expect("fake upstream: local address");
         let shared = Arc::new(Mutex::new(State {
             fault: Fault::None,
+            fault_budget: None,
             models: vec!["fake-gpt".to_owned()],
             calls: 0,
             calls_by_path: HashMap::new(),
@@ -122,7 +125,17 @@ impl FakeUpstream {
 
     /// Applies to every request that arrives from now on, until changed.
     pub fn set_fault(&self, fault: Fault) {
-        lock(&self.shared).fault = fault;
+        let mut state = lock(&self.shared);
+        state.fault = fault;
+        state.fault_budget = None;
+    }
+
+    /// Applies `fault` to the next `requests` requests only, then answers normally again: a
+    /// provider that recovers on its own.
+    pub fn set_fault_for(&self, fault: Fault, requests: usize) {
+        let mut state = lock(&self.shared);
+        state.fault = fault;
+        state.fault_budget = Some(requests);
     }
 
     /// The ids listed by `GET /v1/models` (default: `["fake-gpt"]`).
@@ -259,7 +272,15 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
         *state.calls_by_path.entry(path.clone()).or_default() += 1;
         state.last_headers = Some(parts.headers.clone());
         state.last_body = parsed.clone();
-        (state.fault, state.models.clone())
+        let fault = state.fault;
+        if let Some(left) = state.fault_budget.as_mut() {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                state.fault = Fault::None;
+                state.fault_budget = None;
+            }
+        }
+        (fault, state.models.clone())
     };
 
     let anthropic = path.starts_with("/v1/messages");

@@ -5,5 +5,6 @@ mod common;
 mod fake_upstream;
 mod normalization;
 mod proxy;
+mod resilience;
 mod sdk_compat;
 mod store;
