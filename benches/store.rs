@@ -33,6 +33,7 @@ fn record_with_answer(size: usize) -> Record {
     let request = normalize("/v1/chat/completions", &request_body(KIB)).unwrap();
     Record {
         request,
+        namespace: None,
         response: StoredResponse {
             status: 200,
             content_type: "application/json".into(),
@@ -47,7 +48,7 @@ fn record_with_answer(size: usize) -> Record {
 }
 
 fn bench_address(c: &mut Criterion) {
-    let addresser = Addresser::new(SecretKey::from_bytes([7; 32]));
+    let addresser = Addresser::new(SecretKey::from_bytes([7; 32]), SecretKey::from_bytes([8; 32]));
     let namespace = addresser.namespace_for_credential(b"Bearer sk-bench");
     let mut group = c.benchmark_group("address");
     for size in [KIB, 4 * KIB, 16 * KIB] {

@@ -83,6 +83,20 @@ impl Namespace {
         Self(NamespaceKind::Shared)
     }
 
+    /// A credential namespace's 32-byte hash (kept inside records so a store can be
+    /// re-addressed); `None` for the shared namespace.
+    pub fn hash(&self) -> Option<[u8; 32]> {
+        match &self.0 {
+            NamespaceKind::Shared => None,
+            NamespaceKind::Credential(h) => Some(*h),
+        }
+    }
+
+    /// The namespace a stored hash stands for.
+    pub fn from_hash(hash: Option<[u8; 32]>) -> Self {
+        Self(hash.map_or(NamespaceKind::Shared, NamespaceKind::Credential))
+    }
+
     /// Bytes hashed into the address. The shared namespace is empty and a credential namespace
     /// is 32 bytes; the length fields in `Addresser::address` keeps the two apart.
     fn framing_bytes(&self) -> &[u8] {
@@ -107,7 +121,7 @@ impl fmt::Debug for Namespace {
 #[derive(Clone)]
 pub struct Addresser {
     address_key: SecretKey,
-    /// Derived from the address key so a namespace hash can never equal an address.
+    /// Keys credential hashes into namespaces (its own key, see `keyring::Contents`).
     namespace_key: SecretKey,
 }
 
@@ -117,12 +131,10 @@ impl fmt::Debug for Addresser {
     }
 }
 
-const NAMESPACE_CONTEXT: &str = "holdfast 2026-11 credential namespace v1";
 const ADDRESS_DOMAIN: &[u8] = b"holdfast.address";
 
 impl Addresser {
-    pub fn new(address_key: SecretKey) -> Self {
-        let namespace_key = SecretKey::from_bytes(blake3::derive_key(NAMESPACE_CONTEXT, address_key.expose()));
+    pub fn new(address_key: SecretKey, namespace_key: SecretKey) -> Self {
         Self { address_key, namespace_key }
     }
 
@@ -158,7 +170,7 @@ mod tests {
     use crate::normalize::normalize;
 
     fn addresser() -> Addresser {
-        Addresser::new(SecretKey::from_bytes([9; 32]))
+        Addresser::new(SecretKey::from_bytes([9; 32]), SecretKey::from_bytes([10; 32]))
     }
 
     #[test]
@@ -179,7 +191,7 @@ mod tests {
         assert!(shared != alice && alice != bob && shared != bob);
         let other_endpoint = normalize("/v1/completions", br#"{"model":"m"}"#).unwrap();
         assert_ne!(ad.address(&Namespace::shared(), &other_endpoint), shared);
-        let other_key = Addresser::new(SecretKey::from_bytes([8; 32]));
+        let other_key = Addresser::new(SecretKey::from_bytes([8; 32]), SecretKey::from_bytes([10; 32]));
         assert_ne!(other_key.address(&Namespace::shared(), &req), shared);
     }
 

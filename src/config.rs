@@ -383,8 +383,9 @@ fn default_connect_timeout() -> Duration {
 fn default_first_byte_timeout() -> Duration {
     Duration::from_secs(60)
 }
+/// Under the deadline (300 s), so a hung non-streamed attempt leaves time to fail over.
 fn default_timeout() -> Duration {
-    Duration::from_secs(600)
+    Duration::from_secs(120)
 }
 fn default_deadline() -> Duration {
     Duration::from_secs(300)

@@ -91,8 +91,10 @@ pub enum KeyringError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("Argon2 parameters rejected: {0}")]
     KdfParams(String),
-    #[error("key {0} is not in the keyring")]
+    #[error("key {0} is not in the keyring; `holdfast keys list` shows the ids")]
     UnknownKey(u32),
+    #[error("key {0} is the active key; rotate first (`holdfast keys rotate`), then retire it")]
+    ActiveKey(u32),
 }
 
 /// What `keys list` shows of one data key.
@@ -108,6 +110,10 @@ pub struct KeyInfo {
 #[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 struct Contents {
     address_key: [u8; KEY_LEN],
+    /// Keys the hash of a client credential into its tenant namespace. Separate from the
+    /// address key so replicas can share tenants (a bundle import adopts it) while keeping
+    /// their own address keys.
+    namespace_key: [u8; KEY_LEN],
     keys: Vec<StoredKey>,
     active: u32,
 }
@@ -142,6 +148,7 @@ struct LiveKey {
 pub struct KeySet {
     addresser: Addresser,
     address_key: SecretKey,
+    namespace_key: SecretKey,
     keys: Vec<LiveKey>,
     active: u32,
 }
@@ -159,6 +166,17 @@ impl KeySet {
         self.active
     }
 
+    /// Keys the access trail's hash chain. Derived from the address key, which never rotates,
+    /// so the chain verifies across data-key rotations.
+    pub fn trail_key(&self) -> SecretKey {
+        SecretKey::from_bytes(blake3::derive_key("holdfast 2026-11 access trail v1", self.address_key.expose()))
+    }
+
+    /// The tenant namespace key, for an export bundle (so an importing replica can adopt it).
+    pub fn namespace_key(&self) -> &SecretKey {
+        &self.namespace_key
+    }
+
     pub fn infos(&self) -> Vec<KeyInfo> {
         self.keys.iter().map(|k| k.info.clone()).collect()
     }
@@ -172,12 +190,17 @@ impl KeySet {
 /// An unlocked keyring bound to its file.
 pub struct Keyring {
     path: PathBuf,
+    current: RwLock<Arc<KeySet>>,
+    /// The key-encryption key and how it was made. The lock also serializes every change to
+    /// the file (reservations, rotation, retirement, re-wrapping), so a running server can do
+    /// all of them while serving.
+    writer: Mutex<Wrap>,
+    seal_limit: u64,
+}
+
+struct Wrap {
     kek: SecretKey,
     wrapping: Wrapping,
-    current: RwLock<Arc<KeySet>>,
-    /// Serializes every change to the file (reservations, rotation, re-wrapping).
-    writer: Mutex<()>,
-    seal_limit: u64,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -201,9 +224,17 @@ impl Keyring {
             key: *SecretKey::generate().expose(),
             seals_reserved: 0,
         };
-        let contents = Contents { address_key: *SecretKey::generate().expose(), keys: vec![first], active: 1 };
+        let contents = Contents {
+            address_key: *SecretKey::generate().expose(),
+            namespace_key: *SecretKey::generate().expose(),
+            keys: vec![first],
+            active: 1,
+        };
         let keyring = Self::from_contents(path, kek, wrapping, &contents);
-        keyring.persist_locked(&keyring.snapshot())?;
+        {
+            let wrap = keyring.lock_writer();
+            keyring.write_file(&contents, &wrap)?;
+        }
         Ok(keyring)
     }
 
@@ -277,6 +308,7 @@ impl Keyring {
 
     fn from_contents(path: &Path, kek: SecretKey, wrapping: Wrapping, contents: &Contents) -> Self {
         let address_key = SecretKey::from_bytes(contents.address_key);
+        let namespace_key = SecretKey::from_bytes(contents.namespace_key);
         let keys = contents
             .keys
             .iter()
@@ -284,13 +316,17 @@ impl Keyring {
                 live_key(k.id, k.created_ms, k.retired, SecretKey::from_bytes(k.key), k.seals_reserved, contents.active)
             })
             .collect();
-        let set = KeySet { addresser: Addresser::new(address_key.clone()), address_key, keys, active: contents.active };
+        let set = KeySet {
+            addresser: Addresser::new(address_key.clone(), namespace_key.clone()),
+            address_key,
+            namespace_key,
+            keys,
+            active: contents.active,
+        };
         Self {
             path: path.to_owned(),
-            kek,
-            wrapping,
             current: RwLock::new(Arc::new(set)),
-            writer: Mutex::new(()),
+            writer: Mutex::new(Wrap { kek, wrapping }),
             seal_limit: SEAL_LIMIT,
         }
     }
@@ -325,8 +361,13 @@ impl Keyring {
         }
     }
 
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, Wrap> {
+        // A poisoned lock only means a panic elsewhere mid-write; the file is replaced atomically.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn reserve_block(&self, id: u32) -> Result<(), KeyringError> {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let wrap = self.lock_writer();
         let set = self.snapshot();
         if set.active != id {
             return Ok(()); // someone rotated meanwhile
@@ -337,24 +378,24 @@ impl Keyring {
             return Ok(()); // another thread reserved meanwhile
         }
         if reserved + SEAL_BLOCK > self.seal_limit {
-            return self.rotate_locked(&set).map(|_| ());
+            return self.rotate_locked(&set, &wrap).map(|_| ());
         }
-        self.persist_with(&set, |c| {
-            if let Some(k) = c.keys.iter_mut().find(|k| k.id == id) {
-                k.seals_reserved = reserved + SEAL_BLOCK;
-            }
-        })?;
+        let mut contents = contents_of(&set);
+        if let Some(k) = contents.keys.iter_mut().find(|k| k.id == id) {
+            k.seals_reserved = reserved + SEAL_BLOCK;
+        }
+        self.write_file(&contents, &wrap)?;
         key.reserved.store(reserved + SEAL_BLOCK, Ordering::Release);
         Ok(())
     }
 
     /// Makes a fresh data key active for all new writes; older keys stay for reading.
     pub fn rotate(&self) -> Result<u32, KeyringError> {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        self.rotate_locked(&self.snapshot())
+        let wrap = self.lock_writer();
+        self.rotate_locked(&self.snapshot(), &wrap)
     }
 
-    fn rotate_locked(&self, set: &KeySet) -> Result<u32, KeyringError> {
+    fn rotate_locked(&self, set: &KeySet, wrap: &Wrap) -> Result<u32, KeyringError> {
         let id = set.keys.iter().map(|k| k.info.id).max().unwrap_or(0) + 1;
         let mut contents = contents_of(set);
         contents.keys.push(StoredKey {
@@ -365,31 +406,49 @@ impl Keyring {
             seals_reserved: 0,
         });
         contents.active = id;
-        self.write_file(&contents, &self.kek, self.wrapping)?;
+        self.write_file(&contents, wrap)?;
         self.install(&contents);
         Ok(id)
     }
 
-    /// Re-wraps the keyring under a new secret. Touches only the keyring file.
-    pub fn change_secret(&mut self, secret: &StoreSecret, params: KdfParams) -> Result<(), KeyringError> {
-        let _guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let (wrapping, kek) = new_wrapping(secret, params)?;
-        let contents = contents_of(&self.snapshot());
-        self.write_file(&contents, &kek, wrapping)?;
-        drop(_guard);
-        self.kek = kek;
-        self.wrapping = wrapping;
+    /// Destroys data key `id`. The caller must have checked that no record is sealed under it
+    /// (`Store::retire_key` does); the active key cannot be retired.
+    pub fn retire(&self, id: u32) -> Result<(), KeyringError> {
+        let wrap = self.lock_writer();
+        let set = self.snapshot();
+        if set.active == id {
+            return Err(KeyringError::ActiveKey(id));
+        }
+        if !set.keys.iter().any(|k| k.info.id == id) {
+            return Err(KeyringError::UnknownKey(id));
+        }
+        let mut contents = contents_of(&set);
+        contents.keys.retain(|k| k.id != id);
+        self.write_file(&contents, &wrap)?;
+        self.install(&contents);
         Ok(())
     }
 
-    fn persist_locked(&self, set: &KeySet) -> Result<(), KeyringError> {
-        self.write_file(&contents_of(set), &self.kek, self.wrapping)
+    /// Replaces the tenant namespace key (a bundle import into an empty store adopts the
+    /// source's, so its tenants find their answers here too).
+    pub fn adopt_namespace_key(&self, key: &SecretKey) -> Result<(), KeyringError> {
+        let wrap = self.lock_writer();
+        let mut contents = contents_of(&self.snapshot());
+        contents.namespace_key = *key.expose();
+        self.write_file(&contents, &wrap)?;
+        self.install(&contents);
+        Ok(())
     }
 
-    fn persist_with(&self, set: &KeySet, change: impl FnOnce(&mut Contents)) -> Result<(), KeyringError> {
-        let mut contents = contents_of(set);
-        change(&mut contents);
-        self.write_file(&contents, &self.kek, self.wrapping)
+    /// Re-wraps the keyring under a new secret. Touches only the keyring file, so it takes the
+    /// same time whatever the store's size.
+    pub fn change_secret(&self, secret: &StoreSecret, params: KdfParams) -> Result<(), KeyringError> {
+        let mut wrap = self.lock_writer();
+        let (wrapping, kek) = new_wrapping(secret, params)?;
+        let new = Wrap { kek, wrapping };
+        self.write_file(&contents_of(&self.snapshot()), &new)?;
+        *wrap = new;
+        Ok(())
     }
 
     /// Swaps in a new key set, carrying over live seal counters of keys that remain.
@@ -414,9 +473,11 @@ impl Keyring {
                 live
             })
             .collect();
+        let namespace_key = SecretKey::from_bytes(contents.namespace_key);
         let set = KeySet {
-            addresser: old.addresser.clone(),
+            addresser: Addresser::new(old.address_key.clone(), namespace_key.clone()),
             address_key: old.address_key.clone(),
+            namespace_key,
             keys,
             active: contents.active,
         };
@@ -425,7 +486,8 @@ impl Keyring {
 
     /// Writes the whole file to a temporary sibling, syncs it, and renames it into place, so a
     /// crash leaves either the old keyring or the new one, never a torn one.
-    fn write_file(&self, contents: &Contents, kek: &SecretKey, wrapping: Wrapping) -> Result<(), KeyringError> {
+    fn write_file(&self, contents: &Contents, wrap: &Wrap) -> Result<(), KeyringError> {
+        let (kek, wrapping) = (&wrap.kek, wrap.wrapping);
         let plaintext = Zeroizing::new(
             codec::encode(contents)
                 .map_err(|e| KeyringError::Corrupt { path: self.path.clone(), reason: e.to_string() })?,
@@ -483,6 +545,7 @@ fn live_key(id: u32, created_ms: u64, retired: bool, secret: SecretKey, reserved
 fn contents_of(set: &KeySet) -> Contents {
     Contents {
         address_key: *set.address_key.expose(),
+        namespace_key: *set.namespace_key.expose(),
         keys: set
             .keys
             .iter()
@@ -633,7 +696,7 @@ mod tests {
     fn change_secret_rewraps_without_changing_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring");
-        let mut ring = Keyring::create(&path, &pass("old"), FAST).unwrap();
+        let ring = Keyring::create(&path, &pass("old"), FAST).unwrap();
         let raw = StoreSecret::RawKey(SecretKey::from_bytes([5; 32]));
         ring.change_secret(&raw, FAST).unwrap();
         assert!(Keyring::unlock(&path, &pass("old")).is_err());

@@ -10,6 +10,10 @@ use crate::normalize::NormalizedRequest;
 pub struct Record {
     /// The normalized request, so an audit shows exactly what was asked.
     pub request: NormalizedRequest,
+    /// The tenant's namespace hash (`None` for the shared namespace). Never the credential:
+    /// only its keyed hash, kept so an import can re-address the entry under another store's
+    /// address key.
+    pub namespace: Option<[u8; 32]>,
     /// The provider's answer, in the form it arrived.
     pub response: StoredResponse,
     /// Configured name of the provider that answered (e.g. `openai`).

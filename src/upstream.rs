@@ -113,6 +113,27 @@ impl UpstreamFailure {
         }
     }
 
+    /// A provider's error answer rewritten in `dialect`'s error shape, so a client whose request
+    /// failed over to the other dialect still gets an error its SDK understands.
+    pub fn in_dialect(self, dialect: Dialect) -> Self {
+        let Self::Status { status, mut headers, body } = self else { return self };
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = parsed["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
+        let kind = parsed["error"]["type"].as_str().unwrap_or("api_error").to_owned();
+        let shaped = match dialect {
+            Dialect::OpenAi => {
+                serde_json::json!({"error": {"message": message, "type": kind, "code": null, "param": null}})
+            }
+            Dialect::Anthropic => serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}),
+        };
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.remove("content-length");
+        Self::Status { status, headers, body: Bytes::from(shaped.to_string()) }
+    }
+
     pub fn headers(&self) -> Option<&HeaderMap> {
         match self {
             Self::Status { headers, .. } => Some(headers),

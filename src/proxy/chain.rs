@@ -53,7 +53,7 @@ pub async fn run(
             Ok(body) => body,
             Err(reason) => {
                 tracing::warn!(provider = %name, model = %target.model, %reason, "skipping failover target");
-                last.get_or_insert(UpstreamFailure::NoTarget(reason));
+                note_skip(&mut last, UpstreamFailure::NoTarget(reason));
                 continue;
             }
         };
@@ -67,14 +67,14 @@ pub async fn run(
             log_transition(t1);
             let Admission::Allowed { probe: provider_probe } = provider_gate else {
                 tracing::debug!(provider = %name, "circuit open; skipping without a connection attempt");
-                last.get_or_insert(UpstreamFailure::CircuitOpen);
+                note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
             let (model_gate, t2) = state.breakers.admit(&model_key, breaker_config);
             log_transition(t2);
             let Admission::Allowed { probe: model_probe } = model_gate else {
                 state.breakers.report(&provider_key, provider_probe, None);
-                last.get_or_insert(UpstreamFailure::CircuitOpen);
+                note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
@@ -98,21 +98,27 @@ pub async fn run(
                 Err(failure) => failure,
             };
             state.metrics.count_upstream_failure(&name, failure.label());
-            // Outage-class failures count against the breaker they implicate; a 4xx verdict
-            // means the provider is up.
-            let outage = failure.kind().is_some();
-            let (provider_failed, model_failed) = match (outage, failure.is_provider_wide()) {
-                (false, _) => (false, false),
-                (true, true) => (true, false),
-                (true, false) => (false, true),
+            let retryable = failure.is_retryable(&provider.config.retry);
+            // Outage-class failures (and statuses the operator lists as retryable, e.g. 408)
+            // go on through the chain; any other 4xx is the provider's verdict on the request.
+            let outage = failure.kind().is_some() || retryable;
+            // Each failure counts against the breaker it implicates and is neutral for the
+            // other; a deadline cut says nothing about the provider (the client may have asked
+            // for a short one), and a verdict means the provider is up.
+            let cut_by_deadline = matches!(failure, UpstreamFailure::Timeout("deadline"));
+            let (provider_verdict, model_verdict) = match (outage, cut_by_deadline, failure.is_provider_wide()) {
+                (false, _, _) => (Some(false), Some(false)),
+                (true, true, _) => (None, None),
+                (true, false, true) => (Some(true), None),
+                (true, false, false) => (None, Some(true)),
             };
-            log_transition(state.breakers.report(&provider_key, provider_probe, Some(provider_failed)));
-            log_transition(state.breakers.report(&model_key, model_probe, Some(model_failed)));
+            log_transition(state.breakers.report(&provider_key, provider_probe, provider_verdict));
+            log_transition(state.breakers.report(&model_key, model_probe, model_verdict));
             tracing::warn!(provider = %name, model = %target.model, attempt = retry + 1, reason = %failure.reason(),
                 "upstream attempt failed");
             if !outage {
-                // The provider's verdict on the request (400, 401, 404…): another target would
-                // say the same, and the client should see it.
+                // Another target would say the same, and the client should see it.
+                let failure = if translated { failure.in_dialect(client) } else { failure };
                 return ChainOutcome { attempts, result: Err(failure), last_provider };
             }
             let retryable = failure.is_retryable(&provider.config.retry);
@@ -127,7 +133,7 @@ pub async fn run(
                 .headers()
                 .and_then(crate::resilience::backoff::retry_after)
                 .is_some_and(|asked| asked > provider.config.retry.retry_after_cap);
-            last = Some(failure);
+            last = Some(if translated { failure.in_dialect(client) } else { failure });
             if !retryable || retry + 1 >= provider.config.retry.attempts || asked_too_long {
                 continue 'targets;
             }
@@ -138,6 +144,19 @@ pub async fn run(
         }
     }
     ChainOutcome { attempts, result: Err(last.unwrap_or(UpstreamFailure::CircuitOpen)), last_provider }
+}
+
+/// Keeps the most telling reason when targets are skipped: a real failure over an open
+/// circuit (an outage, so the store may answer) over a target that could not take the request.
+fn note_skip(last: &mut Option<UpstreamFailure>, skip: UpstreamFailure) {
+    let rank = |f: &UpstreamFailure| match f {
+        UpstreamFailure::NoTarget(_) => 0,
+        UpstreamFailure::CircuitOpen => 1,
+        _ => 2,
+    };
+    if last.as_ref().is_none_or(|l| rank(l) < rank(&skip)) {
+        *last = Some(skip);
+    }
 }
 
 fn log_transition(t: Option<Transition>) {

@@ -30,6 +30,8 @@ pub struct Exchange {
     pub address: Address,
     pub policy: CachePolicy,
     pub request: NormalizedRequest,
+    /// The tenant's namespace, kept (as its hash) in the record.
+    pub namespace: Namespace,
     /// Model the client asked for (the record keeps the one the provider reports, if any).
     pub model: String,
     pub provider_name: String,
@@ -87,6 +89,11 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
     };
     if trace.attempts > 0 {
         set_header(&mut response, "x-holdfast-attempts", &trace.attempts.to_string());
+        let status = response.status().as_u16();
+        if status == 429 || status >= 500 {
+            // A provider's failure passed through after Holdfast's own retries and failover.
+            set_header(&mut response, "x-should-retry", "false");
+        }
     }
     state.metrics.count_request(endpoint.path(), &provider, result.as_str());
     tracing::debug!(endpoint = endpoint.path(), %provider, cache = result.as_str(),
@@ -152,13 +159,14 @@ async fn answer(
         address,
         policy,
         request: normalized,
+        namespace,
         model: parsed.model.clone(),
         provider_name: String::new(),
     };
     let outcome = chain::run(&exchange, targets, headers, uri.query(), &parsed, deadline).await;
     trace.attempts = outcome.attempts;
     trace.provider = outcome.last_provider.clone();
-    let provider = outcome.last_provider.unwrap_or_default();
+    let provider = outcome.last_provider.unwrap_or_else(|| "every target".to_owned());
     match outcome.result {
         Ok(answer) => Ok(answer),
         Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.wants_stream),
@@ -287,6 +295,7 @@ impl Exchange {
     pub fn record_with(&self, response: StoredResponse) -> Record {
         Record {
             request: self.request.clone(),
+            namespace: self.namespace.hash(),
             response,
             provider: self.provider_name.clone(),
             model: self.model.clone(),

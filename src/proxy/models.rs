@@ -93,6 +93,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
     } else if policy.may_store() {
         let record = Record {
             request,
+            namespace: namespace.hash(),
             response: StoredResponse {
                 status: 200,
                 content_type: stored::JSON.into(),

@@ -178,13 +178,16 @@ impl Breakers {
         transition(key, before, breaker.state)
     }
 
+    /// A read-only view: an open breaker whose cooldown is over shows as half-open, but the
+    /// transition itself happens (and is logged) when the next request asks to pass.
     pub fn statuses(&self) -> Vec<BreakerStatus> {
         let now = Instant::now();
-        let mut map = self.lock();
+        let map = self.lock();
         let mut out: Vec<BreakerStatus> = map
-            .iter_mut()
+            .iter()
             .map(|(key, b)| {
-                let state = b.current(now);
+                let cooled = b.opened_at.is_some_and(|t| now.duration_since(t) >= b.config.cooldown);
+                let state = if b.state == State::Open && cooled { State::HalfOpen } else { b.state };
                 BreakerStatus {
                     key: key.clone(),
                     state,

@@ -28,7 +28,9 @@ pub trait Backend: Send + Sync {
     fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
 
     /// Writes value and metadata together: after a crash both are there or neither is.
-    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<(), BackendError>;
+    /// Returns the metadata it replaced, read in the same atomic step, so callers can keep
+    /// exact counts under concurrent writers.
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
 
     /// Replaces the value only if it is still `expected` (compare-and-swap), together with its
     /// metadata. Returns whether it was replaced. Key rotation re-seals through this so that a
@@ -45,8 +47,8 @@ pub trait Backend: Send + Sync {
     /// updates; does nothing if there is no entry.
     fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError>;
 
-    /// Removes value and metadata together. Returns whether there was an entry.
-    fn delete_entry(&self, address: &RawAddress) -> Result<bool, BackendError>;
+    /// Removes value and metadata together. Returns the metadata removed, if there was an entry.
+    fn delete_entry(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
 
     /// Up to `limit` entries' metadata in address order, starting after `after`. Paged so a
     /// network backend can serve it and so no caller holds an iterator across calls.

@@ -341,15 +341,12 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
-        let meta = self.backend.get_meta(address.as_bytes())?.and_then(|m| codec::decode::<EntryMeta>(&m).ok());
-        let existed = self.backend.delete_entry(address.as_bytes())?;
-        if existed {
-            self.entries.fetch_sub(1.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
-            if let Some(m) = meta {
-                self.bytes.fetch_sub(m.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            }
+        let Some(removed) = self.backend.delete_entry(address.as_bytes())? else { return Ok(false) };
+        self.entries.fetch_sub(1.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
+        if let Ok(m) = codec::decode::<EntryMeta>(&removed) {
+            self.bytes.fetch_sub(m.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
         }
-        Ok(existed)
+        Ok(true)
     }
 
     /// Visits every entry's metadata in address order, a page at a time. An undecodable

@@ -38,6 +38,14 @@ fn key(prefix: u8, address: &RawAddress) -> [u8; 1 + ADDRESS_LEN] {
     k
 }
 
+fn tx_err(e: TransactionError<()>) -> BackendError {
+    match e {
+        TransactionError::Storage(e) => err(e),
+        // Our transactions never abort; a conflict is retried by sled itself.
+        TransactionError::Abort(()) => BackendError::Io("transaction aborted".into()),
+    }
+}
+
 fn err(e: sled::Error) -> BackendError {
     match e {
         sled::Error::Corruption { at, .. } => BackendError::Corrupt(format!("sled reports corruption at {at:?}")),
@@ -78,11 +86,15 @@ impl Backend for SledBackend {
         Ok(self.entries.get(key(META, address)).map_err(err)?.map(|v| v.to_vec()))
     }
 
-    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<(), BackendError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(&key(META, address)[..], meta);
-        batch.insert(&key(VALUE, address)[..], value);
-        self.entries.apply_batch(batch).map_err(err)
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+        self.entries
+            .transaction(|tx| {
+                let previous = tx.insert(&mkey[..], meta)?;
+                tx.insert(&vkey[..], value)?;
+                Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
+            })
+            .map_err(tx_err)
     }
 
     fn replace_entry(
@@ -102,11 +114,7 @@ impl Backend for SledBackend {
             tx.insert(&vkey[..], value)?;
             Ok::<bool, ConflictableTransactionError<()>>(true)
         });
-        match outcome {
-            Ok(replaced) => Ok(replaced),
-            Err(TransactionError::Storage(e)) => Err(err(e)),
-            Err(TransactionError::Abort(())) => Ok(false),
-        }
+        outcome.map_err(tx_err)
     }
 
     fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
@@ -116,14 +124,15 @@ impl Backend for SledBackend {
             .map_err(err)
     }
 
-    fn delete_entry(&self, address: &RawAddress) -> Result<bool, BackendError> {
-        let existed = self.entries.contains_key(key(META, address)).map_err(err)?
-            || self.entries.contains_key(key(VALUE, address)).map_err(err)?;
-        let mut batch = sled::Batch::default();
-        batch.remove(&key(META, address)[..]);
-        batch.remove(&key(VALUE, address)[..]);
-        self.entries.apply_batch(batch).map_err(err)?;
-        Ok(existed)
+    fn delete_entry(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+        self.entries
+            .transaction(|tx| {
+                let previous = tx.remove(&mkey[..])?;
+                tx.remove(&vkey[..])?;
+                Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
+            })
+            .map_err(tx_err)
     }
 
     fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {

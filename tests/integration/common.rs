@@ -50,6 +50,7 @@ pub fn record(request: holdfast::normalize::NormalizedRequest, answer: &str) -> 
     });
     Record {
         request,
+        namespace: None,
         response: StoredResponse {
             status: 200,
             content_type: "application/json".into(),

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 fn addresser() -> Addresser {
-    Addresser::new(SecretKey::from_bytes([0x42; 32]))
+    Addresser::new(SecretKey::from_bytes([0x42; 32]), SecretKey::from_bytes([0x43; 32]))
 }
 
 fn address_of(endpoint: &str, body: &str) -> holdfast::address::Address {
