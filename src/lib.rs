@@ -25,10 +25,18 @@
 //! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
 //! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up.
 //! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
+//!
+//! Operating the store, shared by the CLI and the server's admin API:
+//! - [`admin`]: keys, audit and cache commands; the admin API and its client.
+//! - [`audit`]: listing and searching stored prompts; the tamper-evident access trail.
+//! - [`bundle`]: the encrypted export bundle that moves entries between replicas.
 
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod admin;
+pub mod audit;
+pub mod bundle;
 pub mod codec;
 pub mod config;
 pub mod convert;

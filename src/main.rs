@@ -1,12 +1,17 @@
 //! The `holdfast` command: parses arguments and calls the library. No behaviour lives here.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-use holdfast::config::Config;
-use holdfast::secret::resolve_secret;
+use clap::{Args, Parser, Subcommand};
+use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, SecretText};
+use holdfast::audit::AuditFilter;
+use holdfast::config::{Config, parse_duration};
+use holdfast::secret::{SecretError, StoreSecret, resolve_secret};
 use holdfast::store::{Store, StoreOptions};
+use zeroize::Zeroizing;
 
 /// Keeps products that call LLM APIs answering when their provider fails.
 ///
@@ -15,7 +20,10 @@ use holdfast::store::{Store, StoreOptions};
 /// answer when the provider fails.
 ///
 /// The store is unlocked by HOLDFAST_PASSPHRASE, --passphrase-file, or HOLDFAST_KEY (32 random
-/// bytes, base64).
+/// bytes, base64). Admin commands open the store directly, or, while `holdfast serve` holds it,
+/// go through the server with --server URL (or HOLDFAST_SERVER) and HOLDFAST_ADMIN_TOKEN.
+///
+/// Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
 #[derive(Parser)]
 #[command(name = "holdfast", version, max_term_width = 100)]
 struct Cli {
@@ -27,6 +35,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
 
+    /// Run admin commands through a running server's admin API (needs HOLDFAST_ADMIN_TOKEN)
+    #[arg(long, global = true, env = "HOLDFAST_SERVER", value_name = "URL")]
+    server: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -36,9 +48,10 @@ enum Command {
     /// Run the proxy (creates the store on first run)
     ///
     /// Listens on `listen` (default 127.0.0.1:8787) and keeps answers in `store.path`
-    /// (default ./holdfast-data). Stops gracefully on SIGTERM or Ctrl-C.
+    /// (default ./holdfast-data). Stops gracefully on SIGTERM or Ctrl-C. With
+    /// HOLDFAST_ADMIN_TOKEN set, also serves the admin API for `--server`.
     Serve,
-    /// Create a store and its keyring, then exit
+    /// Create a store and its keyring (asks for a passphrase twice on a terminal)
     Init,
     /// Run a self-contained outage drill: no API keys, no network, no configuration
     ///
@@ -47,9 +60,155 @@ enum Command {
     /// the store, then fails over to a second simulated provider. Prints a report with
     /// timings; exits 3 if any step fails.
     Drill,
+    /// Upgrade a store to the current on-disk format (see migrations/)
+    Migrate {
+        /// Say what would change without changing anything
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Data keys: list, rotate (and re-encrypt), retire, change the passphrase
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Stored prompts: list, show, search, export; the access trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Cache maintenance: stats, purge, verify, export and import bundles
+    #[command(subcommand)]
+    Cache(CacheCommand),
 }
 
-/// Exit codes: 0 ok, 1 error, 2 usage (clap), 3 verification failed.
+#[derive(Args, Clone, Copy)]
+struct Output {
+    /// Print JSON for scripts instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Key ids, when created, status (active / retired) and how many records each seals
+    List(#[command(flatten)] Output),
+    /// Make a new data key active for every new write; older records stay readable
+    Rotate {
+        /// Then re-seal every record under the new key (resumable: run it again to continue)
+        #[arg(long)]
+        reencrypt: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Destroy a retired key; refused while any record is still sealed under it
+    Retire {
+        id: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Change the passphrase (or switch to/from a raw key): re-wraps the keyring only
+    ///
+    /// The new secret comes from --new-passphrase-file, HOLDFAST_NEW_PASSPHRASE,
+    /// HOLDFAST_NEW_KEY (raw key, base64), or is asked twice on a terminal.
+    Passphrase {
+        /// Read the new passphrase from FILE
+        #[arg(long, value_name = "FILE")]
+        new_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// One line per entry: address, created, last served, times served, provider, model, prompt
+    List {
+        /// Only entries stored within this long, e.g. 7d, 12h
+        #[arg(long, value_name = "AGE")]
+        since: Option<String>,
+        /// Only this model (glob)
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this provider
+        #[arg(long)]
+        provider: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The full normalized request and the answer of one entry
+    Show {
+        address: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Entries whose prompt or answer contains TEXT (case-insensitive)
+    Search {
+        text: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Every entry, decrypted, as JSON Lines for review tools
+    Export {
+        /// File to write (must not exist)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The access trail of who decrypted or changed stored data
+    Trail {
+        /// Check the hash chain and name the first broken link (exit 3 if broken)
+        #[arg(long)]
+        verify: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Entries, bytes, by provider and model, times served, oldest and newest
+    Stats(#[command(flatten)] Output),
+    /// Delete entries (asks on a terminal unless --yes)
+    Purge {
+        /// Entries stored longer ago than this, e.g. 30d
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// Entries of this model (glob)
+        #[arg(long)]
+        model: Option<String>,
+        /// The entry at this address
+        #[arg(long)]
+        address: Option<String>,
+        /// Every entry
+        #[arg(long)]
+        all: bool,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Open every record; name each tampered or corrupt one (exit 3 if any)
+    Verify(#[command(flatten)] Output),
+    /// Write an encrypted bundle of every entry, to pre-seed another replica
+    ///
+    /// The bundle passphrase comes from --bundle-passphrase-file, HOLDFAST_BUNDLE_PASSPHRASE,
+    /// or is asked on a terminal.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        bundle_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Import a bundle: re-sealed under this store's keys, re-addressed under its address key
+    Import {
+        file: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        bundle_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -61,7 +220,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let globals = cli.globals();
     match cli.command {
         Command::Drill => {
             // Quiet by default: the report is the output; RUST_LOG shows the proxy's logs.
@@ -74,19 +236,224 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Serve => {
             let (config, source) = Config::load(cli.config.as_deref())?;
             holdfast::telemetry::init_logging(&config.log);
-            let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| std::env::var(name).ok())?;
+            let secret = resolve_secret(cli.passphrase_file.as_deref(), env)?;
             runtime()?.block_on(holdfast::proxy::serve(config, source, secret))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init => {
             let (config, _) = Config::load(cli.config.as_deref())?;
-            holdfast::telemetry::init_logging(&config.log);
-            let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| std::env::var(name).ok())?;
+            let secret = match resolve_secret(cli.passphrase_file.as_deref(), env) {
+                Err(SecretError::Missing) if std::io::stdin().is_terminal() => ask_new_passphrase("store")?,
+                other => other?,
+            };
             let store = Store::create(&config.store.path, &secret, StoreOptions::default())?;
             println!("created store at {}", store.path().display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate { dry_run } => {
+            let (config, _) = Config::load(cli.config.as_deref())?;
+            let report = holdfast::store::migrate(&config.store.path, dry_run)?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(command) => {
+            let (request, out) = match command {
+                KeysCommand::List(out) => (AdminRequest::KeysList, out),
+                KeysCommand::Rotate { reencrypt, out } => (AdminRequest::KeysRotate { reencrypt }, out),
+                KeysCommand::Retire { id, out } => (AdminRequest::KeysRetire { id }, out),
+                KeysCommand::Passphrase { new_passphrase_file, out } => {
+                    (AdminRequest::KeysPassphrase { secret: new_secret(new_passphrase_file)? }, out)
+                }
+            };
+            admin_command(&globals, request, None, None, out)
+        }
+        Command::Audit(command) => {
+            let (request, out, output) = match command {
+                AuditCommand::List { since, model, provider, out } => {
+                    let since_ms = since
+                        .map(|s| {
+                            parse_duration(&s).map(|d| holdfast::store::now_ms().saturating_sub(d.as_millis() as u64))
+                        })
+                        .transpose()?;
+                    (AdminRequest::AuditList { filter: AuditFilter { since_ms, model, provider } }, out, None)
+                }
+                AuditCommand::Show { address, out } => (AdminRequest::AuditShow { address }, out, None),
+                AuditCommand::Search { text, out } => (AdminRequest::AuditSearch { text }, out, None),
+                AuditCommand::Export { out, output } => (AdminRequest::AuditExport, output, Some(out)),
+                AuditCommand::Trail { verify, out } => (AdminRequest::AuditTrail { verify }, out, None),
+            };
+            admin_command(&globals, request, None, output, out)
+        }
+        Command::Cache(command) => {
+            let (request, out, input, output) = match command {
+                CacheCommand::Stats(out) => (AdminRequest::CacheStats, out, None, None),
+                CacheCommand::Purge { older_than, model, address, all, yes, out } => {
+                    let older_than_ms =
+                        older_than.map(|s| parse_duration(&s).map(|d| d.as_millis() as u64)).transpose()?;
+                    let selector = PurgeSelector { older_than_ms, model, address, all };
+                    if !yes && !confirm(&format!("Purge {} from the store?", describe_purge(&selector)))? {
+                        eprintln!("nothing purged");
+                        return Ok(ExitCode::from(1));
+                    }
+                    (AdminRequest::CachePurge { selector }, out, None, None)
+                }
+                CacheCommand::Verify(out) => (AdminRequest::CacheVerify, out, None, None),
+                CacheCommand::Export { out, bundle_passphrase_file, output } => {
+                    let passphrase = bundle_passphrase(bundle_passphrase_file, true)?;
+                    (AdminRequest::CacheExport { passphrase }, output, None, Some(out))
+                }
+                CacheCommand::Import { file, bundle_passphrase_file, out } => {
+                    let passphrase = bundle_passphrase(bundle_passphrase_file, false)?;
+                    (AdminRequest::CacheImport { passphrase }, out, Some(file), None)
+                }
+            };
+            admin_command(&globals, request, input, output, out)
+        }
     }
+}
+
+/// What every admin command needs from the global options.
+struct Globals {
+    config: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+    server: Option<String>,
+}
+
+impl Cli {
+    fn globals(&self) -> Globals {
+        Globals {
+            config: self.config.clone(),
+            passphrase_file: self.passphrase_file.clone(),
+            server: self.server.clone(),
+        }
+    }
+}
+
+/// Runs an admin command on the server (`--server`) or on the store directly, then prints it.
+fn admin_command(
+    globals: &Globals,
+    request: AdminRequest,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    out: Output,
+) -> Result<ExitCode> {
+    let progress = admin::render::ProgressLine::new(&request.describe());
+    let report = |done, total| progress.update(done, total);
+    let outcome = match &globals.server {
+        Some(server) => {
+            let token = env("HOLDFAST_ADMIN_TOKEN")
+                .ok_or("--server needs the admin token: set HOLDFAST_ADMIN_TOKEN to the server's token")?;
+            let call =
+                admin::client::execute_remote(server, &token, &request, input.as_deref(), output.as_deref(), &report);
+            runtime()?.block_on(call)?
+        }
+        None => {
+            let (config, _) = Config::load(globals.config.as_deref())?;
+            let secret = resolve_secret(globals.passphrase_file.as_deref(), env)?;
+            let options = StoreOptions {
+                retention: config.store.retention,
+                max_bytes: config.store.max_size,
+                cache_bytes: config.store.cache_memory,
+                ..StoreOptions::default()
+            };
+            let store = Store::open(&config.store.path, &secret, options)?;
+            let admin = Admin::open(Arc::new(store))?;
+            admin.execute(&request, &Actor::local(), &report, output.as_deref(), input.as_deref())?
+        }
+    };
+    progress.finish();
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.result)?);
+    } else {
+        print!("{}", admin::render::render(&request, &outcome.result));
+    }
+    Ok(if outcome.verification_failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+fn describe_purge(s: &PurgeSelector) -> String {
+    match (&s.address, &s.model, s.older_than_ms, s.all) {
+        (Some(a), ..) => format!("the entry at {a}"),
+        (_, _, _, true) => "EVERY entry".into(),
+        (_, Some(m), Some(ms), _) => format!("entries of model {m} older than {}s", ms / 1000),
+        (_, Some(m), None, _) => format!("entries of model {m}"),
+        (_, None, Some(ms), _) => format!("entries older than {}s", ms / 1000),
+        _ => "nothing".into(),
+    }
+}
+
+/// Asks yes/no on a terminal. Without one, refuses: a script must say --yes.
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err("refusing to purge without --yes when not on a terminal".into());
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Reads a secret twice without echo and insists they match.
+fn ask_twice(what: &str) -> Result<Zeroizing<String>> {
+    let first = Zeroizing::new(rpassword::prompt_password(format!("New {what} passphrase: "))?);
+    let second = Zeroizing::new(rpassword::prompt_password(format!("Repeat the {what} passphrase: "))?);
+    if first != second {
+        return Err("the two passphrases differ; nothing was changed".into());
+    }
+    Ok(first)
+}
+
+fn ask_new_passphrase(what: &str) -> Result<StoreSecret> {
+    Ok(StoreSecret::passphrase(ask_twice(what)?.as_str())?)
+}
+
+/// The new secret for `keys passphrase`.
+fn new_secret(file: Option<PathBuf>) -> Result<NewSecret> {
+    let wrap = |s: String| Some(SecretText(Zeroizing::new(s)));
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        return Ok(NewSecret { passphrase: wrap(text.trim_end_matches(['\r', '\n']).to_owned()), raw_key: None });
+    }
+    match (env("HOLDFAST_NEW_PASSPHRASE"), env("HOLDFAST_NEW_KEY")) {
+        (Some(_), Some(_)) => Err("both HOLDFAST_NEW_PASSPHRASE and HOLDFAST_NEW_KEY are set; give one".into()),
+        (Some(p), None) => Ok(NewSecret { passphrase: wrap(p), raw_key: None }),
+        (None, Some(k)) => Ok(NewSecret { passphrase: None, raw_key: wrap(k) }),
+        (None, None) if std::io::stdin().is_terminal() => {
+            Ok(NewSecret { passphrase: wrap(ask_twice("store")?.to_string()), raw_key: None })
+        }
+        (None, None) => {
+            Err("give the new secret: --new-passphrase-file, HOLDFAST_NEW_PASSPHRASE or HOLDFAST_NEW_KEY".into())
+        }
+    }
+}
+
+/// The passphrase of an export bundle: a file, HOLDFAST_BUNDLE_PASSPHRASE, or a terminal prompt
+/// (asked twice when creating a bundle).
+fn bundle_passphrase(file: Option<PathBuf>, creating: bool) -> Result<SecretText> {
+    let text = match (file, env("HOLDFAST_BUNDLE_PASSPHRASE")) {
+        (Some(path), _) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_owned(),
+        (None, Some(p)) => p,
+        (None, None) if std::io::stdin().is_terminal() => {
+            if creating {
+                ask_twice("bundle")?.to_string()
+            } else {
+                rpassword::prompt_password("Bundle passphrase: ")?
+            }
+        }
+        (None, None) => {
+            return Err("give the bundle passphrase: --bundle-passphrase-file or HOLDFAST_BUNDLE_PASSPHRASE".into());
+        }
+    };
+    if text.is_empty() {
+        return Err("the bundle passphrase is empty".into());
+    }
+    Ok(SecretText(Zeroizing::new(text)))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

@@ -33,7 +33,10 @@ use tokio::net::TcpListener;
 pub use errors::ApiError;
 pub use request::Endpoint;
 
+use zeroize::Zeroizing;
+
 use crate::address::{Address, Addresser};
+use crate::admin::Admin;
 use crate::config::{Config, ConfigSource};
 use crate::metrics::Metrics;
 use crate::normalize::Dialect;
@@ -51,6 +54,10 @@ pub struct AppInner {
     /// Computed once: the address key does not change while serving.
     pub addresser: Addresser,
     pub breakers: Breakers,
+    /// Admin commands over the store (`/admin/v1/execute`); `None` when the admin API is off.
+    pub admin: Option<Arc<Admin>>,
+    /// `HOLDFAST_ADMIN_TOKEN`; without it the admin API is off.
+    pub admin_token: Option<Zeroizing<String>>,
 }
 
 #[derive(Clone)]
@@ -65,6 +72,17 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: Config, store: Arc<Store>, upstreams: Upstreams) -> Self {
+        Self::with_admin(config, store, upstreams, None, None)
+    }
+
+    /// As `new`, with the admin API on when both `admin` and `token` are given.
+    pub fn with_admin(
+        config: Config,
+        store: Arc<Store>,
+        upstreams: Upstreams,
+        admin: Option<Arc<Admin>>,
+        admin_token: Option<Zeroizing<String>>,
+    ) -> Self {
         let addresser = store.addresser();
         Self(Arc::new(AppInner {
             config,
@@ -73,6 +91,8 @@ impl AppState {
             metrics: Metrics::default(),
             addresser,
             breakers: Breakers::default(),
+            admin,
+            admin_token,
         }))
     }
 }
@@ -94,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/health", get(health))
+        .route("/admin/v1/execute", post(crate::admin::api::execute))
         .fallback(unsupported)
         .with_state(state)
 }
@@ -104,7 +125,9 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    // Peer addresses feed the admin API's access trail.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -193,7 +216,20 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     if config.store.retention.is_some() {
         spawn_purger(store.clone());
     }
-    let state = AppState::new(config, store.clone(), upstreams);
+    let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).map(Zeroizing::new);
+    let admin = match &admin_token {
+        Some(_) => {
+            tracing::info!("admin API on: `holdfast --server http://{local} …` with HOLDFAST_ADMIN_TOKEN");
+            Some(Arc::new(
+                Admin::open(store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?,
+            ))
+        }
+        None => {
+            tracing::info!("admin API off (set HOLDFAST_ADMIN_TOKEN to run admin commands against this server)");
+            None
+        }
+    };
+    let state = AppState::with_admin(config, store.clone(), upstreams, admin, admin_token);
     run(listener, state, shutdown_signal()).await?;
     tracing::info!("shut down; flushing the store");
     store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;

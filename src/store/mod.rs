@@ -7,6 +7,7 @@
 
 mod backend;
 mod layout;
+mod migrate;
 mod sled_backend;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
 pub use layout::FORMAT_VERSION;
+pub use migrate::{MigrationReport, migrate};
 pub use sled_backend::SledBackend;
 
 use crate::address::{Address, Addresser, Namespace};
@@ -102,6 +104,8 @@ pub enum StoreError {
     Encode(CodecError),
     #[error(transparent)]
     Keyring(#[from] KeyringError),
+    #[error("key {id} still seals {records} records; re-encrypt them first (`holdfast keys rotate --reencrypt`)")]
+    KeyInUse { id: u32, records: u64 },
 }
 
 /// A record together with its bookkeeping.
@@ -309,21 +313,32 @@ impl Store {
 
     /// Seals and stores `record` at `address`, replacing any earlier entry there.
     pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
-        let plaintext = zeroize::Zeroizing::new(codec::encode(record).map_err(StoreError::Encode)?);
-        let (keys, key_id) = self.keyring.key_for_seal()?;
-        let key = keys.data_key(key_id).ok_or(KeyringError::UnknownKey(key_id))?;
-        let sealed = crypto::seal(key, address, &plaintext);
         let now = now_ms();
+        self.put_as_of(address, record, now, now, 0)
+    }
+
+    /// As `put`, keeping bookkeeping from elsewhere (an imported entry keeps its history).
+    pub fn put_as_of(
+        &self,
+        address: &Address,
+        record: &Record,
+        created_ms: u64,
+        last_served_ms: u64,
+        times_served: u64,
+    ) -> Result<(), StoreError> {
+        let (sealed, key_id) = self.seal(address, record)?;
         let meta = EntryMeta {
-            created_ms: now,
-            last_served_ms: now,
-            times_served: 0,
+            created_ms,
+            last_served_ms,
+            times_served,
             size: sealed.len() as u64,
             key_id,
-            expires_ms: self.options.retention.map_or(0, |r| now + r.as_millis() as u64),
+            expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
         };
-        let previous = self.backend.get_meta(address.as_bytes())?.and_then(|m| codec::decode::<EntryMeta>(&m).ok());
-        self.backend.put_entry(address.as_bytes(), &codec::encode(&meta).map_err(StoreError::Encode)?, &sealed)?;
+        let previous = self
+            .backend
+            .put_entry(address.as_bytes(), &codec::encode(&meta).map_err(StoreError::Encode)?, &sealed)?
+            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
         match previous {
             Some(old) => {
                 self.bytes.fetch_sub(old.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -337,6 +352,49 @@ impl Store {
             self.evict_to_budget()?;
         }
         Ok(())
+    }
+
+    fn seal(&self, address: &Address, record: &Record) -> Result<(Vec<u8>, u32), StoreError> {
+        let plaintext = zeroize::Zeroizing::new(codec::encode(record).map_err(StoreError::Encode)?);
+        let (keys, key_id) = self.keyring.key_for_seal()?;
+        let key = keys.data_key(key_id).ok_or(KeyringError::UnknownKey(key_id))?;
+        Ok((crypto::seal(key, address, &plaintext), key_id))
+    }
+
+    /// Re-seals the entry at `address` under the active data key if it is sealed under another.
+    /// Compare-and-swap: if the entry changed meanwhile (a fresh answer was stored), the fresh
+    /// one wins and nothing is written. Returns whether it re-sealed.
+    pub fn reseal(&self, address: &Address) -> Result<bool, StoreError> {
+        let Some(old_value) = self.backend.get_value(address.as_bytes())? else { return Ok(false) };
+        let Some(old_meta) = self.backend.get_meta(address.as_bytes())? else { return Ok(false) };
+        let meta: EntryMeta = self.decode_meta(address, &old_meta)?;
+        let active = self.keyring.snapshot().active_id();
+        if crypto::envelope_key_id(&old_value).ok() == Some(active) {
+            return Ok(false);
+        }
+        let record = self.open_value(address, &mut old_value.clone())?;
+        let (sealed, key_id) = self.seal(address, &record)?;
+        let new_meta = EntryMeta { size: sealed.len() as u64, key_id, ..meta };
+        let encoded = codec::encode(&new_meta).map_err(StoreError::Encode)?;
+        let replaced = self.backend.replace_entry(address.as_bytes(), &old_value, &encoded, &sealed)?;
+        if replaced {
+            let delta = new_meta.size as i64 - meta.size as i64;
+            if delta >= 0 {
+                self.bytes.fetch_add(delta as u64, Ordering::Relaxed);
+            } else {
+                self.bytes.fetch_sub((-delta as u64).min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
+            }
+        }
+        Ok(replaced)
+    }
+
+    /// Destroys data key `id` once no entry is sealed under it.
+    pub fn retire_key(&self, id: u32) -> Result<(), StoreError> {
+        let records = self.count_by_key()?.get(&id).copied().unwrap_or(0);
+        if records > 0 {
+            return Err(StoreError::KeyInUse { id, records });
+        }
+        Ok(self.keyring.retire(id)?)
     }
 
     /// Deletes the entry at `address`. Returns whether there was one.
@@ -420,6 +478,21 @@ impl Store {
         let mut counts = BTreeMap::new();
         self.for_each_meta(|_, m| *counts.entry(m.key_id).or_insert(0) += 1)?;
         Ok(counts)
+    }
+
+    /// A store-wide setting (e.g. the marker of an unfinished re-encryption).
+    pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.backend.get_setting(name)?)
+    }
+
+    pub fn set_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.backend.put_setting(name, value)?;
+        Ok(self.backend.flush()?)
+    }
+
+    pub fn clear_setting(&self, name: &str) -> Result<(), StoreError> {
+        self.backend.put_setting(name, &[])?;
+        Ok(self.backend.flush()?)
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -1,0 +1,612 @@
+//! Operator commands — keys, audit, cache maintenance — as one library entry point shared by
+//! the CLI (opening the store directly) and the server's admin API (while it serves).
+//!
+//! Each command is an [`AdminRequest`]; [`Admin::execute`] runs it against the store, reports
+//! progress for long jobs, and appends an entry to the access trail for every command that
+//! decrypts or changes stored data. Results are JSON so both paths render them the same way.
+//!
+//! - `api`: the server's `/admin/v1/execute` endpoint (bearer token, NDJSON progress).
+//! - `client`: the CLI's side of that endpoint (`--server`).
+//! - `render`: human-readable tables for results.
+
+pub mod api;
+pub mod client;
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::address::{Address, Namespace};
+use crate::audit::{self, AuditFilter, trail};
+use crate::bundle::{BundleReader, BundleWriter};
+use crate::codec;
+use crate::keyring::KdfParams;
+use crate::record::{EntryMeta, Record};
+use crate::secret::{SecretKey, StoreSecret};
+use crate::store::{Store, StoreError, now_ms};
+
+/// Who ran a command, as the access trail records it.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl Actor {
+    /// The local user and host (`cli:alice@db-3`).
+    pub fn local() -> Self {
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "unknown-host".into());
+        Self(format!("cli:{user}@{host}"))
+    }
+
+    /// An admin API caller, identified by a hash prefix of its token (never the token).
+    pub fn token(token: &str, peer: &str) -> Self {
+        let id = blake3::hash(token.as_bytes()).to_hex();
+        Self(format!("admin-token:{} from {peer}", &id[..8]))
+    }
+}
+
+/// A passphrase or key passed to a command; never printed.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub Zeroizing<String>);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// A new store secret: exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSecret {
+    pub passphrase: Option<SecretText>,
+    pub raw_key: Option<SecretText>,
+}
+
+/// Which entries `cache purge` deletes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PurgeSelector {
+    pub older_than_ms: Option<u64>,
+    pub model: Option<String>,
+    pub address: Option<String>,
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    KeysList,
+    KeysRotate {
+        reencrypt: bool,
+    },
+    KeysRetire {
+        id: u32,
+    },
+    KeysPassphrase {
+        secret: NewSecret,
+    },
+    AuditList {
+        filter: AuditFilter,
+    },
+    AuditShow {
+        address: String,
+    },
+    AuditSearch {
+        text: String,
+    },
+    /// Writes JSON Lines to the output file.
+    AuditExport,
+    AuditTrail {
+        verify: bool,
+    },
+    CacheStats,
+    CachePurge {
+        selector: PurgeSelector,
+    },
+    CacheVerify,
+    /// Writes an encrypted bundle to the output file.
+    CacheExport {
+        passphrase: SecretText,
+    },
+    /// Reads an encrypted bundle from the input file.
+    CacheImport {
+        passphrase: SecretText,
+    },
+}
+
+impl AdminRequest {
+    /// The command line an operator would type, for the trail (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::KeysList => "keys list".into(),
+            Self::KeysRotate { reencrypt } => format!("keys rotate{}", if *reencrypt { " --reencrypt" } else { "" }),
+            Self::KeysRetire { id } => format!("keys retire {id}"),
+            Self::KeysPassphrase { secret } => {
+                format!("keys passphrase ({})", if secret.raw_key.is_some() { "to raw key" } else { "to passphrase" })
+            }
+            Self::AuditList { .. } => "audit list".into(),
+            Self::AuditShow { address } => format!("audit show {address}"),
+            Self::AuditSearch { .. } => "audit search (text not recorded)".into(),
+            Self::AuditExport => "audit export".into(),
+            Self::AuditTrail { verify } => format!("audit trail{}", if *verify { " --verify" } else { "" }),
+            Self::CacheStats => "cache stats".into(),
+            Self::CachePurge { selector } => format!("cache purge {}", describe_selector(selector)),
+            Self::CacheVerify => "cache verify".into(),
+            Self::CacheExport { .. } => "cache export".into(),
+            Self::CacheImport { .. } => "cache import".into(),
+        }
+    }
+
+    /// Commands that only read bookkeeping or the trail itself are not trail events.
+    fn is_trailed(&self) -> bool {
+        !matches!(self, Self::KeysList | Self::AuditTrail { .. })
+    }
+
+    pub fn writes_output(&self) -> bool {
+        matches!(self, Self::AuditExport | Self::CacheExport { .. })
+    }
+
+    pub fn reads_input(&self) -> bool {
+        matches!(self, Self::CacheImport { .. })
+    }
+}
+
+fn describe_selector(s: &PurgeSelector) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = s.older_than_ms {
+        parts.push(format!("--older-than {}s", ms / 1000));
+    }
+    if let Some(m) = &s.model {
+        parts.push(format!("--model {m}"));
+    }
+    if let Some(a) = &s.address {
+        parts.push(format!("--address {a}"));
+    }
+    if s.all {
+        parts.push("--all".into());
+    }
+    parts.join(" ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("access trail: {0}")]
+    Trail(#[from] trail::TrailError),
+    #[error("bundle: {0}")]
+    Bundle(#[from] crate::bundle::BundleError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} needs {which} (give --out FILE / the bundle file)")]
+    MissingFile { what: &'static str, which: &'static str },
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Reports progress of long jobs: (done, total).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// The result of a command, plus whether a verification it ran failed (exit code 3).
+pub struct Outcome {
+    pub result: Value,
+    pub verification_failed: bool,
+}
+
+impl From<Value> for Outcome {
+    fn from(result: Value) -> Self {
+        Self { result, verification_failed: false }
+    }
+}
+
+/// The store and its access trail.
+pub struct Admin {
+    pub store: Arc<Store>,
+    trail: trail::Trail,
+    trail_path: PathBuf,
+}
+
+/// Setting marking an unfinished `keys rotate --reencrypt`: the key being re-encrypted to.
+const REENCRYPT_SETTING: &str = "reencrypt_to";
+
+impl Admin {
+    pub fn open(store: Arc<Store>) -> Result<Self, AdminError> {
+        let trail_path = store.path().join("trail.jsonl");
+        let trail = trail::Trail::open(&trail_path, store.keyring().snapshot().trail_key())?;
+        Ok(Self { store, trail, trail_path })
+    }
+
+    /// Runs one command. `output`/`input` are the files export writes and import reads.
+    pub fn execute(
+        &self,
+        request: &AdminRequest,
+        actor: &Actor,
+        progress: Progress<'_>,
+        output: Option<&Path>,
+        input: Option<&Path>,
+    ) -> Result<Outcome, AdminError> {
+        let mut touched: Vec<String> = Vec::new();
+        let result = self.run(request, progress, output, input, &mut touched);
+        if request.is_trailed() {
+            let (count, outcome) = match &result {
+                Ok(o) => {
+                    (o.result.get("count").and_then(Value::as_u64).unwrap_or(touched.len() as u64), "ok".to_owned())
+                }
+                Err(e) => (0, format!("error: {}", e.to_string().chars().take(200).collect::<String>())),
+            };
+            touched.truncate(100);
+            self.trail.append(&actor.0, &request.describe(), &touched, count, &outcome)?;
+        }
+        result
+    }
+
+    fn run(
+        &self,
+        request: &AdminRequest,
+        progress: Progress<'_>,
+        output: Option<&Path>,
+        input: Option<&Path>,
+        touched: &mut Vec<String>,
+    ) -> Result<Outcome, AdminError> {
+        let store = &self.store;
+        Ok(match request {
+            AdminRequest::KeysList => self.keys_list()?.into(),
+            AdminRequest::KeysRotate { reencrypt } => self.keys_rotate(*reencrypt, progress)?.into(),
+            AdminRequest::KeysRetire { id } => {
+                store.retire_key(*id)?;
+                json!({"retired": id, "count": 0}).into()
+            }
+            AdminRequest::KeysPassphrase { secret } => {
+                let secret = match (&secret.passphrase, &secret.raw_key) {
+                    (Some(p), None) => StoreSecret::passphrase(p.0.as_str()),
+                    (None, Some(k)) => StoreSecret::raw_key_base64(&k.0),
+                    _ => return Err(AdminError::Invalid("give exactly one of a passphrase or a raw key".into())),
+                }
+                .map_err(|e| AdminError::Invalid(e.to_string()))?;
+                let kind = if matches!(secret, StoreSecret::RawKey(_)) { "raw key" } else { "passphrase" };
+                store.keyring().change_secret(&secret, KdfParams::default()).map_err(StoreError::from)?;
+                json!({"rewrapped": true, "now_unlocked_by": kind, "count": 0}).into()
+            }
+            AdminRequest::AuditList { filter } => {
+                let rows = audit::list(store, filter)?;
+                touched.extend(rows.iter().map(|r| r.address.clone()));
+                json!({"entries": rows, "count": rows.len()}).into()
+            }
+            AdminRequest::AuditShow { address } => {
+                let parsed: Address = address
+                    .parse()
+                    .map_err(|e: crate::address::ParseAddressError| AdminError::Invalid(e.to_string()))?;
+                touched.push(parsed.to_hex());
+                let entry = store.get(&parsed)?.ok_or_else(|| {
+                    AdminError::Invalid(format!("no entry at {address}; `holdfast audit list` shows addresses"))
+                })?;
+                let mut detail = audit::detail(&parsed, &entry);
+                detail["count"] = json!(1);
+                detail.into()
+            }
+            AdminRequest::AuditSearch { text } => {
+                let rows = audit::search(store, text)?;
+                touched.extend(rows.iter().map(|r| r.address.clone()));
+                json!({"entries": rows, "count": rows.len()}).into()
+            }
+            AdminRequest::AuditExport => {
+                let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
+                self.audit_export(path, progress)?.into()
+            }
+            AdminRequest::AuditTrail { verify } => {
+                let entries = trail::read(&self.trail_path)?;
+                let verification =
+                    verify.then(|| trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key()));
+                let (checked, broken) = match verification.transpose()? {
+                    Some(v) => {
+                        (true, v.first_broken.map(|b| json!({"line": b.line, "seq": b.seq, "reason": b.reason})))
+                    }
+                    None => (false, None),
+                };
+                Outcome {
+                    verification_failed: broken.is_some(),
+                    result: json!({"entries": entries, "verified": checked, "first_broken": broken, "count": entries.len()}),
+                }
+            }
+            AdminRequest::CacheStats => self.cache_stats()?.into(),
+            AdminRequest::CachePurge { selector } => self.cache_purge(selector, touched)?.into(),
+            AdminRequest::CacheVerify => {
+                let report = self.cache_verify(progress)?;
+                let failed = report["bad"].as_array().is_some_and(|b| !b.is_empty());
+                Outcome { result: report, verification_failed: failed }
+            }
+            AdminRequest::CacheExport { passphrase } => {
+                let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
+                self.cache_export(path, passphrase, progress)?.into()
+            }
+            AdminRequest::CacheImport { passphrase } => {
+                let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
+                self.cache_import(path, passphrase, progress)?.into()
+            }
+        })
+    }
+
+    fn keys_list(&self) -> Result<Value, AdminError> {
+        let counts = self.store.count_by_key()?;
+        let keys: Vec<Value> = self
+            .store
+            .keyring()
+            .snapshot()
+            .infos()
+            .into_iter()
+            .map(|k| {
+                json!({
+                    "id": k.id,
+                    "created_ms": k.created_ms,
+                    "status": if k.active { "active" } else { "retired" },
+                    "records": counts.get(&k.id).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        Ok(json!({"keys": keys}))
+    }
+
+    /// Rotates (unless an interrupted re-encryption is being resumed) and, with `reencrypt`,
+    /// re-seals every entry not under the active key. Resumable: the work left is exactly the
+    /// entries under other keys, and a marker remembers the target key across a kill.
+    fn keys_rotate(&self, reencrypt: bool, progress: Progress<'_>) -> Result<Value, AdminError> {
+        let keyring = self.store.keyring();
+        let pending = self
+            .store
+            .setting(REENCRYPT_SETTING)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map(u32::from_be_bytes);
+        let active = keyring.snapshot().active_id();
+        let (key, resumed) = match pending {
+            Some(target) if reencrypt && target == active => (target, true),
+            _ => (keyring.rotate().map_err(StoreError::from)?, false),
+        };
+        if !reencrypt {
+            return Ok(json!({"active": key, "resumed": false, "resealed": 0, "count": 0}));
+        }
+        self.store.set_setting(REENCRYPT_SETTING, &key.to_be_bytes())?;
+        let mut todo = Vec::new();
+        self.store.for_each_meta(|a, m| {
+            if m.key_id != key {
+                todo.push(a);
+            }
+        })?;
+        let total = todo.len() as u64;
+        let mut resealed = 0u64;
+        for (i, address) in todo.iter().enumerate() {
+            match self.store.reseal(address) {
+                Ok(true) => resealed += 1,
+                Ok(false) => {}
+                // A tampered entry cannot be re-sealed; `cache verify` names it.
+                Err(StoreError::Tampered { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if i % 64 == 0 || i as u64 + 1 == total {
+                progress(i as u64 + 1, total);
+            }
+        }
+        self.store.flush()?;
+        self.store.clear_setting(REENCRYPT_SETTING)?;
+        Ok(json!({"active": key, "resumed": resumed, "resealed": resealed, "count": resealed}))
+    }
+
+    fn audit_export(&self, path: &Path, progress: Progress<'_>) -> Result<Value, AdminError> {
+        use std::io::Write as _;
+        let io = |source| AdminError::Io { path: path.to_owned(), source };
+        let file = create_new(path).map_err(io)?;
+        let mut out = std::io::BufWriter::new(file);
+        let mut write_error = None;
+        let count = audit::for_each_entry(&self.store, |address, entry, done, total| {
+            let line = audit::detail(address, entry).to_string();
+            if let Err(e) = writeln!(out, "{line}") {
+                write_error.get_or_insert(e);
+            }
+            if done % 256 == 0 || done == total {
+                progress(done, total);
+            }
+            Ok(())
+        })?;
+        if let Some(e) = write_error {
+            return Err(io(e));
+        }
+        out.flush().map_err(io)?;
+        out.get_ref().sync_all().map_err(io)?;
+        Ok(json!({"exported": count, "path": path, "count": count}))
+    }
+
+    fn cache_stats(&self) -> Result<Value, AdminError> {
+        let stats = self.store.stats();
+        let mut by_provider: BTreeMap<String, u64> = BTreeMap::new();
+        let mut by_model: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut served, mut oldest, mut newest) = (0u64, u64::MAX, 0u64);
+        let count = audit::for_each_entry(&self.store, |_, entry, _, _| {
+            *by_provider.entry(entry.record.provider.clone()).or_default() += 1;
+            *by_model.entry(entry.record.model.clone()).or_default() += 1;
+            served += entry.meta.times_served;
+            oldest = oldest.min(entry.meta.created_ms);
+            newest = newest.max(entry.meta.created_ms);
+            Ok(())
+        })?;
+        Ok(json!({
+            "entries": stats.entries,
+            "readable": count,
+            "bytes": stats.bytes,
+            "disk_bytes": stats.disk_bytes,
+            "times_served": served,
+            "oldest_ms": (count > 0).then_some(oldest),
+            "newest_ms": (count > 0).then_some(newest),
+            "by_provider": by_provider,
+            "by_model": by_model,
+            "count": count,
+        }))
+    }
+
+    fn cache_purge(&self, selector: &PurgeSelector, touched: &mut Vec<String>) -> Result<Value, AdminError> {
+        if selector.older_than_ms.is_none() && selector.model.is_none() && selector.address.is_none() && !selector.all {
+            return Err(AdminError::Invalid("say what to purge: --older-than, --model, --address or --all".into()));
+        }
+        let now = now_ms();
+        let mut doomed: Vec<Address> = Vec::new();
+        if let Some(a) = &selector.address {
+            doomed.push(a.parse().map_err(|e: crate::address::ParseAddressError| AdminError::Invalid(e.to_string()))?);
+        } else {
+            let mut metas: Vec<(Address, EntryMeta)> = Vec::new();
+            self.store.for_each_meta(|a, m| metas.push((a, m)))?;
+            for (address, meta) in metas {
+                let old_enough = selector.older_than_ms.is_none_or(|age| now.saturating_sub(meta.created_ms) >= age);
+                if !old_enough {
+                    continue;
+                }
+                if let Some(pattern) = &selector.model {
+                    // The model is inside the sealed record: this purge decrypts to decide.
+                    match self.store.get(&address) {
+                        Ok(Some(e)) if crate::config::glob_match(pattern, &e.record.model) => {}
+                        _ => continue,
+                    }
+                }
+                doomed.push(address);
+            }
+        }
+        let mut removed = 0u64;
+        for address in doomed {
+            if self.store.delete(&address)? {
+                removed += 1;
+                touched.push(address.to_hex());
+            }
+        }
+        self.store.flush()?;
+        Ok(json!({"purged": removed, "count": removed}))
+    }
+
+    fn cache_verify(&self, progress: Progress<'_>) -> Result<Value, AdminError> {
+        let mut metas = Vec::new();
+        self.store.for_each_meta(|a, _| metas.push(a))?;
+        let total = metas.len() as u64;
+        let mut bad = Vec::new();
+        for (i, address) in metas.iter().enumerate() {
+            match self.store.get(address) {
+                Ok(_) => {}
+                Err(StoreError::Tampered { reason, .. }) => {
+                    bad.push(json!({"address": address.to_hex(), "reason": reason}))
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if i % 256 == 0 || i as u64 + 1 == total {
+                progress(i as u64 + 1, total);
+            }
+        }
+        Ok(json!({"checked": total, "bad": bad, "count": total}))
+    }
+
+    fn cache_export(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {
+        let mut writer = BundleWriter::create(path, passphrase.0.as_bytes())?;
+        let header = BundleHeader {
+            format: 1,
+            exported_ms: now_ms(),
+            namespace_key: *self.store.keyring().snapshot().namespace_key().expose(),
+        };
+        writer.append(&zeroize::Zeroizing::new(codec::encode(&header).map_err(StoreError::Encode)?))?;
+        let mut bundle_error = None;
+        let count = audit::for_each_entry(&self.store, |_, entry, done, total| {
+            let item = BundleItem { record: entry.record.clone(), meta: entry.meta };
+            match codec::encode(&item) {
+                Ok(bytes) => {
+                    if let Err(e) = writer.append(&zeroize::Zeroizing::new(bytes)) {
+                        bundle_error.get_or_insert(e);
+                    }
+                }
+                Err(e) => return Err(StoreError::Encode(e)),
+            }
+            if done % 256 == 0 || done == total {
+                progress(done, total);
+            }
+            Ok(())
+        })?;
+        if let Some(e) = bundle_error {
+            return Err(e.into());
+        }
+        writer.finish()?;
+        Ok(json!({"exported": count, "path": path, "count": count}))
+    }
+
+    /// Re-seals every bundled entry under this store's keys and re-addresses it under this
+    /// store's address key. Tenant entries need the source's namespace key: an empty store
+    /// adopts it; a store that already has entries keeps its own and skips them (their tenants
+    /// could not find them here).
+    fn cache_import(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {
+        let mut reader = BundleReader::open(path, passphrase.0.as_bytes())?;
+        let header: BundleHeader = match reader.next_frame()? {
+            Some(frame) => codec::decode(&zeroize::Zeroizing::new(frame))
+                .map_err(|e| AdminError::Invalid(format!("bundle header does not decode: {e}")))?,
+            None => return Err(AdminError::Invalid("bundle is empty".into())),
+        };
+        let theirs = SecretKey::from_bytes(header.namespace_key);
+        let same_tenants = self.store.keyring().snapshot().namespace_key() == &theirs;
+        let adopted = !same_tenants && self.store.stats().entries == 0;
+        if adopted {
+            self.store.keyring().adopt_namespace_key(&theirs).map_err(StoreError::from)?;
+        }
+        let tenants_ok = same_tenants || adopted;
+        let addresser = self.store.addresser();
+        let (mut imported, mut skipped) = (0u64, 0u64);
+        while let Some(frame) = reader.next_frame()? {
+            let item: BundleItem = codec::decode(&zeroize::Zeroizing::new(frame))
+                .map_err(|e| AdminError::Invalid(format!("bundle entry does not decode: {e}")))?;
+            if item.record.namespace.is_some() && !tenants_ok {
+                skipped += 1;
+                continue;
+            }
+            let address = addresser.address(&Namespace::from_hash(item.record.namespace), &item.record.request);
+            self.store.put_as_of(
+                &address,
+                &item.record,
+                item.meta.created_ms,
+                item.meta.last_served_ms,
+                item.meta.times_served,
+            )?;
+            imported += 1;
+            if imported % 256 == 0 {
+                progress(imported, 0);
+            }
+        }
+        self.store.flush()?;
+        Ok(json!({
+            "imported": imported,
+            "skipped_tenant_entries": skipped,
+            "adopted_tenant_key": adopted,
+            "count": imported,
+        }))
+    }
+}
+
+/// The first frame of an export bundle.
+#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct BundleHeader {
+    format: u32,
+    exported_ms: u64,
+    namespace_key: [u8; 32],
+}
+
+/// Every later frame: one entry, decrypted (the bundle's own encryption protects it).
+#[derive(Serialize, Deserialize)]
+struct BundleItem {
+    record: Record,
+    meta: EntryMeta,
+}
+
+/// Creates `path`, refusing to overwrite (an export must never clobber a file), mode 0600.
+pub fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
