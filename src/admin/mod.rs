@@ -210,7 +210,9 @@ impl From<Value> for Outcome {
 /// The store and its access trail.
 pub struct Admin {
     pub store: Arc<Store>,
-    trail: trail::Trail,
+    /// Opened on the first command that appends to it: `Trail::open` refuses a damaged trail,
+    /// and that must not lock operators out of `audit trail --verify`, which shows the damage.
+    trail: std::sync::Mutex<Option<trail::Trail>>,
     trail_path: PathBuf,
 }
 
@@ -220,8 +222,30 @@ const REENCRYPT_SETTING: &str = "reencrypt_to";
 impl Admin {
     pub fn open(store: Arc<Store>) -> Result<Self, AdminError> {
         let trail_path = store.path().join("trail.jsonl");
-        let trail = trail::Trail::open(&trail_path, store.keyring().snapshot().trail_key())?;
-        Ok(Self { store, trail, trail_path })
+        Ok(Self { store, trail: std::sync::Mutex::new(None), trail_path })
+    }
+
+    /// Appends to the trail, opening it first if needed; logs a repair it had to make.
+    fn append_trail(
+        &self,
+        actor: &Actor,
+        command: &str,
+        touched: &[String],
+        count: u64,
+        outcome: &str,
+    ) -> Result<(), AdminError> {
+        let mut guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let opened = trail::Trail::open(&self.trail_path, self.store.keyring().snapshot().trail_key())?;
+            if let Some(recovery) = opened.recovery() {
+                tracing::warn!(%recovery, "access trail repaired on open");
+            }
+            *guard = Some(opened);
+        }
+        if let Some(trail) = guard.as_ref() {
+            trail.append(&actor.0, command, touched, count, outcome)?;
+        }
+        Ok(())
     }
 
     /// Runs one command. `output`/`input` are the files export writes and import reads.
@@ -242,8 +266,8 @@ impl Admin {
                 }
                 Err(e) => (0, format!("error: {}", e.to_string().chars().take(200).collect::<String>())),
             };
-            touched.truncate(100);
-            self.trail.append(&actor.0, &request.describe(), &touched, count, &outcome)?;
+            touched.truncate(trail::MAX_LISTED_ADDRESSES);
+            self.append_trail(actor, &request.describe(), &touched, count, &outcome)?;
         }
         result
     }
@@ -299,21 +323,32 @@ impl Admin {
             }
             AdminRequest::AuditExport => {
                 let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
-                self.audit_export(path, progress)?.into()
+                remove_on_error(path, self.audit_export(path, progress))?.into()
             }
             AdminRequest::AuditTrail { verify } => {
-                let entries = trail::read(&self.trail_path)?;
-                let verification =
-                    verify.then(|| trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key()));
-                let (checked, broken) = match verification.transpose()? {
-                    Some(v) => {
-                        (true, v.first_broken.map(|b| json!({"line": b.line, "seq": b.seq, "reason": b.reason})))
-                    }
-                    None => (false, None),
+                // Verify first: a damaged line must not stop the check that names it.
+                let verification = if *verify {
+                    Some(trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key())?)
+                } else {
+                    None
+                };
+                let broken = verification.as_ref().and_then(|v| v.first_broken.as_ref()).map(
+                    |b| json!({"line": b.line, "seq": b.seq, "kind": format!("{:?}", b.kind), "reason": b.reason}),
+                );
+                let (entries, unreadable) = match trail::read(&self.trail_path) {
+                    Ok(entries) => (entries, None),
+                    Err(e) if broken.is_some() => (Vec::new(), Some(e.to_string())),
+                    Err(e) => return Err(e.into()),
                 };
                 Outcome {
                     verification_failed: broken.is_some(),
-                    result: json!({"entries": entries, "verified": checked, "first_broken": broken, "count": entries.len()}),
+                    result: json!({
+                        "entries": entries,
+                        "verified": verification.is_some(),
+                        "first_broken": broken,
+                        "unreadable": unreadable,
+                        "count": entries.len(),
+                    }),
                 }
             }
             AdminRequest::CacheStats => self.cache_stats()?.into(),
@@ -325,7 +360,10 @@ impl Admin {
             }
             AdminRequest::CacheExport { passphrase } => {
                 let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
-                self.cache_export(path, passphrase, progress)?.into()
+                let existed = path.exists();
+                let result = self.cache_export(path, passphrase, progress);
+                // The writer refuses an existing file; only a file it created is ours to remove.
+                if existed { result? } else { remove_on_error(path, result)? }.into()
             }
             AdminRequest::CacheImport { passphrase } => {
                 let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
@@ -557,7 +595,12 @@ impl Admin {
         let tenants_ok = same_tenants || adopted;
         let addresser = self.store.addresser();
         let (mut imported, mut skipped) = (0u64, 0u64);
-        while let Some(frame) = reader.next_frame()? {
+        // Each frame is authentic on its own, so entries before a damaged frame are kept; the
+        // error says how many, so the operator knows what the store now holds.
+        let partial = |imported: u64, e: crate::bundle::BundleError| {
+            AdminError::Invalid(format!("{e}; {imported} entries were imported before the bundle turned out damaged"))
+        };
+        while let Some(frame) = reader.next_frame().map_err(|e| partial(imported, e))? {
             let item: BundleItem = codec::decode(&zeroize::Zeroizing::new(frame))
                 .map_err(|e| AdminError::Invalid(format!("bundle entry does not decode: {e}")))?;
             if item.record.namespace.is_some() && !tenants_ok {
@@ -600,6 +643,14 @@ struct BundleHeader {
 struct BundleItem {
     record: Record,
     meta: EntryMeta,
+}
+
+/// Removes a half-written export so a retry can use the same path.
+fn remove_on_error(path: &Path, result: Result<Value, AdminError>) -> Result<Value, AdminError> {
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }
 
 /// Creates `path`, refusing to overwrite (an export must never clobber a file), mode 0600.

@@ -98,13 +98,13 @@ pub enum TrailError {
     #[error("cannot {action} audit trail file {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
     #[error(
-        "line {line} of audit trail {path} is not a trail entry ({reason}); run `holdfast audit verify` to see \
-         whether the trail was damaged or tampered with"
+        "line {line} of audit trail {path} is not a trail entry ({reason}); run `holdfast audit trail --verify` to \
+         see whether the trail was damaged or tampered with"
     )]
     Unreadable { path: PathBuf, line: u64, reason: String },
     #[error(
         "audit trail {path} does not match its head file: {reason}. Nothing was appended. Run `holdfast audit \
-         verify` to see what changed; keep both files as evidence and move them aside to start a new trail"
+         trail --verify` to see what changed; keep both files as evidence and move them aside to start a new trail"
     )]
     Inconsistent { path: PathBuf, reason: String },
     #[error(
@@ -119,7 +119,7 @@ pub enum TrailError {
     Damaged { path: PathBuf },
 }
 
-fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> TrailError + 'a {
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TrailError {
     move |source| TrailError::Io { action, path: path.to_owned(), source }
 }
 
@@ -238,7 +238,7 @@ impl Trail {
             len = from;
         }
 
-        let state = ChainState { file, next_seq: last_seq + 1, last_link, len, damaged: false };
+        let state = ChainState { file, next_seq: last_seq.saturating_add(1), last_link, len, damaged: false };
         let recovery = (recovery != Recovery::default()).then_some(recovery);
         Ok(Self { path: path.to_owned(), head, key, state: Mutex::new(state), recovery })
     }
@@ -588,8 +588,10 @@ impl ChainCheck<'_> {
             return broken(next_line, Some(last_seq + 1), BreakKind::Truncated, reason);
         }
         if head.seq == last_seq && n > 0 {
-            let reason =
-                format!("entry {last_seq} (line {last_line}) was altered: it does not match the head file's hash");
+            let reason = format!(
+                "entry {last_seq} (line {last_line}) was altered, or the head file was replaced: the entry does not \
+                 match the head file's hash"
+            );
             return broken(last_line, Some(last_seq), BreakKind::Altered, reason);
         }
         let reason = format!(
@@ -828,7 +830,7 @@ mod tests {
         let trail = Trail::open(&path, key(7)).unwrap();
         let many: Vec<String> = (0..250).map(addr).collect();
         let entry = trail.append("cli:a@h", "cache export", &many, 250, "ok").unwrap();
-        assert_eq!(entry.addresses, many[..MAX_LISTED_ADDRESSES]);
+        assert_eq!(entry.addresses.as_slice(), &many[..MAX_LISTED_ADDRESSES]);
         assert_eq!(entry.count, 250);
     }
 
@@ -836,7 +838,8 @@ mod tests {
     fn editing_any_field_of_any_entry_is_the_first_broken_link() {
         let (_dir, path) = trail_with(5);
         let original = lines_of(&path);
-        let edits: [(&str, fn(&mut TrailEntry)); 8] = [
+        type Edit = (&'static str, fn(&mut TrailEntry));
+        let edits: [Edit; 8] = [
             ("seq", |e| e.seq += 1),
             ("at_ms", |e| e.at_ms += 1),
             ("actor", |e| e.actor.push('x')),
@@ -964,7 +967,9 @@ mod tests {
         let last: TrailEntry = serde_json::from_str(&lines[2]).unwrap();
         fs::write(&head, format!("{{\"seq\":2,\"mac\":\"{}\"}}", last.prev)).unwrap();
         write_lines(&path, &lines[..2]);
-        assert_eq!(first_break(&path).kind, BreakKind::HeadMismatch);
+        let b = first_break(&path);
+        assert_eq!((b.line, b.kind), (2, BreakKind::Altered), "{b:?}");
+        assert!(matches!(Trail::open(&path, key(7)), Err(TrailError::Inconsistent { .. })));
         write_lines(&path, &lines);
         fs::write(&head, saved).unwrap();
         assert!(verify(&path, &key(7)).unwrap().is_intact());
@@ -1032,7 +1037,7 @@ mod tests {
         for round in 0..3 {
             let trail = Trail::open(&path, key(7)).unwrap();
             assert!(trail.recovery().is_none());
-            // Lines of ~7 KB, so the last line straddles `TAIL_CHUNK` boundaries on reopen.
+            // Lines of ~7 KB, nearly a whole `TAIL_CHUNK` (`tail_reader_finds_the_last_line` covers longer ones).
             let entry = trail.append("cli:a@h", "cache export", &long, 1000, "ok").unwrap();
             assert_eq!(entry.seq, 3 + round);
         }

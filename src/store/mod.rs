@@ -390,6 +390,9 @@ impl Store {
 
     /// Destroys data key `id` once no entry is sealed under it.
     pub fn retire_key(&self, id: u32) -> Result<(), StoreError> {
+        if self.keyring.snapshot().active_id() == id {
+            return Err(KeyringError::ActiveKey(id).into());
+        }
         let records = self.count_by_key()?.get(&id).copied().unwrap_or(0);
         if records > 0 {
             return Err(StoreError::KeyInUse { id, records });

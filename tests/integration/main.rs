@@ -1,5 +1,6 @@
 //! Holdfast's integration tests: one binary, one module per area.
 
+mod admin;
 mod cli;
 mod common;
 mod fake_upstream;
