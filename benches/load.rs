@@ -1,0 +1,323 @@
+//! End-to-end load benchmark (issue 6): Holdfast against the bare HTTP limit of this machine.
+//!
+//! Run: `cargo bench --bench load` (env `LOAD_SECONDS`, default 5 per scenario).
+//!
+//! One process per role, all on loopback: this binary runs a lean fake upstream and the load
+//! generator (64 keep-alive HTTP/1.1 connections); the `holdfast` release binary runs as a
+//! child process. For 1 KiB and 32 KiB answers it measures, in one run:
+//! - baseline: the fake upstream hit directly (the bare HTTP limit here);
+//! - (a) a stored-answer hit in `cache-first` mode;
+//! - (b) a miss: every request new, passed through to the fake upstream and stored;
+//! - (c) serve-on-failure with the upstream refusing connections;
+//! - (d) serve-on-failure with the upstream answering 503;
+//! - (e) a streamed hit.
+//!
+//! It prints throughput and p50/p99/p99.9 latency, each as a ratio to the baseline, and the
+//! proxy's resident memory.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const CONNECTIONS: usize = 64;
+const PROMPTS: usize = 200;
+
+/// What the fake upstream does now.
+const UP: u8 = 0;
+const ERR_503: u8 = 1;
+
+struct Upstream {
+    json: Bytes,
+    sse: Bytes,
+    mode: AtomicU8,
+}
+
+/// An OpenAI-shaped answer whose body is about `size` bytes, in both forms.
+fn answers(size: usize) -> (Bytes, Bytes) {
+    let filler = "x".repeat(size.saturating_sub(260));
+    let json = serde_json::json!({"id": "chatcmpl-load", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": filler}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}});
+    let mut sse = String::new();
+    for piece in filler.as_bytes().chunks(1024) {
+        let chunk = serde_json::json!({"id": "chatcmpl-load", "object": "chat.completion.chunk", "created": 0, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": std::str::from_utf8(piece).unwrap()}, "finish_reason": null}]});
+        sse.push_str(&format!("data: {chunk}\n\n"));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    (Bytes::from(json.to_string()), Bytes::from(sse))
+}
+
+async fn upstream_handle(up: Arc<Upstream>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if up.mode.load(Ordering::Relaxed) == ERR_503 {
+        let mut r = Response::new(Full::new(Bytes::from_static(
+            b"{\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}",
+        )));
+        *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        return Ok(r);
+    }
+    let stream = body.windows(13).any(|w| w == b"\"stream\":true");
+    let (payload, ct) =
+        if stream { (up.sse.clone(), "text/event-stream") } else { (up.json.clone(), "application/json") };
+    let mut r = Response::new(Full::new(payload));
+    r.headers_mut().insert("content-type", ct.parse().unwrap());
+    Ok(r)
+}
+
+/// Serves until the returned handle is aborted (which closes the port: connections refused).
+async fn start_upstream(listener: TcpListener, up: Arc<Upstream>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let up = up.clone();
+            connections.spawn(async move {
+                let service = hyper::service::service_fn(move |req| upstream_handle(up.clone(), req));
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
+/// One scenario's requests: the path and headers, and a body for the n-th request.
+struct Load {
+    addr: SocketAddr,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
+}
+
+struct Measured {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+impl Measured {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+/// Drives `CONNECTIONS` keep-alive connections for `secs` seconds after a 1 s warm-up.
+async fn drive(load: Arc<Load>, secs: f64) -> Measured {
+    let counter = Arc::new(AtomicU64::new(0));
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let stop_at = warm_until + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (load, counter) = (load.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(100_000);
+            let mut errors = 0u64;
+            let Ok(stream) = TcpStream::connect(load.addr).await else { return (latencies, 1) };
+            let _ = stream.set_nodelay(true);
+            let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+                return (latencies, 1);
+            };
+            tokio::spawn(conn);
+            loop {
+                let now = Instant::now();
+                if now >= stop_at {
+                    break;
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let mut req = Request::post("/v1/chat/completions").header("content-type", "application/json");
+                for (k, v) in &load.headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.body(Full::new((load.body)(n))).unwrap();
+                let ok = match sender.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        resp.into_body().collect().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if now >= warm_until {
+                    if ok {
+                        latencies.push(now.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                if !ok && sender.ready().await.is_err() {
+                    break;
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct =
+        |p: f64| if all.is_empty() { f64::NAN } else { all[((all.len() - 1) as f64 * p) as usize] as f64 / 1000.0 };
+    Measured { requests: all.len() as u64, errors, seconds: secs, p50: pct(0.50), p99: pct(0.99), p999: pct(0.999) }
+}
+
+fn chat_body(prompt: &str, stream: bool) -> Bytes {
+    Bytes::from(
+        serde_json::json!({"model": "gpt-load", "stream": stream, "messages": [{"role": "user", "content": prompt}]})
+            .to_string(),
+    )
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Proxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_proxy(upstream: SocketAddr) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n[store]\npath = \"{}\"\n\
+         [[providers]]\nname = \"fake\"\napi = \"openai\"\nbase_url = \"http://{upstream}\"\nmodels = [\"*\"]\n",
+        dir.path().join("store").display()
+    );
+    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("HOLDFAST_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
+        .env_remove("HOLDFAST_PASSPHRASE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start holdfast");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // From here the Proxy owns the child, and its Drop kills and waits for it.
+    let proxy = Proxy { child, addr, _dir: dir };
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return proxy;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("holdfast did not start listening");
+}
+
+async fn record(proxy: SocketAddr, prompts: &[String], stream: bool) {
+    let client = reqwest::Client::new();
+    for p in prompts {
+        let r = client
+            .post(format!("http://{proxy}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat_body(p, stream))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+    }
+}
+
+fn row(name: &str, m: &Measured, base: &Measured) -> String {
+    format!(
+        "| {name} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} | +{:.3} | {} |",
+        m.rps(),
+        m.rps() / base.rps(),
+        m.p50,
+        m.p99,
+        m.p999,
+        m.p50 - base.p50,
+        m.errors
+    )
+}
+
+fn main() {
+    let secs: f64 = std::env::var("LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async move {
+        println!(
+            "load: {CONNECTIONS} connections, {secs} s per scenario after 1 s warm-up, {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        for size in [1024usize, 32 * 1024] {
+            let (json, sse) = answers(size);
+            let up = Arc::new(Upstream { json, sse, mode: AtomicU8::new(UP) });
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let up_addr = listener.local_addr().unwrap();
+            let server = start_upstream(listener, up.clone()).await;
+            let proxy = start_proxy(up_addr).await;
+            let prompts: Arc<Vec<String>> = Arc::new((0..PROMPTS).map(|i| format!("load prompt {i}")).collect());
+            record(proxy.addr, &prompts, false).await;
+            let stream_prompts: Vec<String> = prompts.iter().map(|p| format!("{p} streamed")).collect();
+            record(proxy.addr, &stream_prompts, true).await;
+
+            let recorded = |stream: bool| {
+                let prompts = prompts.clone();
+                let suffix = if stream { " streamed" } else { "" };
+                Arc::new(move |n: u64| chat_body(&format!("{}{suffix}", prompts[n as usize % PROMPTS]), stream))
+                    as Arc<dyn Fn(u64) -> Bytes + Send + Sync>
+            };
+            let scenario =
+                |addr, headers: Vec<(&'static str, &'static str)>, body| Arc::new(Load { addr, headers, body });
+            let base = drive(scenario(up_addr, vec![], recorded(false)), secs).await;
+            let hit =
+                drive(scenario(proxy.addr, vec![("x-holdfast-mode", "cache-first")], recorded(false)), secs).await;
+            let stream_hit =
+                drive(scenario(proxy.addr, vec![("x-holdfast-mode", "cache-first")], recorded(true)), secs).await;
+            let miss = drive(
+                scenario(proxy.addr, vec![], Arc::new(|n: u64| chat_body(&format!("fresh prompt {n}"), false))),
+                secs,
+            )
+            .await;
+            up.mode.store(ERR_503, Ordering::Relaxed);
+            let on_503 = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
+            up.mode.store(UP, Ordering::Relaxed);
+            server.abort();
+            let _ = server.await;
+            let refused = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
+            let rss = rss_mib(proxy.child.id());
+
+            println!("\n### {} KiB answers\n", size / 1024);
+            println!("| scenario | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | p50 added ms | errors |");
+            println!("|---|---|---|---|---|---|---|---|");
+            println!("{}", row("baseline: fake upstream direct", &base, &base));
+            println!("{}", row("(a) hit, cache-first", &hit, &base));
+            println!("{}", row("(b) miss, passed through and stored", &miss, &base));
+            println!("{}", row("(c) upstream refusing: stale", &refused, &base));
+            println!("{}", row("(d) upstream 503: stale", &on_503, &base));
+            println!("{}", row("(e) streamed hit", &stream_hit, &base));
+            println!("\nholdfast resident memory after the run: {rss:.1} MiB");
+        }
+    });
+}
