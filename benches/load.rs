@@ -10,7 +10,8 @@
 //! - (b) a miss: every request new, passed through to the fake upstream and stored;
 //! - (c) serve-on-failure with the upstream refusing connections;
 //! - (d) serve-on-failure with the upstream answering 503;
-//! - (e) a streamed hit.
+//! - (e) a streamed hit;
+//! - (b′) a miss with `Cache-Control: no-store`, to separate forwarding from storing.
 //!
 //! It prints throughput and p50/p99/p99.9 latency, each as a ratio to the baseline, and the
 //! proxy's resident memory.
@@ -300,6 +301,15 @@ fn main() {
                 secs,
             )
             .await;
+            let miss_unstored = drive(
+                scenario(
+                    proxy.addr,
+                    vec![("cache-control", "no-store")],
+                    Arc::new(|n: u64| chat_body(&format!("unstored prompt {n}"), false)),
+                ),
+                secs,
+            )
+            .await;
             up.mode.store(ERR_503, Ordering::Relaxed);
             let on_503 = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
             up.mode.store(UP, Ordering::Relaxed);
@@ -314,6 +324,7 @@ fn main() {
             println!("{}", row("baseline: fake upstream direct", &base, &base));
             println!("{}", row("(a) hit, cache-first", &hit, &base));
             println!("{}", row("(b) miss, passed through and stored", &miss, &base));
+            println!("{}", row("(b′) miss with no-store (forwarding alone)", &miss_unstored, &base));
             println!("{}", row("(c) upstream refusing: stale", &refused, &base));
             println!("{}", row("(d) upstream 503: stale", &on_503, &base));
             println!("{}", row("(e) streamed hit", &stream_hit, &base));

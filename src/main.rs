@@ -177,7 +177,7 @@ enum CacheCommand {
         #[arg(long)]
         address: Option<String>,
         /// Every entry
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["older_than", "model", "address"])]
         all: bool,
         /// Do not ask
         #[arg(long)]
@@ -324,7 +324,8 @@ impl Cli {
         Globals {
             config: self.config.clone(),
             passphrase_file: self.passphrase_file.clone(),
-            server: self.server.clone(),
+            // An empty HOLDFAST_SERVER means "not set", as for every other variable.
+            server: self.server.clone().filter(|s| !s.is_empty()),
         }
     }
 }

@@ -40,7 +40,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     pub fn count_request(&self, endpoint: &'static str, provider: &str, cache: &'static str) {
-        *lock(&self.requests).entry((endpoint, provider.to_owned(), cache)).or_insert(0) += 1;
+        let mut requests = lock(&self.requests);
+        // Look up by borrowed parts first: the hot path then allocates nothing.
+        match requests.iter_mut().find(|((e, p, c), _)| *e == endpoint && p == provider && *c == cache) {
+            Some((_, n)) => *n += 1,
+            None => {
+                requests.insert((endpoint, provider.to_owned(), cache), 1);
+            }
+        }
     }
 
     pub fn count_upstream_failure(&self, provider: &str, class: &'static str) {

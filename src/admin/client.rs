@@ -47,6 +47,28 @@ pub async fn execute_remote(
         Some(path) => Some(std::io::BufWriter::new(create_new(path).map_err(file_error(path))?)),
         None => None,
     };
+    let outcome = receive(server, token, request, input_base64, &mut out_file, output, progress).await;
+    if let (Err(_), Some(path)) = (&outcome, output) {
+        // A failed export must not leave a half file that blocks the retry.
+        drop(out_file);
+        let _ = std::fs::remove_file(path);
+    }
+    outcome
+}
+
+async fn receive(
+    server: &str,
+    token: &str,
+    request: &AdminRequest,
+    input_base64: Option<String>,
+    out_file: &mut Option<std::io::BufWriter<std::fs::File>>,
+    output: Option<&Path>,
+    progress: Progress<'_>,
+) -> Result<Outcome, ClientError> {
+    let file_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ClientError::File { path, source }
+    };
     let url = format!("{}/admin/v1/execute", server.trim_end_matches('/'));
     let body = ExecuteBody { request: request.clone(), input_base64 };
     let response = reqwest::Client::new()
@@ -89,7 +111,12 @@ pub async fn execute_remote(
                     file.get_ref().sync_all().map_err(file_error(path))?;
                 }
                 let verification_failed = value["verification_failed"].as_bool().unwrap_or(false);
-                return Ok(Outcome { result: result.clone(), verification_failed });
+                let mut result = result.clone();
+                if let Some(path) = output {
+                    // The server wrote to a scratch file; what the operator has is `--out`.
+                    result["path"] = Value::String(path.display().to_string());
+                }
+                return Ok(Outcome { result, verification_failed });
             }
         }
     }

@@ -218,6 +218,8 @@ pub struct Admin {
 
 /// Setting marking an unfinished `keys rotate --reencrypt`: the key being re-encrypted to.
 const REENCRYPT_SETTING: &str = "reencrypt_to";
+/// Setting holding the sequence number of the last trail entry written.
+const TRAIL_SEQ_SETTING: &str = "trail_seq";
 
 impl Admin {
     pub fn open(store: Arc<Store>) -> Result<Self, AdminError> {
@@ -234,6 +236,18 @@ impl Admin {
         count: u64,
         outcome: &str,
     ) -> Result<(), AdminError> {
+        self.open_trail()?;
+        let guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(trail) = guard.as_ref() {
+            let entry = trail.append(&actor.0, command, touched, count, outcome)?;
+            // The store remembers how long the trail is, so deleting the trail files (which
+            // the chain alone cannot reveal) shows up in `audit trail --verify`.
+            self.store.set_setting(TRAIL_SEQ_SETTING, &entry.seq.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn open_trail(&self) -> Result<(), AdminError> {
         let mut guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let opened = trail::Trail::open(&self.trail_path, self.store.keyring().snapshot().trail_key())?;
@@ -242,10 +256,16 @@ impl Admin {
             }
             *guard = Some(opened);
         }
-        if let Some(trail) = guard.as_ref() {
-            trail.append(&actor.0, command, touched, count, outcome)?;
-        }
         Ok(())
+    }
+
+    /// Entries the store says the trail should have (0 before the first).
+    fn expected_trail_len(&self) -> Result<u64, AdminError> {
+        Ok(self
+            .store
+            .setting(TRAIL_SEQ_SETTING)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
     }
 
     /// Runs one command. `output`/`input` are the files export writes and import reads.
@@ -258,6 +278,13 @@ impl Admin {
         input: Option<&Path>,
     ) -> Result<Outcome, AdminError> {
         let mut touched: Vec<String> = Vec::new();
+        // Served counts are noted in memory by a running server; show them current.
+        self.store.flush_served()?;
+        if request.is_trailed() {
+            // Open (and so check) the trail before acting: a command that cannot be recorded
+            // must not run.
+            self.open_trail()?;
+        }
         let result = self.run(request, progress, output, input, &mut touched);
         if request.is_trailed() {
             let (count, outcome) = match &result {
@@ -326,15 +353,30 @@ impl Admin {
                 remove_on_error(path, self.audit_export(path, progress))?.into()
             }
             AdminRequest::AuditTrail { verify } => {
+                let expected = self.expected_trail_len()?;
+                let exists = self.trail_path.exists();
                 // Verify first: a damaged line must not stop the check that names it.
-                let verification = if *verify {
-                    Some(trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key())?)
-                } else {
-                    None
+                let verification = match (*verify, exists) {
+                    (true, true) => Some(trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key())?),
+                    _ => None,
                 };
-                let broken = verification.as_ref().and_then(|v| v.first_broken.as_ref()).map(
+                let mut broken = verification.as_ref().and_then(|v| v.first_broken.as_ref()).map(
                     |b| json!({"line": b.line, "seq": b.seq, "kind": format!("{:?}", b.kind), "reason": b.reason}),
                 );
+                if *verify && broken.is_none() {
+                    let found = verification.as_ref().map_or(0, |v| v.entries);
+                    if found < expected {
+                        broken = Some(json!({"line": found + 1, "seq": null, "kind": "Removed",
+                            "reason": format!("the store recorded {expected} trail entries but the trail holds {found}: \
+                                               entries or the whole trail were deleted")}));
+                    }
+                }
+                if !exists && broken.is_none() {
+                    return Ok(Outcome {
+                        verification_failed: false,
+                        result: json!({"entries": [], "verified": *verify, "first_broken": null, "count": 0}),
+                    });
+                }
                 let (entries, unreadable) = match trail::read(&self.trail_path) {
                     Ok(entries) => (entries, None),
                     Err(e) if broken.is_some() => (Vec::new(), Some(e.to_string())),

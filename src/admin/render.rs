@@ -160,7 +160,7 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
         AdminRequest::KeysRotate { reencrypt } => {
             let mut text = format!(
                 "{} key {} is active for new writes\n",
-                if result["resumed"] == true { "resumed: " } else { "rotated:" },
+                if result["resumed"] == true { "resumed:" } else { "rotated:" },
                 s(&result["active"])
             );
             if *reencrypt {

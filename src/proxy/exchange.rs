@@ -125,11 +125,14 @@ async fn answer(
     let deadline = tokio::time::Instant::now() + policy.deadline;
     // normalize_value only fails for non-objects, which `parse` has already refused.
     let normalized = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    // From the keyring on every request (an Arc clone): an import may adopt a new tenant key
+    // while the server runs.
+    let keys = state.store.keyring().snapshot();
     let namespace = match state.config.cache.scope {
         CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
+        CacheScope::Credential => keys.addresser().namespace_for_credential(credential_for_namespace(headers)),
     };
-    let address = state.addresser.address(&namespace, &normalized);
+    let address = keys.addresser().address(&namespace, &normalized);
     trace.address = Some(address);
 
     if policy.mode == CacheMode::Replay {

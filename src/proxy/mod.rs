@@ -35,7 +35,7 @@ pub use request::Endpoint;
 
 use zeroize::Zeroizing;
 
-use crate::address::{Address, Addresser};
+use crate::address::Address;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigSource};
 use crate::metrics::Metrics;
@@ -51,8 +51,6 @@ pub struct AppInner {
     pub store: Arc<Store>,
     pub upstreams: Upstreams,
     pub metrics: Metrics,
-    /// Computed once: the address key does not change while serving.
-    pub addresser: Addresser,
     pub breakers: Breakers,
     /// Admin commands over the store (`/admin/v1/execute`); `None` when the admin API is off.
     pub admin: Option<Arc<Admin>>,
@@ -83,13 +81,11 @@ impl AppState {
         admin: Option<Arc<Admin>>,
         admin_token: Option<Zeroizing<String>>,
     ) -> Self {
-        let addresser = store.addresser();
         Self(Arc::new(AppInner {
             config,
             store,
             upstreams,
             metrics: Metrics::default(),
-            addresser,
             breakers: Breakers::default(),
             admin,
             admin_token,
@@ -125,8 +121,14 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     // Peer addresses feed the admin API's access trail.
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Without TCP_NODELAY, a stream's small event writes meet the client's delayed ACK and
+    // stall 40 ms each (measured: a replayed 32 KiB stream took 44 ms at p50).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
@@ -216,6 +218,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     if config.store.retention.is_some() {
         spawn_purger(store.clone());
     }
+    spawn_served_writer(store.clone());
     let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).map(Zeroizing::new);
     let admin = match &admin_token {
         Some(_) => {
@@ -234,6 +237,20 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     tracing::info!("shut down; flushing the store");
     store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     Ok(())
+}
+
+/// Writes the served counts noted by hits, once a second, off the async workers.
+fn spawn_served_writer(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_served()).await {
+                tracing::warn!(error = %e, "could not write served counts");
+            }
+        }
+    });
 }
 
 /// Deletes expired entries hourly, off the async workers.

@@ -38,9 +38,10 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Result<(Response, &'static str), ApiError> {
     let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
+    let keys = state.store.keyring().snapshot();
     let namespace = match state.config.cache.scope {
         CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => state.addresser.namespace_for_credential(credential_for_namespace(headers)),
+        CacheScope::Credential => keys.addresser().namespace_for_credential(credential_for_namespace(headers)),
     };
     // The two dialects' lists differ in shape, so each has its own entry.
     let tag: &'static [u8] = match dialect {
@@ -48,7 +49,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
         Dialect::Anthropic => b"{\"dialect\":\"anthropic\"}",
     };
     let request = NormalizedRequest { endpoint: PATH.to_owned(), canonical: Bytes::from_static(tag) };
-    let address = state.addresser.address(&namespace, &request);
+    let address = keys.addresser().address(&namespace, &request);
     let stored_list = || -> Option<Vec<Value>> {
         let entry = state.store.get(&address).ok()??;
         let ResponseBody::Complete(body) = &entry.record.response.body else {

@@ -136,6 +136,8 @@ pub struct Store {
     tampered: AtomicU64,
     /// Held while evicting, so concurrent writers over budget start one eviction, not many.
     evicting: Mutex<()>,
+    /// Served notes not yet written: address → (times served, last served ms).
+    served: Mutex<std::collections::HashMap<Address, (u64, u64)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -232,6 +234,7 @@ impl Store {
             bytes: AtomicU64::new(0),
             tampered: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            served: Mutex::new(std::collections::HashMap::new()),
         };
         let (mut entries, mut bytes) = (0, 0);
         store
@@ -300,15 +303,33 @@ impl Store {
     }
 
     /// Notes that the entry was served to a client (for `audit list` and eviction order).
+    ///
+    /// Only noted in memory here: a database write on every hit would cost more than the hit
+    /// itself. `flush_served` writes the notes (the server does so every second, and `flush`,
+    /// eviction and admin commands do so first), so a crash loses at most the last second's
+    /// counts, never an entry.
     pub fn mark_served(&self, address: &Address) -> Result<(), StoreError> {
         let now = now_ms();
-        self.backend.update_meta(address.as_bytes(), &|old| {
-            let mut meta: EntryMeta = codec::decode(old).ok()?;
-            meta.times_served += 1;
-            meta.last_served_ms = now;
-            codec::encode(&meta).ok()
-        })?;
+        let mut pending = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let note = pending.entry(*address).or_insert((0, 0));
+        note.0 += 1;
+        note.1 = note.1.max(now);
         Ok(())
+    }
+
+    /// Writes the served notes taken since the last call into the entries' metadata.
+    pub fn flush_served(&self) -> Result<usize, StoreError> {
+        let pending = std::mem::take(&mut *self.served.lock().unwrap_or_else(|e| e.into_inner()));
+        let written = pending.len();
+        for (address, (times, last)) in pending {
+            self.backend.update_meta(address.as_bytes(), &|old| {
+                let mut meta: EntryMeta = codec::decode(old).ok()?;
+                meta.times_served += times;
+                meta.last_served_ms = meta.last_served_ms.max(last);
+                codec::encode(&meta).ok()
+            })?;
+        }
+        Ok(written)
     }
 
     /// Seals and stores `record` at `address`, replacing any earlier entry there.
@@ -455,6 +476,7 @@ impl Store {
         let Ok(_guard) = self.evicting.try_lock() else {
             return Ok(0);
         };
+        self.flush_served()?;
         let mut all = Vec::new();
         self.for_each_meta(|a, m| all.push((m.last_served_ms, m.size, a)))?;
         let mut total: u64 = all.iter().map(|(_, size, _)| size).sum();
@@ -509,13 +531,14 @@ impl Store {
 
     /// Makes every completed write durable (sled also flushes on its own every 500 ms).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.flush_served()?;
         Ok(self.backend.flush()?)
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Err(e) = self.backend.flush() {
+        if let Err(e) = self.flush() {
             tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed");
         }
     }
