@@ -83,8 +83,9 @@ pub struct RetryConfig {
     /// Retry connection failures (refused, reset, DNS).
     #[serde(default = "default_true")]
     pub connect_errors: bool,
-    /// Retry timeouts.
-    #[serde(default = "default_true")]
+    /// Retry timeouts. Off by default: a provider that hung once usually hangs again, and
+    /// each retry would spend another `timeout` of the deadline that failover needs.
+    #[serde(default)]
     pub timeouts: bool,
 }
 
@@ -97,7 +98,7 @@ impl Default for RetryConfig {
             retry_after_cap: default_retry_after_cap(),
             statuses: default_retry_statuses(),
             connect_errors: true,
-            timeouts: true,
+            timeouts: false,
         }
     }
 }

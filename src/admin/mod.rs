@@ -589,7 +589,8 @@ impl Admin {
     fn cache_export(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {
         let mut writer = BundleWriter::create(path, passphrase.0.as_bytes())?;
         let header = BundleHeader {
-            format: 1,
+            format: BUNDLE_CONTENT_FORMAT,
+            normalization: crate::normalize::NORMALIZATION_VERSION,
             exported_ms: now_ms(),
             namespace_key: *self.store.keyring().snapshot().namespace_key().expose(),
         };
@@ -628,6 +629,20 @@ impl Admin {
                 .map_err(|e| AdminError::Invalid(format!("bundle header does not decode: {e}")))?,
             None => return Err(AdminError::Invalid("bundle is empty".into())),
         };
+        if header.format != BUNDLE_CONTENT_FORMAT {
+            return Err(AdminError::Invalid(format!(
+                "bundle content format {} is not one this build reads ({BUNDLE_CONTENT_FORMAT}); upgrade holdfast",
+                header.format
+            )));
+        }
+        if header.normalization != crate::normalize::NORMALIZATION_VERSION {
+            return Err(AdminError::Invalid(format!(
+                "bundle requests were normalized by rules v{}, this build uses v{}: their addresses would not match; \
+                 import with the same holdfast version that exported them",
+                header.normalization,
+                crate::normalize::NORMALIZATION_VERSION
+            )));
+        }
         let theirs = SecretKey::from_bytes(header.namespace_key);
         let same_tenants = self.store.keyring().snapshot().namespace_key() == &theirs;
         let adopted = !same_tenants && self.store.stats().entries == 0;
@@ -676,9 +691,15 @@ impl Admin {
 #[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 struct BundleHeader {
     format: u32,
+    /// Normalization rules the entries' requests were canonicalized under; an importer with
+    /// other rules would re-address them into addresses its clients never compute.
+    normalization: u32,
     exported_ms: u64,
     namespace_key: [u8; 32],
 }
+
+/// The bundle layout `cache export` writes (the header above, then one `BundleItem` a frame).
+const BUNDLE_CONTENT_FORMAT: u32 = 1;
 
 /// Every later frame: one entry, decrypted (the bundle's own encryption protects it).
 #[derive(Serialize, Deserialize)]

@@ -121,7 +121,6 @@ pub async fn run(
                 let failure = if translated { failure.in_dialect(client) } else { failure };
                 return ChainOutcome { attempts, result: Err(failure), last_provider };
             }
-            let retryable = failure.is_retryable(&provider.config.retry);
             let wait = next_wait(
                 failure.headers(),
                 provider.config.retry.backoff_base,

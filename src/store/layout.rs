@@ -87,6 +87,9 @@ impl Layout {
                 return Err(not_a_store("its HOLDFAST marker is not one Holdfast wrote".into()));
             }
         };
+        if format == 0 {
+            return Err(not_a_store("its HOLDFAST marker names format 0, which never existed".into()));
+        }
         if format > FORMAT_VERSION {
             return Err(StoreOpenError::NewerFormat {
                 path: self.root.clone(),
