@@ -19,6 +19,10 @@ use holdfast::store::{Store, StoreOptions};
 use holdfast::upstream::Upstreams;
 use tower::ServiceExt as _;
 
+// The same allocator as the `holdfast` binary, so the profile matches production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let iters: u32 = std::env::var("HIT_PATH_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(50_000);
     let size: usize = std::env::var("HIT_PATH_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
