@@ -51,9 +51,9 @@ use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
-use zeroize::Zeroizing;
 
-use crate::secret::{KEY_LEN, SecretKey, fill_random};
+use crate::keyring::KdfParams;
+use crate::secret::{SecretKey, fill_random};
 
 const MAGIC: &[u8; 8] = b"HFBUNDLE";
 pub const BUNDLE_FORMAT: u16 = 1;
@@ -75,31 +75,6 @@ pub const MAX_FRAMES: u64 = (1 << 32) - 1;
 const FRAME_KEY_CONTEXT: &str = "holdfast 2026-11 bundle frames v1";
 const CHECK_KEY_CONTEXT: &str = "holdfast 2026-11 bundle key check v1";
 const READ_BUFFER: usize = 64 * 1024;
-
-/// Argon2id cost, as written in the header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct KdfCost {
-    memory_kib: u32,
-    iterations: u32,
-    parallelism: u32,
-}
-
-/// OWASP's minimum for Argon2id, as the keyring uses.
-const DEFAULT_COST: KdfCost = KdfCost { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 };
-
-impl KdfCost {
-    /// Bounds on what a bundle header may ask for, so a crafted file cannot make import allocate
-    /// terabytes or spin for hours: up to 4 GiB, 64 passes, 64 lanes.
-    fn check_plausible(&self) -> Result<(), String> {
-        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
-            return Err(format!(
-                "implausible Argon2 parameters m={} KiB, t={}, p={}",
-                self.memory_kib, self.iterations, self.parallelism
-            ));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -136,12 +111,8 @@ struct BundleKeys {
     check: SecretKey,
 }
 
-fn derive_keys(passphrase: &[u8], salt: &[u8], cost: KdfCost) -> Result<BundleKeys, String> {
-    let params = argon2::Params::new(cost.memory_kib, cost.iterations, cost.parallelism, Some(KEY_LEN))
-        .map_err(|e| e.to_string())?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut master = Zeroizing::new([0u8; KEY_LEN]);
-    argon.hash_password_into(passphrase, salt, master.as_mut()).map_err(|e| e.to_string())?;
+fn derive_keys(passphrase: &[u8], salt: &[u8], cost: KdfParams) -> Result<BundleKeys, String> {
+    let master = crate::keyring::argon2id(passphrase, salt, cost)?;
     Ok(BundleKeys {
         frame: SecretKey::from_bytes(blake3::derive_key(FRAME_KEY_CONTEXT, master.as_ref())),
         check: SecretKey::from_bytes(blake3::derive_key(CHECK_KEY_CONTEXT, master.as_ref())),
@@ -181,10 +152,10 @@ impl fmt::Debug for BundleWriter {
 impl BundleWriter {
     /// Creates a new bundle at `path`, refusing to overwrite an existing file.
     pub fn create(path: &Path, passphrase: &[u8]) -> Result<Self, BundleError> {
-        Self::create_with_cost(path, passphrase, DEFAULT_COST)
+        Self::create_with_cost(path, passphrase, KdfParams::DEFAULT)
     }
 
-    fn create_with_cost(path: &Path, passphrase: &[u8], cost: KdfCost) -> Result<Self, BundleError> {
+    fn create_with_cost(path: &Path, passphrase: &[u8], cost: KdfParams) -> Result<Self, BundleError> {
         if passphrase.is_empty() {
             return Err(BundleError::EmptyPassphrase);
         }
@@ -350,7 +321,7 @@ impl BundleReader {
         if version != BUNDLE_FORMAT {
             return Err(corrupt(&format!("unknown format {version}")));
         }
-        let cost = KdfCost {
+        let cost = KdfParams {
             memory_kib: be_u32(&header[10..14]),
             iterations: be_u32(&header[14..18]),
             parallelism: be_u32(&header[18..22]),
@@ -502,9 +473,9 @@ mod tests {
     use super::*;
 
     /// Cheap Argon2 cost for the tests that open a bundle hundreds of times.
-    const FAST: KdfCost = KdfCost { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
 
-    fn write_bundle(path: &Path, pass: &[u8], cost: KdfCost, frames: &[Vec<u8>]) -> u64 {
+    fn write_bundle(path: &Path, pass: &[u8], cost: KdfParams, frames: &[Vec<u8>]) -> u64 {
         let mut w = BundleWriter::create_with_cost(path, pass, cost).unwrap();
         for f in frames {
             w.append(f).unwrap();
@@ -545,7 +516,7 @@ mod tests {
         thousand[501] = Vec::new();
         for (name, frames) in [("zero", Vec::new()), ("one", vec![b"only frame".to_vec()]), ("many", thousand)] {
             let path = dir.path().join(name);
-            assert_eq!(write_bundle(&path, b"export pass", DEFAULT_COST, &frames), frames.len() as u64);
+            assert_eq!(write_bundle(&path, b"export pass", KdfParams::DEFAULT, &frames), frames.len() as u64);
             let mut r = BundleReader::open(&path, b"export pass").unwrap();
             for (i, expected) in frames.iter().enumerate() {
                 assert_eq!(r.next_frame().unwrap().as_ref(), Some(expected), "{name} frame {i}");
@@ -564,7 +535,7 @@ mod tests {
     fn wrong_passphrase_is_told_apart_from_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b");
-        write_bundle(&path, b"right", DEFAULT_COST, &sample_frames(3));
+        write_bundle(&path, b"right", KdfParams::DEFAULT, &sample_frames(3));
         assert!(matches!(BundleReader::open(&path, b"wrong"), Err(BundleError::WrongPassphrase { .. })));
         assert!(matches!(BundleReader::open(&path, b""), Err(BundleError::WrongPassphrase { .. })));
         let mut bytes = fs::read(&path).unwrap();

@@ -22,7 +22,6 @@
 //! tag wrong), which the GCM tag alone cannot.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +34,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::address::Addresser;
 use crate::codec;
 use crate::crypto::DataKey;
+use crate::durable::write_atomically;
 use crate::secret::{KEY_LEN, SecretKey, StoreSecret, fill_random};
 
 const MAGIC: &[u8; 8] = b"HFKEYRNG";
@@ -62,7 +62,7 @@ pub struct KdfParams {
 impl KdfParams {
     /// Bounds on what a keyring may ask for, so a crafted header cannot make unlock allocate
     /// terabytes or spin for hours: up to 4 GiB, 64 passes, 64 lanes.
-    fn check_plausible(&self) -> Result<(), String> {
+    pub(crate) fn check_plausible(&self) -> Result<(), String> {
         if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
             return Err(format!(
                 "implausible Argon2 parameters m={} KiB, t={}, p={}",
@@ -73,9 +73,14 @@ impl KdfParams {
     }
 }
 
+impl KdfParams {
+    /// OWASP's minimum for Argon2id: m = 19 MiB, t = 2, p = 1.
+    pub const DEFAULT: Self = Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 };
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+        Self::DEFAULT
     }
 }
 
@@ -573,12 +578,18 @@ fn new_wrapping(secret: &StoreSecret, params: KdfParams) -> Result<(Wrapping, Se
 }
 
 fn derive_kek(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<SecretKey, KeyringError> {
+    let out = argon2id(passphrase, salt, params).map_err(KeyringError::KdfParams)?;
+    Ok(SecretKey::from_bytes(*out))
+}
+
+/// 32 bytes of Argon2id (v1.3) output; the keyring's KEK and the export bundle's keys.
+pub(crate) fn argon2id(passphrase: &[u8], salt: &[u8], params: KdfParams) -> Result<Zeroizing<[u8; KEY_LEN]>, String> {
     let argon_params = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(KEY_LEN))
-        .map_err(|e| KeyringError::KdfParams(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, argon_params);
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
-    argon.hash_password_into(passphrase, salt, out.as_mut()).map_err(|e| KeyringError::KdfParams(e.to_string()))?;
-    Ok(SecretKey::from_bytes(*out))
+    argon.hash_password_into(passphrase, salt, out.as_mut()).map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn raw_kek(key: &SecretKey) -> SecretKey {
@@ -587,28 +598,6 @@ fn raw_kek(key: &SecretKey) -> SecretKey {
 
 fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Makes the rename itself durable; best effort where directories cannot be opened.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

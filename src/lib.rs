@@ -42,6 +42,7 @@ pub mod config;
 pub mod convert;
 pub mod crypto;
 pub mod drill;
+mod durable;
 pub mod keyring;
 pub mod metrics;
 pub mod normalize;

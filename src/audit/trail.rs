@@ -60,6 +60,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use blake3::Hash;
 use serde::{Deserialize, Serialize};
 
+use crate::durable::write_atomically;
 use crate::secret::SecretKey;
 
 /// What the first entry's `prev` hashes (under the trail key).
@@ -733,30 +734,6 @@ fn read_head(path: &Path) -> Result<Option<Result<Head, String>>, TrailError> {
 fn write_head(path: &Path, key: &SecretKey, seq: u64, link: &Hash) -> Result<(), TrailError> {
     let text = format!("{{\"seq\":{seq},\"mac\":\"{}\"}}\n", head_mac(key, seq, link).to_hex());
     write_atomically(path, text.as_bytes()).map_err(io_error("write", path))
-}
-
-/// Replaces `path` with `bytes` (mode 0600) so that a crash leaves either the old or the new file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Makes the rename itself durable; best effort where directories cannot be opened.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
