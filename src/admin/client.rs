@@ -25,6 +25,12 @@ pub enum ClientError {
     Truncated,
 }
 
+/// Turns an I/O error on `path` into a `ClientError` naming the file.
+fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError {
+    let path = path.display().to_string();
+    move |source| ClientError::File { path, source }
+}
+
 pub async fn execute_remote(
     server: &str,
     token: &str,
@@ -33,10 +39,6 @@ pub async fn execute_remote(
     output: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
-    let file_error = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ClientError::File { path, source }
-    };
     let input_base64 = match input {
         Some(path) => {
             Some(base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).map_err(file_error(path))?))
@@ -65,10 +67,6 @@ async fn receive(
     output: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
-    let file_error = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| ClientError::File { path, source }
-    };
     let url = format!("{}/admin/v1/execute", server.trim_end_matches('/'));
     let body = ExecuteBody { request: request.clone(), input_base64 };
     let response = reqwest::Client::new()
