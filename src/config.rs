@@ -731,6 +731,14 @@ mod tests {
         c.validate().unwrap();
     }
 
+    /// The commented example operators copy must stay valid as the configuration evolves.
+    #[test]
+    fn holdfast_example_toml_is_valid() {
+        let example = Config::parse(include_str!("../holdfast.example.toml")).unwrap();
+        example.validate().unwrap();
+        assert!(example.providers.len() >= 3, "the example shows several providers");
+    }
+
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let err = Config::parse("listen = \"127.0.0.1:1\"\n[cache]\nmdoe = \"replay\"\n").unwrap_err();
