@@ -72,5 +72,7 @@ fn clone_entry((key, value): (&String, &Value)) -> (String, Value) {
     (key.clone(), value.clone())
 }
 
+/// Also the SSE fixtures of other modules' tests (the translator's), so one realistic recording
+/// of each provider's stream serves every test that needs it.
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,6 +5,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::normalize::NormalizedRequest;
 
+impl Record {
+    /// The answer as one JSON value, whichever form it was recorded in (a stream is
+    /// assembled); `None` if it is not JSON or the stream does not assemble.
+    pub fn answer_json(&self) -> Option<serde_json::Value> {
+        match &self.response.body {
+            ResponseBody::Complete(bytes) => serde_json::from_slice(bytes).ok(),
+            ResponseBody::Stream(events) => {
+                let kind = crate::sse::StreamKind::from_endpoint(&self.request.endpoint)?;
+                serde_json::from_slice(&crate::convert::stream_to_json(kind, events).ok()?).ok()
+            }
+        }
+    }
+}
+
 /// One exchange with a provider, as stored (encrypted) and served back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {

@@ -7,9 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::address::Address;
-use crate::convert;
 use crate::record::{EntryMeta, Record, ResponseBody};
-use crate::sse::StreamKind;
 use crate::store::{Entry, Store, StoreError};
 
 /// One line of `audit list`.
@@ -78,16 +76,15 @@ pub fn prompt_text(record: &Record) -> String {
 }
 
 /// The answer as JSON, whichever form it was recorded in (streams are assembled).
+/// An answer that is not JSON (or a stream that does not assemble) is shown as its raw text, so
+/// an audit never hides what was stored.
 pub fn answer_json(record: &Record) -> Value {
-    match &record.response.body {
-        ResponseBody::Complete(bytes) => {
-            serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    record.answer_json().unwrap_or_else(|| match &record.response.body {
+        ResponseBody::Complete(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        ResponseBody::Stream(events) => {
+            Value::String(events.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect())
         }
-        ResponseBody::Stream(events) => StreamKind::from_endpoint(&record.request.endpoint)
-            .and_then(|kind| convert::stream_to_json(kind, events).ok())
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .unwrap_or_else(|| Value::String(events.iter().map(|e| String::from_utf8_lossy(e).into_owned()).collect())),
-    }
+    })
 }
 
 fn one_line(text: &str, max: usize) -> String {

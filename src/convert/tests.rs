@@ -6,15 +6,15 @@ use StreamKind::*;
 
 const KINDS: [StreamKind; 4] = [ChatCompletions, Completions, Responses, Messages];
 
-fn data(json: &str) -> Bytes {
+pub(crate) fn data(json: &str) -> Bytes {
     Bytes::from(format!("data: {json}\n\n"))
 }
 
-fn named(event: &str, json: &str) -> Bytes {
+pub(crate) fn named(event: &str, json: &str) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
 }
 
-fn done() -> Bytes {
+pub(crate) fn done() -> Bytes {
     Bytes::from_static(b"data: [DONE]\n\n")
 }
 
@@ -266,7 +266,9 @@ fn completions_stream_assembles_and_round_trips() {
     );
 }
 
-fn anthropic_stream() -> Vec<Bytes> {
+/// A recorded Anthropic stream: thinking with a signature, text, and a tool call whose input
+/// arrives in JSON pieces.
+pub(crate) fn anthropic_stream() -> Vec<Bytes> {
     let delta = |index: u8, delta: &str| {
         named("content_block_delta", &format!(r#"{{"type":"content_block_delta","index":{index},"delta":{delta}}}"#))
     };

@@ -15,12 +15,11 @@ use super::errors::ApiError;
 use super::request::{self, CachePolicy, Endpoint};
 use super::stored;
 use crate::address::{Address, Namespace};
-use crate::config::{CacheMode, CacheScope};
-use crate::convert;
+use crate::config::CacheMode;
 use crate::normalize::{NormalizedRequest, normalize_value};
-use crate::record::{Record, ResponseBody, StoredResponse, Usage};
+use crate::record::{Record, StoredResponse, Usage};
 use crate::store::{Entry, now_ms};
-use crate::upstream::{RETURNED_HEADERS, UpstreamFailure, credential_for_namespace};
+use crate::upstream::{RETURNED_HEADERS, UpstreamFailure};
 
 /// What a request carries through its life; shared with the stream relay task.
 #[derive(Clone)]
@@ -125,14 +124,7 @@ async fn answer(
     let deadline = tokio::time::Instant::now() + policy.deadline;
     // normalize_value only fails for non-objects, which `parse` has already refused.
     let normalized = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
-    // From the keyring on every request (an Arc clone): an import may adopt a new tenant key
-    // while the server runs.
-    let keys = state.store.keyring().snapshot();
-    let namespace = match state.config.cache.scope {
-        CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => keys.addresser().namespace_for_credential(credential_for_namespace(headers)),
-    };
-    let address = keys.addresser().address(&namespace, &normalized);
+    let (namespace, address) = state.locate(headers, &normalized);
     trace.address = Some(address);
 
     if policy.mode == CacheMode::Replay {
@@ -314,12 +306,11 @@ impl Exchange {
 pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency: Duration) {
     let state = exchange.state.clone();
     let address = exchange.address;
-    let endpoint = exchange.endpoint;
     let mut record = exchange.record_with(response);
     record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
     let store = state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        if let Some(json) = answer_json(endpoint, &record.response.body) {
+        if let Some(json) = record.answer_json() {
             record.usage = usage_of(&json);
             if let Some(model) = json.get("model").and_then(Value::as_str) {
                 record.model = model.to_owned();
@@ -337,17 +328,6 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
         Err(e) => {
             state.metrics.count_store_error();
             tracing::error!(%address, error = %e, "store task failed");
-        }
-    }
-}
-
-/// The answer as one JSON value, whichever form it was recorded in.
-fn answer_json(endpoint: Endpoint, body: &ResponseBody) -> Option<Value> {
-    match body {
-        ResponseBody::Complete(bytes) => serde_json::from_slice(bytes).ok(),
-        ResponseBody::Stream(events) => {
-            let json = convert::stream_to_json(endpoint.stream_kind()?, events).ok()?;
-            serde_json::from_slice(&json).ok()
         }
     }
 }

@@ -35,15 +35,15 @@ pub use request::Endpoint;
 
 use zeroize::Zeroizing;
 
-use crate::address::Address;
+use crate::address::{Address, Namespace};
 use crate::admin::Admin;
-use crate::config::{Config, ConfigSource};
+use crate::config::{CacheScope, Config, ConfigSource};
 use crate::metrics::Metrics;
-use crate::normalize::Dialect;
+use crate::normalize::{Dialect, NormalizedRequest};
 use crate::resilience::breaker::Breakers;
 use crate::secret::StoreSecret;
 use crate::store::{Store, StoreOpenError, StoreOptions};
-use crate::upstream::{UpstreamInitError, Upstreams};
+use crate::upstream::{UpstreamInitError, Upstreams, credential_for_namespace};
 
 /// Everything a request handler needs, shared by all of them.
 pub struct AppInner {
@@ -90,6 +90,21 @@ impl AppState {
             admin,
             admin_token,
         }))
+    }
+}
+
+impl AppInner {
+    /// The tenant a request belongs to (its credential's namespace, or the shared one) and the
+    /// address of `request` there. Keys come from the keyring on every call (an `Arc` clone):
+    /// an import may adopt a new tenant key while the server runs.
+    pub fn locate(&self, headers: &HeaderMap, request: &NormalizedRequest) -> (Namespace, Address) {
+        let keys = self.store.keyring().snapshot();
+        let namespace = match self.config.cache.scope {
+            CacheScope::Shared => Namespace::shared(),
+            CacheScope::Credential => keys.addresser().namespace_for_credential(credential_for_namespace(headers)),
+        };
+        let address = keys.addresser().address(&namespace, request);
+        (namespace, address)
     }
 }
 

@@ -12,12 +12,11 @@ use super::AppState;
 use super::errors::ApiError;
 use super::request::CachePolicy;
 use super::stored;
-use crate::address::{Address, Namespace};
-use crate::config::{CacheMode, CacheScope};
+use crate::address::Address;
+use crate::config::CacheMode;
 use crate::normalize::{Dialect, NormalizedRequest};
 use crate::record::{Record, ResponseBody, StoredResponse};
 use crate::store::now_ms;
-use crate::upstream::credential_for_namespace;
 
 const PATH: &str = "/v1/models";
 
@@ -38,18 +37,13 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Result<(Response, &'static str), ApiError> {
     let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
-    let keys = state.store.keyring().snapshot();
-    let namespace = match state.config.cache.scope {
-        CacheScope::Shared => Namespace::shared(),
-        CacheScope::Credential => keys.addresser().namespace_for_credential(credential_for_namespace(headers)),
-    };
     // The two dialects' lists differ in shape, so each has its own entry.
     let tag: &'static [u8] = match dialect {
         Dialect::OpenAi => b"{\"dialect\":\"openai\"}",
         Dialect::Anthropic => b"{\"dialect\":\"anthropic\"}",
     };
     let request = NormalizedRequest { endpoint: PATH.to_owned(), canonical: Bytes::from_static(tag) };
-    let address = keys.addresser().address(&namespace, &request);
+    let (namespace, address) = state.locate(headers, &request);
     let stored_list = || -> Option<Vec<Value>> {
         let entry = state.store.get(&address).ok()??;
         let ResponseBody::Complete(body) = &entry.record.response.body else {

@@ -173,7 +173,12 @@ fn openai_messages_to_anthropic(messages: &[Value]) -> Result<(Vec<String>, Vec<
             "system" | "developer" => {
                 only_known(message, &path, &["role", "content"], TO)?;
                 let content_path = join(&path, "content");
-                system.push(openai_system_text(required(message, "content", &path)?, &content_path)?);
+                system.push(system_text(
+                    required(message, "content", &path)?,
+                    &content_path,
+                    &["type", "text"],
+                    Dialect::Anthropic,
+                )?);
             }
             "user" => {
                 only_known(message, &path, &["role", "content"], TO)?;
@@ -229,8 +234,10 @@ fn openai_messages_to_anthropic(messages: &[Value]) -> Result<(Vec<String>, Vec<
     Ok((system, out))
 }
 
-/// A system or developer message's text. Its parts are separate segments, joined like messages.
-fn openai_system_text(content: &Value, path: &str) -> Result<String> {
+/// A system prompt's text, from a string or an array of text parts (OpenAI) / blocks
+/// (Anthropic), joined like messages. `known` lists the fields a part may carry; `to` is the
+/// dialect the text is bound for, named when a part is not text.
+fn system_text(content: &Value, path: &str, known: &[&str], to: Dialect) -> Result<String> {
     match content {
         Value::String(text) => Ok(text.clone()),
         Value::Array(parts) => {
@@ -239,18 +246,14 @@ fn openai_system_text(content: &Value, path: &str) -> Result<String> {
                 let part_path = format!("{path}[{j}]");
                 let part = object_at(part, &part_path)?;
                 if type_of(part) != "text" {
-                    return Err(refuse(
-                        join(&part_path, "type"),
-                        Dialect::Anthropic,
-                        "a system prompt holds text only",
-                    ));
+                    return Err(refuse(join(&part_path, "type"), to, "a system prompt holds text only"));
                 }
-                only_known(part, &part_path, &["type", "text"], Dialect::Anthropic)?;
+                only_known(part, &part_path, known, to)?;
                 texts.push(required_str(part, "text", &part_path)?);
             }
             Ok(texts.join("\n\n"))
         }
-        _ => Err(malformed(path, "expected a string or an array of parts")),
+        _ => Err(malformed(path, "expected a string or an array of text parts")),
     }
 }
 
@@ -505,7 +508,8 @@ pub(super) fn anthropic_request_to_openai(body: &Object, model: &str) -> Result<
 
     let mut messages = Vec::new();
     if let Some(system) = member(body, "system") {
-        messages.push(json!({"role": "system", "content": anthropic_system_text(system)?}));
+        messages
+            .push(json!({"role": "system", "content": system_text(system, "system", TEXT_BLOCK, Dialect::OpenAi)?}));
     }
     anthropic_messages_to_openai(array_at(required(body, "messages", "")?, "messages")?, &mut messages)?;
     out.insert("messages".into(), messages.into());
@@ -549,26 +553,6 @@ pub(super) fn anthropic_request_to_openai(body: &Object, model: &str) -> Result<
 /// Text blocks may carry `cache_control` (a cost hint) and `citations` (what the text cites,
 /// already written into it); both are dropped.
 const TEXT_BLOCK: &[&str] = &["type", "text", "cache_control", "citations"];
-
-fn anthropic_system_text(system: &Value) -> Result<String> {
-    match system {
-        Value::String(text) => Ok(text.clone()),
-        Value::Array(blocks) => {
-            let mut texts = Vec::new();
-            for (i, block) in blocks.iter().enumerate() {
-                let path = format!("system[{i}]");
-                let block = object_at(block, &path)?;
-                if type_of(block) != "text" {
-                    return Err(refuse(join(&path, "type"), Dialect::OpenAi, "a system prompt holds text only"));
-                }
-                only_known(block, &path, TEXT_BLOCK, Dialect::OpenAi)?;
-                texts.push(required_str(block, "text", &path)?);
-            }
-            Ok(texts.join("\n\n"))
-        }
-        _ => Err(malformed("system", "expected a string or an array of text blocks")),
-    }
-}
 
 fn anthropic_messages_to_openai(messages: &[Value], out: &mut Vec<Value>) -> Result<()> {
     const TO: Dialect = Dialect::OpenAi;

@@ -298,45 +298,7 @@ fn openai_stream_becomes_anthropic_events_in_order_and_at_once() {
     );
 }
 
-pub(super) fn anthropic_stream() -> Vec<Bytes> {
-    let delta = |index: u8, delta: &str| {
-        named("content_block_delta", &format!(r#"{{"type":"content_block_delta","index":{index},"delta":{delta}}}"#))
-    };
-    let start = |index: u8, block: &str| {
-        named(
-            "content_block_start",
-            &format!(r#"{{"type":"content_block_start","index":{index},"content_block":{block}}}"#),
-        )
-    };
-    let stop = |index: u8| named("content_block_stop", &format!(r#"{{"type":"content_block_stop","index":{index}}}"#));
-    vec![
-        named(
-            "message_start",
-            r#"{"type":"message_start","message":{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":3,"service_tier":"standard"}}}"#,
-        ),
-        named("ping", r#"{"type": "ping"}"#),
-        start(0, r#"{"type":"thinking","thinking":"","signature":""}"#),
-        delta(0, r#"{"type":"thinking_delta","thinking":"The user wants the weather"}"#),
-        delta(0, r#"{"type":"thinking_delta","thinking":" in Paris; I should call the tool."}"#),
-        delta(0, r#"{"type":"signature_delta","signature":"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds"}"#),
-        stop(0),
-        start(1, r#"{"type":"text","text":""}"#),
-        delta(1, r#"{"type":"text_delta","text":"I'll check"}"#),
-        delta(1, r#"{"type":"text_delta","text":" the weather in Paris."}"#),
-        stop(1),
-        start(2, r#"{"type":"tool_use","id":"toolu_01T1x1fJ34qAmk2tNTrN7Up6","name":"get_weather","input":{}}"#),
-        delta(2, r#"{"type":"input_json_delta","partial_json":""}"#),
-        delta(2, r#"{"type":"input_json_delta","partial_json":"{\"location\": \"Pa"}"#),
-        delta(2, r#"{"type":"input_json_delta","partial_json":"ris, France\", \"unit\""}"#),
-        delta(2, r#"{"type":"input_json_delta","partial_json":": \"celsius\", \"days\": 3}"}"#),
-        stop(2),
-        named(
-            "message_delta",
-            r#"{"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":89}}"#,
-        ),
-        named("message_stop", r#"{"type":"message_stop"}"#),
-    ]
-}
+pub(super) use crate::convert::tests::anthropic_stream;
 
 /// A gateway that dropped the `event:` lines; text only; cache usage; a stop sequence.
 pub(super) fn anthropic_text_stream() -> Vec<Bytes> {
