@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod edge;
+pub use edge::{AdminConfig, AdminListen, ClientsConfig, LimitsConfig};
+
 /// Why a configuration could not be used. Start-up only; never produced per request.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +44,15 @@ pub struct Config {
     /// Failover routes: a model name (glob) to ordered `provider:model` targets.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Connection, request and shutdown limits of the proxy listener.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The admin listener, apart from the proxy's.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Client authentication.
+    #[serde(default)]
+    pub clients: ClientsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,6 +541,9 @@ impl Config {
         if let Some(path) = var("HOLDFAST_STORE_PATH").filter(|v| !v.is_empty()) {
             self.store.path = PathBuf::from(path);
         }
+        if let Some(listen) = var("HOLDFAST_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
+            self.admin.listen = listen;
+        }
     }
 
     /// Checks everything serde cannot, reporting every problem with its key path.
@@ -594,6 +609,11 @@ impl Config {
         }
         if self.resilience.stale_reserve >= self.resilience.deadline {
             problems.push("resilience.stale_reserve: must be shorter than resilience.deadline".into());
+        }
+        self.limits.validate(&mut problems);
+        self.admin.validate(&mut problems);
+        if self.clients.keys_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            problems.push("clients.keys_env: name an environment variable".into());
         }
         if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
     }

@@ -242,7 +242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (config, source) = Config::load(cli.config.as_deref())?;
             holdfast::telemetry::init_logging(&config.log);
             let secret = resolve_secret(cli.passphrase_file.as_deref(), env)?;
-            runtime()?.block_on(holdfast::proxy::serve(config, source, secret))?;
+            runtime()?.block_on(holdfast::serve::serve(config, source, secret))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init => {

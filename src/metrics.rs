@@ -31,6 +31,10 @@ pub struct Metrics {
     store_errors: AtomicU64,
     /// Streams from upstream that ended before completing (never stored).
     streams_interrupted: AtomicU64,
+    /// Requests refused at the edge because `limits.max_in_flight` were being answered.
+    requests_shed: AtomicU64,
+    /// Requests refused at the edge for a missing or unknown client key (`[clients]`).
+    requests_unauthorized: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +77,14 @@ impl Metrics {
 
     pub fn count_stream_interrupted(&self) {
         self.streams_interrupted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_shed(&self) {
+        self.requests_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_unauthorized(&self) {
+        self.requests_unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, store: &StoreStats) -> String {
@@ -126,6 +138,18 @@ impl Metrics {
                 "counter",
                 "Upstream streams that ended before completion.",
                 self.streams_interrupted.load(Ordering::Relaxed),
+            ),
+            (
+                "holdfast_requests_shed_total",
+                "counter",
+                "Requests refused with 503 because limits.max_in_flight were in flight.",
+                self.requests_shed.load(Ordering::Relaxed),
+            ),
+            (
+                "holdfast_requests_unauthorized_total",
+                "counter",
+                "Requests refused for a missing or unknown client key.",
+                self.requests_unauthorized.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in gauges {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use zeroize::Zeroizing;
 
 use crate::config::{Api, FailureKind, ProviderConfig, RetryConfig, RouteConfig};
+use crate::credential::client_credential;
 use crate::normalize::Dialect;
 
 /// A provider ready to take requests: its settings and a pooled HTTP client.
@@ -16,6 +17,9 @@ pub struct Provider {
     client: reqwest::Client,
     /// The key from `api_key_env`, read once at start-up.
     api_key: Option<Zeroizing<String>>,
+    /// Whether a client's own key may be sent on when there is no `api_key_env` key. Off when
+    /// `[clients]` keys are on: those are Holdfast's keys, never a provider's.
+    forward_client_key: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -180,7 +184,7 @@ impl Provider {
             .user_agent(concat!("holdfast/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamInitError::Client(e.to_string()))?;
-        Ok(Self { config, client, api_key })
+        Ok(Self { config, client, api_key, forward_client_key: true })
     }
 
     pub fn name(&self) -> &str {
@@ -208,7 +212,8 @@ impl Provider {
     fn headers(&self, client: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
         out.insert("accept-encoding", HeaderValue::from_static("identity"));
-        let client_token = client_credential_token(client);
+        // Conflicting credentials were refused at the edge; here they read as none.
+        let client_token = client_credential(client).ok().flatten().filter(|_| self.forward_client_key);
         match self.config.api {
             Api::Openai => {
                 let token = self.api_key.as_deref().map(String::as_str).or(client_token);
@@ -295,22 +300,6 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {
     }
 }
 
-/// The client's API key, from `Authorization: Bearer …` or `x-api-key`, whichever is present.
-fn client_credential_token(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
-    }
-    let auth = headers.get("authorization")?.to_str().ok()?.trim();
-    Some(auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")).unwrap_or(auth).trim())
-}
-
-/// The bytes the tenant namespace is derived from: the same for `Authorization: Bearer K` and
-/// `x-api-key: K`, so one key is one tenant whichever header its SDK uses. Empty when the
-/// client sent no credential (all such clients share one anonymous namespace).
-pub fn credential_for_namespace(headers: &HeaderMap) -> &[u8] {
-    client_credential_token(headers).map(str::as_bytes).unwrap_or_default()
-}
-
 /// One place a request may be sent: a provider and the model to ask it for.
 pub struct Target<'a> {
     pub provider: &'a Provider,
@@ -326,6 +315,16 @@ impl Upstreams {
     pub fn new(configs: &[ProviderConfig], env: impl Fn(&str) -> Option<String>) -> Result<Self, UpstreamInitError> {
         let providers = configs.iter().map(|c| Provider::new(c.clone(), &env)).collect::<Result<_, _>>()?;
         Ok(Self { providers })
+    }
+
+    /// Never sends clients' keys on (with `[clients]` keys, they are Holdfast's own).
+    pub fn stop_forwarding_client_keys(&mut self) {
+        self.providers.iter_mut().for_each(|p| p.forward_client_key = false);
+    }
+
+    /// Whether some provider sends the operator's own key (`api_key_env`).
+    pub fn uses_operator_keys(&self) -> bool {
+        self.providers.iter().any(|p| p.api_key.is_some())
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Provider> {
@@ -386,9 +385,6 @@ mod tests {
         assert!(h["x-api-key"].is_sensitive());
         let h = provider("http://h", Api::Openai, Some("KEY")).headers(&client);
         assert_eq!(h["authorization"], "Bearer sk-provider");
-        let mut x = HeaderMap::new();
-        x.insert("x-api-key", HeaderValue::from_static("sk-client"));
-        assert_eq!(credential_for_namespace(&x), credential_for_namespace(&client));
     }
 
     #[test]

@@ -1,19 +1,26 @@
-//! The CLI's side of the admin API: runs a command on a server (`--server URL`) and turns the
-//! NDJSON answer back into an `Outcome`, calling `progress` as lines arrive.
+//! The CLI's side of the admin listener: runs a command on a server (`--server URL`) and turns
+//! the NDJSON answer back into an `Outcome`, calling `progress` as lines arrive. Inputs are
+//! streamed up and exports streamed down, so bundle size never meets memory.
+//!
+//! `URL` is `http://host:port`, `https://host:port` (a private CA in `HOLDFAST_SERVER_CA`), or
+//! `unix:/path/to/admin.sock`.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
-use base64::Engine as _;
-use futures_util::StreamExt;
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::api::ExecuteBody;
 use super::{AdminRequest, Outcome, Progress, create_new};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the server at {url}: {reason} (is `holdfast serve` running there?)")]
+    #[error(
+        "cannot reach the server at {url}: {reason} (is `holdfast serve` running there, with HOLDFAST_ADMIN_TOKEN?)"
+    )]
     Unreachable { url: String, reason: String },
     #[error("server refused: {0}")]
     Refused(String),
@@ -39,78 +46,55 @@ pub async fn execute_remote(
     output: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
-    let input_base64 = match input {
-        Some(path) => {
-            Some(base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).map_err(file_error(path))?))
-        }
-        None => None,
-    };
-    let mut out_file = match output {
-        Some(path) => Some(std::io::BufWriter::new(create_new(path).map_err(file_error(path))?)),
-        None => None,
-    };
-    let outcome = receive(server, token, request, input_base64, &mut out_file, output, progress).await;
+    let server = Server::parse(server)?;
+    let outcome = receive(&server, token, request, input, output, progress).await;
     if let (Err(_), Some(path)) = (&outcome, output) {
         // A failed export must not leave a half file that blocks the retry.
-        drop(out_file);
         let _ = std::fs::remove_file(path);
     }
     outcome
 }
 
 async fn receive(
-    server: &str,
+    server: &Server,
     token: &str,
     request: &AdminRequest,
-    input_base64: Option<String>,
-    out_file: &mut Option<std::io::BufWriter<std::fs::File>>,
+    input: Option<&Path>,
     output: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
-    let url = format!("{}/admin/v1/execute", server.trim_end_matches('/'));
-    let body = ExecuteBody { request: request.clone(), input_base64 };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| ClientError::Unreachable { url: url.clone(), reason: e.to_string() })?;
-    if !response.status().is_success() {
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        return Err(ClientError::Refused(message));
-    }
-    let mut stream = response.bytes_stream();
+    let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Failed(e.to_string()))?;
+    line.push(b'\n');
+    let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(line)) });
+    let body = match input {
+        Some(path) => {
+            let file = tokio::fs::File::open(path).await.map_err(file_error(path))?;
+            Body::from_stream(head.chain(super::api::file_chunks(file)))
+        }
+        None => Body::from_stream(head),
+    };
+    let mut stream = server.send(reqwest::Method::POST, "/admin/v1/execute", token, body).await?;
     let mut buffer = Vec::new();
+    let mut fetched = None;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ClientError::Unreachable { url: url.clone(), reason: e.to_string() })?;
-        buffer.extend_from_slice(&chunk);
+        buffer.extend_from_slice(&chunk.map_err(|reason| server.unreachable(reason))?);
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
             let value: Value = serde_json::from_slice(&line).map_err(|e| ClientError::Failed(e.to_string()))?;
-            if let Some([done, total]) = value["progress"].as_array().map(|a| [a[0].as_u64(), a[1].as_u64()]) {
-                progress(done.unwrap_or(0), total.unwrap_or(0));
-            } else if let Some(data) = value["output_base64"].as_str() {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(data)
-                    .map_err(|e| ClientError::Failed(e.to_string()))?;
-                if let (Some(file), Some(path)) = (out_file.as_mut(), output) {
-                    file.write_all(&bytes).map_err(file_error(path))?;
+            if let Some(pair) = value["progress"].as_array() {
+                let at = |i: usize| pair.get(i).and_then(Value::as_u64).unwrap_or(0);
+                progress(at(0), at(1));
+            } else if let Some(id) = value["output"]["id"].as_str() {
+                if let Some(path) = output {
+                    download(server, token, id, path).await?;
+                    fetched = Some(path.to_owned());
                 }
             } else if let Some(message) = value["error"].as_str() {
                 return Err(ClientError::Failed(message.to_owned()));
             } else if let Some(result) = value.get("result") {
-                if let (Some(mut file), Some(path)) = (out_file.take(), output) {
-                    file.flush().map_err(file_error(path))?;
-                    file.get_ref().sync_all().map_err(file_error(path))?;
-                }
                 let verification_failed = value["verification_failed"].as_bool().unwrap_or(false);
                 let mut result = result.clone();
-                if let Some(path) = output {
+                if let Some(path) = fetched {
                     // The server wrote to a scratch file; what the operator has is `--out`.
                     result["path"] = Value::String(path.display().to_string());
                 }
@@ -119,4 +103,126 @@ async fn receive(
         }
     }
     Err(ClientError::Truncated)
+}
+
+/// Streams an export from the server into a new file at `path`, synced before it counts.
+async fn download(server: &Server, token: &str, id: &str, path: &Path) -> Result<(), ClientError> {
+    let mut file = std::io::BufWriter::new(create_new(path).map_err(file_error(path))?);
+    let mut stream = server.send(reqwest::Method::GET, &format!("/admin/v1/output/{id}"), token, Body::empty()).await?;
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk.map_err(|reason| server.unreachable(reason))?).map_err(file_error(path))?;
+    }
+    file.flush().map_err(file_error(path))?;
+    file.get_ref().sync_all().map_err(file_error(path))
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+/// Where the admin listener is.
+enum Server {
+    Http(String),
+    Unix(PathBuf),
+}
+
+impl Server {
+    fn parse(text: &str) -> Result<Self, ClientError> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return Ok(Self::Http(text.trim_end_matches('/').to_owned()));
+        }
+        Err(ClientError::Failed(format!(
+            "--server {text}: use http://host:port, https://host:port or unix:/path/to/admin.sock"
+        )))
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Http(url) => url.clone(),
+            Self::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    fn unreachable(&self, reason: String) -> ClientError {
+        ClientError::Unreachable { url: self.label(), reason }
+    }
+
+    /// Sends one request; a non-2xx answer becomes `Refused` with the server's message.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Body,
+    ) -> Result<ByteStream, ClientError> {
+        let (status, stream): (u16, ByteStream) = match self {
+            Self::Http(base) => {
+                let response = http_client()?
+                    .request(method, format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+                    .send()
+                    .await
+                    .map_err(|e| self.unreachable(e.to_string()))?;
+                let status = response.status().as_u16();
+                (status, Box::pin(response.bytes_stream().map(|c| c.map_err(|e| e.to_string()))))
+            }
+            Self::Unix(socket) => {
+                let stream =
+                    tokio::net::UnixStream::connect(socket).await.map_err(|e| self.unreachable(e.to_string()))?;
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .map_err(|e| self.unreachable(e.to_string()))?;
+                tokio::spawn(connection);
+                let request = axum::http::Request::builder()
+                    .method(method.as_str())
+                    .uri(path)
+                    .header("host", "holdfast-admin")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(body)
+                    .map_err(|e| ClientError::Failed(e.to_string()))?;
+                let response = sender.send_request(request).await.map_err(|e| self.unreachable(e.to_string()))?;
+                let status = response.status().as_u16();
+                let data = Body::new(response.into_body()).into_data_stream();
+                (status, Box::pin(data.map(|c| c.map_err(|e| e.to_string()))))
+            }
+        };
+        if (200..300).contains(&status) {
+            return Ok(stream);
+        }
+        let text = collect_text(stream).await;
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        Err(ClientError::Refused(message))
+    }
+}
+
+async fn collect_text(mut stream: ByteStream) -> String {
+    let mut bytes = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > 64 * 1024 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The HTTP client, trusting `HOLDFAST_SERVER_CA` (a PEM file) besides the system's roots, for
+/// admin listeners with a certificate from a private CA.
+fn http_client() -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = std::env::var_os("HOLDFAST_SERVER_CA").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        let pem = std::fs::read(&path).map_err(file_error(&path))?;
+        let certificate = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| ClientError::Failed(format!("HOLDFAST_SERVER_CA {}: {e}", path.display())))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|e| ClientError::Failed(format!("cannot build the HTTP client: {e}")))
 }

@@ -32,6 +32,14 @@ pub enum ApiError {
     UpstreamInvalid { provider: String, reason: String },
     #[error("unsupported path {0}")]
     UnsupportedPath(String),
+    #[error(transparent)]
+    Credential(#[from] crate::credential::CredentialError),
+    #[error("this Holdfast accepts only its own client keys: send one as `Authorization: Bearer …` or `x-api-key`")]
+    Unauthorized,
+    #[error("holdfast is answering as many requests as it may (limits.max_in_flight); retry shortly")]
+    Overloaded,
+    #[error("{0}")]
+    BodyTimeout(String),
 }
 
 impl ApiError {
@@ -41,7 +49,11 @@ impl ApiError {
             | Self::NotAnObject
             | Self::MissingModel
             | Self::BadHeader(_)
+            | Self::Credential(_)
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
@@ -59,6 +71,9 @@ impl ApiError {
             Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
             Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),
+            Self::Unauthorized => ("invalid_request_error", "authentication_error", "invalid_api_key"),
+            Self::Overloaded => ("server_error", "overloaded_error", "overloaded"),
+            Self::BodyTimeout(_) => ("invalid_request_error", "timeout_error", "request_timeout"),
             _ => ("invalid_request_error", "invalid_request_error", "invalid_request"),
         }
     }
@@ -77,6 +92,9 @@ impl ApiError {
         };
         let mut response = (status, body.to_string()).into_response();
         response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP front end: OpenAI- and Anthropic-compatible endpoints, health, readiness and
 //! metrics, and the start-up sequence of `holdfast serve`.
 //!
+//! - `guard`: one credential, client keys, the in-flight cap — before any handler.
 //! - `request`: endpoint table, body limits, cache policy from headers.
 //! - `exchange`: one request from arrival to answer (store, chain, fallback).
 //! - `chain`: targets in order with retries, deadlines, breakers and translation.
@@ -12,6 +13,7 @@
 mod chain;
 mod errors;
 mod exchange;
+mod guard;
 mod models;
 mod relay;
 mod request;
@@ -20,7 +22,6 @@ mod stored;
 use std::future::Future;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -33,17 +34,18 @@ use tokio::net::TcpListener;
 pub use errors::ApiError;
 pub use request::Endpoint;
 
-use zeroize::Zeroizing;
+use tokio::sync::Semaphore;
 
 use crate::address::{Address, Namespace};
-use crate::admin::Admin;
-use crate::config::{CacheScope, Config, ConfigSource};
+use crate::config::{CacheScope, Config};
+use crate::credential::ClientKeys;
+use crate::credential::credential_for_namespace;
 use crate::metrics::Metrics;
 use crate::normalize::{Dialect, NormalizedRequest};
 use crate::resilience::breaker::Breakers;
-use crate::secret::StoreSecret;
-use crate::store::{Store, StoreOpenError, StoreOptions};
-use crate::upstream::{UpstreamInitError, Upstreams, credential_for_namespace};
+use crate::server::{Listener, ServerLimits};
+use crate::store::Store;
+use crate::upstream::Upstreams;
 
 /// Everything a request handler needs, shared by all of them.
 pub struct AppInner {
@@ -52,10 +54,11 @@ pub struct AppInner {
     pub upstreams: Upstreams,
     pub metrics: Metrics,
     pub breakers: Breakers,
-    /// Admin commands over the store (`/admin/v1/execute`); `None` when the admin API is off.
-    pub admin: Option<Arc<Admin>>,
-    /// `HOLDFAST_ADMIN_TOKEN`; without it the admin API is off.
-    pub admin_token: Option<Zeroizing<String>>,
+    /// Client keys this proxy accepts (`[clients] keys_env`); empty: any client may call.
+    pub client_keys: ClientKeys,
+    /// Places for requests being answered (`limits.max_in_flight`); one is held per request
+    /// until its body's last byte, and a request that finds none is shed with a 503.
+    pub in_flight: Arc<Semaphore>,
 }
 
 #[derive(Clone)]
@@ -70,25 +73,20 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(config: Config, store: Arc<Store>, upstreams: Upstreams) -> Self {
-        Self::with_admin(config, store, upstreams, None, None)
+        Self::with_client_keys(config, store, upstreams, ClientKeys::default())
     }
 
-    /// As `new`, with the admin API on when both `admin` and `token` are given.
-    pub fn with_admin(
-        config: Config,
-        store: Arc<Store>,
-        upstreams: Upstreams,
-        admin: Option<Arc<Admin>>,
-        admin_token: Option<Zeroizing<String>>,
-    ) -> Self {
+    /// As `new`, accepting only clients that present one of `client_keys`.
+    pub fn with_client_keys(config: Config, store: Arc<Store>, upstreams: Upstreams, client_keys: ClientKeys) -> Self {
+        let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
         Self(Arc::new(AppInner {
             config,
             store,
             upstreams,
             metrics: Metrics::default(),
             breakers: Breakers::default(),
-            admin,
-            admin_token,
+            client_keys,
+            in_flight,
         }))
     }
 }
@@ -108,43 +106,51 @@ impl AppInner {
     }
 }
 
-/// The whole HTTP surface, without a socket (tests drive it with `oneshot`).
+/// The whole HTTP surface, without a socket (tests drive it with `oneshot`). Every API route
+/// (and the fallback) passes the guard; health, readiness and metrics do not, so probes and
+/// scrapes work when the proxy is full or requires client keys.
 pub fn router(state: AppState) -> Router {
-    let mut router = Router::new();
+    let mut api = Router::new();
     for endpoint in Endpoint::ALL {
-        router = router.route(
+        api = api.route(
             endpoint.path(),
             post(move |State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: axum::body::Body| {
                 exchange::handle(state, endpoint, uri, headers, body)
             }),
         );
     }
-    router
+    let api = api
         .route("/v1/models", get(models::list))
+        .fallback(unsupported)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard));
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/health", get(health))
-        .route("/admin/v1/execute", post(crate::admin::api::execute))
-        .fallback(unsupported)
+        .merge(api)
         .with_state(state)
 }
 
-/// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves on `listener` until `shutdown` resolves, within `[limits]`; then lets in-flight
+/// requests finish for at most `limits.shutdown_timeout`.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Peer addresses feed the admin API's access trail.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Without TCP_NODELAY, a stream's small event writes meet the client's delayed ACK and
-    // stall 40 ms each (measured: a replayed 32 KiB stream took 44 ms at p50).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    let limits = ServerLimits::from_config(&state.config.limits);
+    run_with_limits(listener, state, limits, shutdown).await
+}
+
+/// As `run`, with limits worked out by the caller (`serve` fits them to the open-file limit).
+pub async fn run_with_limits(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    crate::server::serve(Listener::Tcp(listener), None, router(state), limits, shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -180,129 +186,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
 async fn unsupported(uri: Uri) -> Response {
     let dialect = Dialect::of_endpoint(uri.path());
     ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect)
-}
-
-/// Why `holdfast serve` could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Store(#[from] StoreOpenError),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamInitError),
-    #[error(
-        "cannot listen on {addr}: {source} (is another holdfast or service on that port? set `listen` or HOLDFAST_LISTEN)"
-    )]
-    Listen { addr: String, source: std::io::Error },
-    #[error("server failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// `holdfast serve`: opens (or creates) the store, binds, serves until SIGTERM or Ctrl-C.
-pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) -> Result<(), ServeError> {
-    let options = StoreOptions {
-        create_if_missing: true,
-        retention: config.store.retention,
-        max_bytes: config.store.max_size,
-        cache_bytes: config.store.cache_memory,
-        ..StoreOptions::default()
-    };
-    let path = config.store.path.clone();
-    let existed = path.join("HOLDFAST").exists();
-    // Argon2id takes tens of milliseconds by design; keep it off the async workers.
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, &secret, options))
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
-    let store = Arc::new(store);
-    let upstreams = Upstreams::new(&config.providers, |name| std::env::var(name).ok())?;
-    let addr = config.listen.clone();
-    let listener =
-        TcpListener::bind(&addr).await.map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
-    let local = listener.local_addr()?;
-    let stats = store.stats();
-    tracing::info!(
-        config = %source,
-        store = %store.path().display(),
-        created = !existed,
-        entries = stats.entries,
-        mode = config.cache.mode.as_str(),
-        "holdfast listening on http://{local} — OpenAI SDKs: base_url=\"http://{local}/v1\"; Anthropic SDKs: base_url=\"http://{local}\""
-    );
-    for p in &upstreams.providers {
-        tracing::info!(provider = p.name(), base_url = %p.config.base_url, models = ?p.config.models, "provider");
-    }
-    if config.store.retention.is_some() {
-        spawn_purger(store.clone());
-    }
-    spawn_served_writer(store.clone());
-    let admin_token = std::env::var("HOLDFAST_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).map(Zeroizing::new);
-    let admin = match &admin_token {
-        Some(_) => {
-            tracing::info!("admin API on: `holdfast --server http://{local} …` with HOLDFAST_ADMIN_TOKEN");
-            Some(Arc::new(
-                Admin::open(store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?,
-            ))
-        }
-        None => {
-            tracing::info!("admin API off (set HOLDFAST_ADMIN_TOKEN to run admin commands against this server)");
-            None
-        }
-    };
-    let state = AppState::with_admin(config, store.clone(), upstreams, admin, admin_token);
-    run(listener, state, shutdown_signal()).await?;
-    tracing::info!("shut down; flushing the store");
-    store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
-    Ok(())
-}
-
-/// Writes the served counts noted by hits, once a second, off the async workers.
-fn spawn_served_writer(store: Arc<Store>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let store = store.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_served()).await {
-                tracing::warn!(error = %e, "could not write served counts");
-            }
-        }
-    });
-}
-
-/// Deletes expired entries hourly, off the async workers.
-fn spawn_purger(store: Arc<Store>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tick.tick().await;
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.purge_expired()).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired entries"),
-                Ok(Err(e)) => tracing::error!(error = %e, "purging expired entries failed"),
-                _ => {}
-            }
-        }
-    });
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown requested; finishing in-flight requests");
 }

@@ -74,8 +74,13 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<By
         return Err(ApiError::TooLarge { limit });
     }
     axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
+        let stalled = crate::server::BodyTimeout::find(&e).map(ToString::to_string);
         let text = e.to_string();
-        if text.contains("length limit") { ApiError::TooLarge { limit } } else { ApiError::BodyRead(text) }
+        match stalled {
+            Some(reason) => ApiError::BodyTimeout(reason),
+            None if text.contains("length limit") => ApiError::TooLarge { limit },
+            None => ApiError::BodyRead(text),
+        }
     })
 }
 

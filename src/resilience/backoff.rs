@@ -29,14 +29,20 @@ fn random_u64() -> u64 {
 /// `Retry-After` (seconds; an HTTP-date is not honoured and falls back to backoff).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()).filter(|v| v.is_finite() && *v >= 0.0)
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
     }
-    text("retry-after")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
+    text("retry-after").and_then(|v| v.parse::<f64>().ok()).and_then(seconds)
+}
+
+/// A provider's number of seconds as a wait. Negative or NaN asks for nothing; a finite value
+/// too large for a `Duration` (`1e20`) saturates rather than panicking — any such wait is far
+/// past `retry_after_cap`, so the caller fails over.
+fn seconds(value: f64) -> Option<Duration> {
+    if value.is_nan() || value < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX))
 }
 
 /// The wait before the next attempt: the provider's request (capped) if it made one, else
@@ -89,6 +95,14 @@ mod tests {
         let wait =
             next_wait(Some(&long), Duration::from_millis(1), Duration::from_millis(2), Duration::from_secs(5), 0);
         assert_eq!(wait, Duration::from_secs(5));
+        let mut huge = HeaderMap::new();
+        huge.insert("retry-after", HeaderValue::from_static("1e20"));
+        assert_eq!(retry_after(&huge), Some(Duration::MAX));
+        huge.insert("retry-after-ms", HeaderValue::from_static("inf"));
+        assert_eq!(retry_after(&huge), Some(Duration::MAX));
+        let mut negative = HeaderMap::new();
+        negative.insert("retry-after", HeaderValue::from_static("-3"));
+        assert_eq!(retry_after(&negative), None);
         let mut date = HeaderMap::new();
         date.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
         assert_eq!(retry_after(&date), None);

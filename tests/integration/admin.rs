@@ -398,16 +398,11 @@ async fn rotation_with_reencrypt_through_the_server_while_it_serves() {
     let admin = Arc::new(Admin::open(store.clone()).unwrap());
     let config = config_for(&upstream.base_url());
     let upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
-    let state = holdfast::proxy::AppState::with_admin(
-        config,
-        store.clone(),
-        upstreams,
-        Some(admin),
-        Some(zeroize::Zeroizing::new("test-admin-token".into())),
-    );
+    let state = holdfast::proxy::AppState::new(config, store.clone(), upstreams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(holdfast::proxy::run(listener, state, std::future::pending()));
+    let admin_url = crate::common::start_admin(admin, "test-admin-token").await;
     let prompts: Vec<String> = (0..200).map(|i| format!("rotating {i}")).collect();
     let chat = |p: &str| serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": p}]});
     for p in &prompts {
@@ -438,11 +433,11 @@ async fn rotation_with_reencrypt_through_the_server_while_it_serves() {
         }));
     }
     let cli_dir = tempfile::tempdir().unwrap();
-    let base_for_cli = base.clone();
+    let admin_for_cli = admin_url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_holdfast"))
             .current_dir(cli_dir.path())
-            .args(["--server", &base_for_cli, "keys", "rotate", "--reencrypt", "--json"])
+            .args(["--server", &admin_for_cli, "keys", "rotate", "--reencrypt", "--json"])
             .env("HOLDFAST_ADMIN_TOKEN", "test-admin-token")
             .env_remove("HOLDFAST_PASSPHRASE")
             .output()
@@ -475,7 +470,7 @@ async fn rotation_with_reencrypt_through_the_server_while_it_serves() {
 
     // The wrong token is refused and the trail names the token holder, not the token.
     let out = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(["--server", &base, "keys", "list"])
+        .args(["--server", &admin_url, "keys", "list"])
         .env("HOLDFAST_ADMIN_TOKEN", "wrong")
         .output()
         .unwrap();

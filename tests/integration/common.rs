@@ -178,3 +178,19 @@ pub async fn start_proxy_with(config: holdfast::config::Config, store: Store, di
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(std::time::Duration::from_secs(20)).build().unwrap()
 }
+
+/// The admin listener for `admin` on 127.0.0.1:0 with `token`; returns its URL.
+pub async fn start_admin(admin: std::sync::Arc<holdfast::admin::Admin>, token: &str) -> String {
+    let state =
+        holdfast::admin::api::AdminState::new(admin, zeroize::Zeroizing::new(token.to_owned()), 1 << 30).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(holdfast::admin::api::run(
+        holdfast::server::Listener::Tcp(listener),
+        None,
+        state,
+        holdfast::server::ServerLimits::default(),
+        std::future::pending(),
+    ));
+    url
+}

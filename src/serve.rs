@@ -1,0 +1,246 @@
+//! `holdfast serve`: the start-up sequence. Hardens the process, opens the store, binds the
+//! proxy listener and (with `HOLDFAST_ADMIN_TOKEN`) the admin listener apart from it, warns
+//! about risky setups, serves both until SIGTERM or Ctrl-C, then flushes the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::admin::Admin;
+use crate::admin::api::{AdminListenError, AdminState};
+use crate::config::{AdminListen, Config, ConfigSource};
+use crate::credential::ClientKeys;
+use crate::proxy::{self, AppState};
+use crate::secret::StoreSecret;
+use crate::server::{Listener, ServerLimits, connection_cap};
+use crate::store::{Store, StoreOpenError, StoreOptions};
+use crate::upstream::{UpstreamInitError, Upstreams};
+
+/// Why `holdfast serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreOpenError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamInitError),
+    #[error(
+        "cannot listen on {addr}: {source} (is another holdfast or service on that port? set `listen` or HOLDFAST_LISTEN)"
+    )]
+    Listen { addr: String, source: std::io::Error },
+    #[error("cannot listen for the admin API on {addr}: {source} (set `[admin] listen` or HOLDFAST_ADMIN_LISTEN)")]
+    AdminListen { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    Admin(#[from] AdminListenError),
+    #[error("clients.keys_env names {var}, which is not set or holds no key; export the client keys in it")]
+    MissingClientKeys { var: String },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `holdfast serve`: opens (or creates) the store, binds, serves until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) -> Result<(), ServeError> {
+    let hardening = crate::hardening::apply();
+    hardening.log();
+    let options = StoreOptions {
+        create_if_missing: true,
+        retention: config.store.retention,
+        max_bytes: config.store.max_size,
+        cache_bytes: config.store.cache_memory,
+        ..StoreOptions::default()
+    };
+    let path = config.store.path.clone();
+    let existed = path.join("HOLDFAST").exists();
+    // Argon2id takes tens of milliseconds by design; keep it off the async workers.
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, &secret, options))
+        .await
+        .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
+    let store = Arc::new(store);
+    let client_keys = match &config.clients.keys_env {
+        Some(var) => {
+            let keys = ClientKeys::parse(&Zeroizing::new(std::env::var(var).unwrap_or_default()));
+            if !keys.enabled() {
+                return Err(ServeError::MissingClientKeys { var: var.clone() });
+            }
+            keys
+        }
+        None => ClientKeys::default(),
+    };
+    let mut upstreams = Upstreams::new(&config.providers, |name| std::env::var(name).ok())?;
+    if client_keys.enabled() {
+        upstreams.stop_forwarding_client_keys();
+    }
+    let addr = config.listen.clone();
+    let listener =
+        TcpListener::bind(&addr).await.map_err(|source| ServeError::Listen { addr: addr.clone(), source })?;
+    let local = listener.local_addr()?;
+    let stats = store.stats();
+    tracing::info!(
+        config = %source,
+        store = %store.path().display(),
+        created = !existed,
+        entries = stats.entries,
+        mode = config.cache.mode.as_str(),
+        "holdfast listening on http://{local} — OpenAI SDKs: base_url=\"http://{local}/v1\"; Anthropic SDKs: base_url=\"http://{local}\""
+    );
+    for p in &upstreams.providers {
+        tracing::info!(provider = p.name(), base_url = %p.config.base_url, models = ?p.config.models, "provider");
+    }
+    for warning in risky_setup(&config, local, &upstreams, &client_keys) {
+        tracing::warn!("{warning}");
+    }
+    let mut limits = ServerLimits::from_config(&config.limits);
+    limits.max_connections = connection_cap(config.limits.max_connections, hardening.open_files);
+    if limits.max_connections < config.limits.max_connections {
+        tracing::warn!(
+            configured = config.limits.max_connections,
+            effective = limits.max_connections,
+            open_files = ?hardening.open_files,
+            "limits.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+        );
+    }
+    if config.store.retention.is_some() {
+        spawn_purger(store.clone());
+    }
+    spawn_served_writer(store.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = start_admin(&config, &store, &limits, stopped(stop_rx.clone())).await?;
+    let state = AppState::with_client_keys(config, store.clone(), upstreams, client_keys);
+    let proxy_limits = limits;
+    proxy::run_with_limits(listener, state, proxy_limits, stopped(stop_rx)).await?;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!("shut down; flushing the store");
+    store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    Ok(())
+}
+
+/// Binds and spawns the admin listener when `HOLDFAST_ADMIN_TOKEN` is set.
+async fn start_admin(
+    config: &Config,
+    store: &Arc<Store>,
+    limits: &ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServeError> {
+    let Some(token) = std::env::var("HOLDFAST_ADMIN_TOKEN").ok().map(Zeroizing::new) else {
+        tracing::info!("admin API off (set HOLDFAST_ADMIN_TOKEN to run admin commands against this server)");
+        return Ok(None);
+    };
+    let admin = Admin::open(store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let state = AdminState::new(Arc::new(admin), token, config.admin.max_bundle_bytes)?;
+    let tls = match (&config.admin.tls_cert, &config.admin.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::admin::api::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let listen_error = |source| ServeError::AdminListen { addr: config.admin.listen.clone(), source };
+    let (listener, url) = match config.admin.parsed_listen() {
+        Some(AdminListen::Unix(path)) => {
+            remove_stale_socket(&path);
+            let listener = tokio::net::UnixListener::bind(&path).map_err(listen_error)?;
+            let url = format!("unix:{}", path.display());
+            (Listener::Unix(listener, path), url)
+        }
+        Some(AdminListen::Tcp(addr)) => {
+            let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+            let url = format!("{scheme}://{}", listener.local_addr()?);
+            (Listener::Tcp(listener), url)
+        }
+        None => return Err(listen_error(std::io::Error::other("not an address or socket path"))),
+    };
+    tracing::info!("admin API on {url}: `holdfast --server {url} …` with HOLDFAST_ADMIN_TOKEN");
+    Ok(Some(tokio::spawn(crate::admin::api::run(listener, tls, state, limits.clone(), shutdown))))
+}
+
+/// A socket file left by a process that is gone would block the bind; a live one is kept
+/// (the bind then fails and says so).
+fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt as _;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Set-ups that expose more than the operator may mean to, as start-up warnings.
+pub fn risky_setup(config: &Config, proxy: SocketAddr, upstreams: &Upstreams, keys: &ClientKeys) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !proxy.ip().is_loopback() && upstreams.uses_operator_keys() && !keys.enabled() {
+        warnings.push(format!(
+            "listen = {proxy} is reachable from other hosts and providers send your own api_key_env keys: \
+             anyone who can reach it can spend them. Set [clients] keys_env to require client keys, or listen on loopback"
+        ));
+    }
+    if let Some(AdminListen::Tcp(admin)) = config.admin.parsed_listen()
+        && !admin.ip().is_loopback()
+        && !config.admin.tls()
+        && std::env::var_os("HOLDFAST_ADMIN_TOKEN").is_some()
+    {
+        warnings.push(format!(
+            "the admin API listens on {admin}, off loopback, without TLS: the admin token and new passphrases \
+             would cross the network in the clear. Set [admin] tls_cert and tls_key, or listen on loopback"
+        ));
+    }
+    warnings
+}
+
+/// Writes the served counts noted by hits, once a second, off the async workers.
+fn spawn_served_writer(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_served()).await {
+                tracing::warn!(error = %e, "could not write served counts");
+            }
+        }
+    });
+}
+
+/// Deletes expired entries hourly, off the async workers.
+fn spawn_purger(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.purge_expired()).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "purged expired entries"),
+                Ok(Err(e)) => tracing::error!(error = %e, "purging expired entries failed"),
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
