@@ -121,6 +121,7 @@ pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/admin/v1/execute", post(execute))
         .route("/admin/v1/output/{id}", get(fetch_output))
+        .route("/admin/v1/ping", get(ping))
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .with_state(state)
 }
@@ -280,6 +281,16 @@ fn run_command(
             send(json!({"result": outcome.result, "verification_failed": outcome.verification_failed}));
         }
         Err(e) => send(json!({"error": e.to_string()})),
+    }
+}
+
+/// A token check and nothing else: the client asks before it streams an upload, so a wrong
+/// token is a clear 401 rather than a connection cut mid-upload.
+async fn ping(State(state): State<AdminState>, request: Request) -> Response {
+    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_else(|| Peer("unknown".into()));
+    match state.authenticate(request.headers(), &peer) {
+        Some(_) => (StatusCode::OK, [("content-type", "application/json")], r#"{"ok":true}"#).into_response(),
+        None => unauthorized(),
     }
 }
 

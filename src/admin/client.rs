@@ -68,6 +68,9 @@ async fn receive(
     let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(line)) });
     let body = match input {
         Some(path) => {
+            // The server refuses a wrong token before reading the body, which cuts an upload
+            // short; asking first turns that into a clear answer.
+            server.send(reqwest::Method::GET, "/admin/v1/ping", token, Body::empty()).await?;
             let file = tokio::fs::File::open(path).await.map_err(file_error(path))?;
             Body::from_stream(head.chain(super::api::file_chunks(file)))
         }
@@ -165,7 +168,7 @@ impl Server {
                     .body(reqwest::Body::wrap_stream(body.into_data_stream()))
                     .send()
                     .await
-                    .map_err(|e| self.unreachable(e.to_string()))?;
+                    .map_err(|e| self.unreachable(causes(&e)))?;
                 let status = response.status().as_u16();
                 (status, Box::pin(response.bytes_stream().map(|c| c.map_err(|e| e.to_string()))))
             }
@@ -200,6 +203,18 @@ impl Server {
             .unwrap_or(text);
         Err(ClientError::Refused(message))
     }
+}
+
+/// An error and its causes, so "error sending request" says why (refused, bad certificate).
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        current = cause.source();
+    }
+    text
 }
 
 async fn collect_text(mut stream: ByteStream) -> String {

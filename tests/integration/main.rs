@@ -1,8 +1,10 @@
 //! Holdfast's integration tests: one binary, one module per area.
 
 mod admin;
+mod admin_plane;
 mod cli;
 mod common;
+mod edge;
 mod fake_upstream;
 mod normalization;
 mod proxy;
