@@ -32,6 +32,10 @@ pub enum ApiError {
     UpstreamInvalid { provider: String, reason: String },
     #[error("unsupported path {0}")]
     UnsupportedPath(String),
+    #[error(
+        "replay mode: a stateful request ({reason}) is never answered from the store; set cache.stateful = \"serve-stale\" to replay it"
+    )]
+    StatefulNotReplayed { reason: &'static str },
 }
 
 impl ApiError {
@@ -43,7 +47,10 @@ impl ApiError {
             | Self::BadHeader(_)
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => StatusCode::NOT_FOUND,
+            Self::UnknownModel { .. }
+            | Self::NotRecorded { .. }
+            | Self::UnsupportedPath(_)
+            | Self::StatefulNotReplayed { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -54,7 +61,9 @@ impl ApiError {
         match self {
             Self::TooLarge { .. } => ("invalid_request_error", "request_too_large", "request_too_large"),
             Self::UnknownModel { .. } => ("invalid_request_error", "not_found_error", "model_not_found"),
-            Self::NotRecorded { .. } => ("invalid_request_error", "not_found_error", "not_recorded"),
+            Self::NotRecorded { .. } | Self::StatefulNotReplayed { .. } => {
+                ("invalid_request_error", "not_found_error", "not_recorded")
+            }
             Self::UnsupportedPath(_) => ("invalid_request_error", "not_found_error", "unsupported_path"),
             Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
