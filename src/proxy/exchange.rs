@@ -319,6 +319,13 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
     let store = state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         if let Some(json) = record.answer_json() {
+            if json.get("object").and_then(Value::as_str) == Some("response")
+                && json.get("status").and_then(Value::as_str) == Some("incomplete")
+            {
+                // A Responses answer cut short (token limit, content filter) is not complete.
+                tracing::info!(%address, "incomplete response not stored");
+                return Ok(());
+            }
             record.usage = usage_of(&json);
             if let Some(model) = json.get("model").and_then(Value::as_str) {
                 record.model = model.to_owned();

@@ -277,3 +277,35 @@ async fn serve_stale_stores_stateful_answers_for_outages_but_never_serves_them_f
         upstream.set_fault(Fault::None);
     }
 }
+
+/// `response.incomplete` ends the client's stream cleanly, but the answer stopped early: it is
+/// never stored, streamed or not, so an outage gets the provider's error, not half an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_responses_reach_the_client_but_are_never_stored() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    for stream in [true, false] {
+        let body = with(responses(), json!({"max_output_tokens": 1, "stream": stream}));
+        let response = http()
+            .post(format!("{}{RESPONSES}", proxy.url))
+            .bearer_auth("sk-key-test")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("incomplete"), "the client sees the provider's answer as it came: {text}");
+        upstream.set_fault(Fault::Status(503));
+        let down = http()
+            .post(format!("{}{RESPONSES}", proxy.url))
+            .bearer_auth("sk-key-test")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(down.status(), 503, "stream={stream}: nothing was stored to serve");
+        upstream.set_fault(Fault::None);
+    }
+    assert_eq!(proxy.state.store.stats().entries, 0);
+}
