@@ -241,6 +241,13 @@ impl Provider {
         out
     }
 
+    /// A request to `path` (which may carry a query) with this provider's credential and the
+    /// client's keyed headers, exactly as `send` would build it, for the caller to add a body
+    /// and send: passthrough streams bodies `send` would buffer.
+    pub fn request(&self, method: reqwest::Method, path: &str, client_headers: &HeaderMap) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).headers(self.headers(client_headers))
+    }
+
     /// Sends a request and waits for the response headers: within the first-byte timeout for
     /// a stream, within the total timeout otherwise. A non-2xx answer is read whole and
     /// returned as `UpstreamFailure::Status`. `path` may carry a query string.

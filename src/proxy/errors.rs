@@ -36,6 +36,8 @@ pub enum ApiError {
         "replay mode: a stateful request ({reason}) is never answered from the store; set cache.stateful = \"serve-stale\" to replay it"
     )]
     StatefulNotReplayed { reason: &'static str },
+    #[error("no {dialect} provider is configured to pass {path} through to; add one to [[providers]]")]
+    NoProvider { dialect: &'static str, path: String },
 }
 
 impl ApiError {
@@ -50,7 +52,8 @@ impl ApiError {
             Self::UnknownModel { .. }
             | Self::NotRecorded { .. }
             | Self::UnsupportedPath(_)
-            | Self::StatefulNotReplayed { .. } => StatusCode::NOT_FOUND,
+            | Self::StatefulNotReplayed { .. }
+            | Self::NoProvider { .. } => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -64,7 +67,9 @@ impl ApiError {
             Self::NotRecorded { .. } | Self::StatefulNotReplayed { .. } => {
                 ("invalid_request_error", "not_found_error", "not_recorded")
             }
-            Self::UnsupportedPath(_) => ("invalid_request_error", "not_found_error", "unsupported_path"),
+            Self::UnsupportedPath(_) | Self::NoProvider { .. } => {
+                ("invalid_request_error", "not_found_error", "unsupported_path")
+            }
             Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
             Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),

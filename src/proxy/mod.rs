@@ -7,12 +7,14 @@
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
 //! - `models`: the merged `GET /v1/models`.
+//! - `passthrough`: every other path under `/v1/`, streamed to a provider, never stored.
 //! - `errors`: errors in the client's dialect.
 
 mod chain;
 mod errors;
 mod exchange;
 mod models;
+mod passthrough;
 mod relay;
 mod request;
 mod stored;
@@ -39,7 +41,7 @@ use crate::address::{Address, Namespace};
 use crate::admin::Admin;
 use crate::config::{CacheScope, Config, ConfigSource};
 use crate::metrics::Metrics;
-use crate::normalize::{Dialect, NormalizedRequest};
+use crate::normalize::NormalizedRequest;
 use crate::resilience::breaker::Breakers;
 use crate::secret::StoreSecret;
 use crate::store::{Store, StoreOpenError, StoreOptions};
@@ -116,17 +118,21 @@ pub fn router(state: AppState) -> Router {
             endpoint.path(),
             post(move |State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: axum::body::Body| {
                 exchange::handle(state, endpoint, uri, headers, body)
-            }),
+            })
+            // Other methods on these paths (e.g. GET /v1/chat/completions, the stored list)
+            // are the provider's to answer.
+            .fallback(passthrough::handle),
         );
     }
     router
-        .route("/v1/models", get(models::list))
+        .route("/v1/models", get(models::list).fallback(passthrough::handle))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/health", get(health))
         .route("/admin/v1/execute", post(crate::admin::api::execute))
-        .fallback(unsupported)
+        // Every other path under /v1/ is passed through; anything else is refused there.
+        .fallback(passthrough::handle)
         .with_state(state)
 }
 
@@ -175,11 +181,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
     text.push_str(&crate::metrics::render_breakers(&state.breakers.statuses()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
-}
-
-async fn unsupported(uri: Uri) -> Response {
-    let dialect = Dialect::of_endpoint(uri.path());
-    ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect)
 }
 
 /// Why `holdfast serve` could not start.

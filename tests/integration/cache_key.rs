@@ -309,3 +309,38 @@ async fn incomplete_responses_reach_the_client_but_are_never_stored() {
     }
     assert_eq!(proxy.state.store.stats().entries, 0);
 }
+
+/// Anthropic's model list pages: the query reaches the provider, the page honours `limit`
+/// (`has_more` says another follows), and each page is its own entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_list_pages_follow_the_query_and_are_keyed_by_it() {
+    let upstream = FakeUpstream::start().await;
+    upstream.set_models(&["claude-a", "claude-b", "claude-c"]);
+    let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    let page = |query: &'static str| {
+        let url = format!("{}/v1/models{query}", proxy.url);
+        async move {
+            let r = http()
+                .get(url)
+                .header("x-api-key", "k")
+                .header("anthropic-version", "2023-06-01")
+                .send()
+                .await
+                .unwrap();
+            let key = r.headers()["x-holdfast-key"].to_str().unwrap().to_owned();
+            (key, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (first_key, first) = page("?limit=2").await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 2, "{first}");
+    assert_eq!((first["has_more"].clone(), first["last_id"].clone()), (json!(true), json!("claude-b")));
+    let (all_key, all) = page("?limit=20").await;
+    assert_eq!((all["data"].as_array().unwrap().len(), all["has_more"].clone()), (3, json!(false)));
+    assert_ne!(first_key, all_key);
+    let (after_key, _) = page("?limit=2&after_id=claude-b").await;
+    assert_ne!(after_key, first_key);
+    assert_eq!(upstream.last_headers().unwrap()["anthropic-version"], "2023-06-01");
+    upstream.set_fault(Fault::Status(503));
+    let (stale_key, stale) = page("?limit=2").await;
+    assert_eq!((stale_key, stale["has_more"].clone()), (first_key, json!(true)), "the stored page survives an outage");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod fake_upstream;
 mod normalization;
+mod passthrough;
 mod proxy;
 mod resilience;
 mod sdk_compat;
