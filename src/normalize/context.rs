@@ -82,11 +82,26 @@ fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// Query parameters some gateways accept credentials in. Their values are kept only as a
+/// BLAKE3 hash, so a key sent this way never reaches a stored record or an audit in clear.
+const CREDENTIAL_PARAMS: &[&str] = &["key", "api_key", "api-key", "apikey", "x-api-key", "access_token", "token"];
+
 /// The query string in canonical form: its `&`-separated pairs with empty ones dropped,
 /// sorted, joined with `&`. Pairs are compared as sent, not percent-decoded: two spellings of
-/// one value get two keys (a lower hit rate), never one key for two values.
+/// one value get two keys (a lower hit rate), never one key for two values. A credential
+/// parameter's value is replaced by its hash (`CREDENTIAL_PARAMS`).
 pub fn canonical_query(query: Option<&str>) -> String {
-    let mut pairs: Vec<&str> = query.unwrap_or("").split('&').filter(|p| !p.is_empty()).collect();
+    let mut pairs: Vec<String> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if CREDENTIAL_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}=blake3:{}", blake3::hash(value.as_bytes()).to_hex())
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
     pairs.sort_unstable();
     pairs.join("&")
 }
@@ -132,5 +147,8 @@ mod tests {
         assert_eq!(canonical_query(Some("b=2&&a=1")), "a=1&b=2");
         assert_eq!(canonical_query(None), "");
         assert_ne!(canonical_query(Some("beta=true")), canonical_query(Some("beta=false")));
+        let hidden = canonical_query(Some("api-key=sk-secret&v=1"));
+        assert!(!hidden.contains("sk-secret") && hidden.starts_with("api-key=blake3:"), "{hidden}");
+        assert_ne!(hidden, canonical_query(Some("api-key=sk-other&v=1")));
     }
 }
