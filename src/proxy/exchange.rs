@@ -318,6 +318,7 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
     record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
     let store = state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
+        let mut by_id = None;
         if let Some(json) = record.answer_json() {
             if json.get("object").and_then(Value::as_str) == Some("response")
                 && json.get("status").and_then(Value::as_str) == Some("incomplete")
@@ -330,8 +331,15 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
             if let Some(model) = json.get("model").and_then(Value::as_str) {
                 record.model = model.to_owned();
             }
+            // `GET /v1/responses/{id}` of this answer can then be served in an outage.
+            by_id = super::passthrough::response_by_id(&record, &json);
         }
-        store.put(&address, &record)
+        store.put(&address, &record)?;
+        if let Some(by_id) = by_id {
+            let namespace = crate::address::Namespace::from_hash(by_id.namespace);
+            store.put(&store.address(&namespace, &by_id.request), &by_id)?;
+        }
+        Ok::<(), crate::store::StoreError>(())
     })
     .await;
     match outcome {

@@ -12,6 +12,12 @@
 //! (or none), on the provider's retry policy. A streamed body can be sent once, and a POST may
 //! have taken effect even when its answer was lost. There is no failover: a file or batch id
 //! means something to one provider only.
+//!
+//! One exception reads the store: `GET /v1/responses/{id}` of a Responses answer Holdfast
+//! stored is served from the store when the provider fails (`x-holdfast-cache: stale`). Each
+//! stored Responses answer is also kept under the address of `/v1/responses/{id}` in the same
+//! tenant's namespace ([`response_by_id`]); the lookup computes that address in the asking
+//! client's namespace, so another tenant who knows the id addresses a different, empty entry.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -22,8 +28,11 @@ use serde_json::Value;
 
 use super::AppState;
 use super::errors::ApiError;
-use super::request::read_body;
-use crate::normalize::Dialect;
+use super::exchange::{CacheResult, decorate};
+use super::request::{CachePolicy, read_body};
+use super::stored;
+use crate::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
+use crate::record::{Record, ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
 use crate::upstream::{Provider, UpstreamFailure, classify};
 
@@ -47,7 +56,20 @@ pub async fn handle(
     if !uri.path().starts_with("/v1/") {
         return ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect);
     }
-    match forward(&state, method, &uri, &headers, body, dialect).await {
+    let lookup = (method == Method::GET).then(|| response_id(uri.path())).flatten().map(str::to_owned);
+    let outcome = forward(&state, method, &uri, &headers, body, dialect).await;
+    let outage = match &outcome {
+        Ok((response, _)) => response.status().as_u16() == 429 || response.status().is_server_error(),
+        Err(e) => matches!(e, ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamTimeout { .. }),
+    };
+    if outage
+        && let Some(id) = lookup
+        && let Some(response) = stored_response(&state, &headers, &id)
+    {
+        state.metrics.count_request(LABEL, "-", "stale");
+        return response;
+    }
+    match outcome {
         Ok((response, provider)) => {
             state.metrics.count_request(LABEL, &provider, "bypass");
             response
@@ -58,6 +80,53 @@ pub async fn handle(
             e.into_dialect_response(dialect)
         }
     }
+}
+
+/// The id of `/v1/responses/{id}` (not its sub-paths, nor `/v1/responses/compact`).
+fn response_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/responses/").filter(|id| id.starts_with("resp") && !id.contains('/'))
+}
+
+/// The request a Responses answer is kept under for `GET /v1/responses/{id}`.
+fn by_id_request(id: &str) -> NormalizedRequest {
+    NormalizedRequest {
+        endpoint: format!("/v1/responses/{id}"),
+        canonical: Bytes::from_static(b"{}"),
+        headers: Vec::new(),
+        query: String::new(),
+        version: NORMALIZATION_VERSION,
+    }
+}
+
+/// For a stored Responses answer (`json`, already assembled), the record that answers
+/// `GET /v1/responses/{id}` in the same namespace; `None` for any other answer.
+pub fn response_by_id(record: &Record, json: &Value) -> Option<Record> {
+    if record.request.endpoint != "/v1/responses" || json.get("object").and_then(Value::as_str) != Some("response") {
+        return None;
+    }
+    let id =
+        json.get("id").and_then(Value::as_str).filter(|id| response_id(&format!("/v1/responses/{id}")).is_some())?;
+    let body = Bytes::from(serde_json::to_vec(json).ok()?);
+    Some(Record {
+        request: by_id_request(id),
+        response: StoredResponse { status: 200, content_type: stored::JSON.into(), body: ResponseBody::Complete(body) },
+        ..record.clone()
+    })
+}
+
+/// The stored answer for `GET /v1/responses/{id}` in the asking client's namespace, if the
+/// request's cache policy lets a stored answer be served at all.
+fn stored_response(state: &AppState, headers: &HeaderMap, id: &str) -> Option<Response> {
+    let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience).ok()?;
+    if !policy.may_serve_stale() {
+        return None;
+    }
+    let (_, address) = state.locate(headers, &by_id_request(id));
+    let entry = state.store.get(&address).ok()??;
+    let ResponseBody::Complete(body) = &entry.record.response.body else { return None };
+    let mut out = stored::response(200, Body::from(body.clone()), stored::JSON);
+    decorate(&mut out, CacheResult::Stale, &address, &entry.record.provider, None, Some("provider unavailable"));
+    Some(out)
 }
 
 /// Anthropic for its own paths, or when the client sends `anthropic-version` (the Anthropic

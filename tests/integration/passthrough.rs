@@ -299,3 +299,35 @@ async fn only_idempotent_methods_are_retried_and_errors_come_in_the_clients_dial
     assert!(v["error"]["message"].as_str().unwrap().contains("unreachable"), "{v}");
     assert!(!v.to_string().contains("Bearer"), "no credential in errors");
 }
+
+/// `GET /v1/responses/{id}` of an answer Holdfast stored: the provider's while it is up, the
+/// store's when it fails, and only for the tenant the answer belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_response_is_retrievable_by_id_in_an_outage_by_its_own_tenant_only() {
+    let upstream = crate::fake_upstream::FakeUpstream::start().await;
+    let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    let body = json!({"model": "gpt-4o-mini", "input": "remember me"});
+    let r =
+        http().post(format!("{}/v1/responses", proxy.url)).bearer_auth("sk-alice").json(&body).send().await.unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let get = |key: &'static str| {
+        let url = format!("{}/v1/responses/{id}", proxy.url);
+        async move { http().get(url).bearer_auth(key).send().await.unwrap() }
+    };
+    let up = get("sk-alice").await;
+    assert_eq!(header(&up, "x-holdfast-cache"), "bypass", "while the provider is up it answers");
+    upstream.set_fault(crate::fake_upstream::Fault::Status(503));
+    let down = get("sk-alice").await;
+    assert_eq!((down.status().as_u16(), header(&down, "x-holdfast-cache")), (200, "stale".to_owned()));
+    let v: Value = down.json().await.unwrap();
+    assert_eq!((v["id"].as_str(), v["object"].as_str()), (Some(id.as_str()), Some("response")));
+    let other = get("sk-mallory").await;
+    assert_eq!(other.status(), 503, "another tenant never gets alice's answer, even knowing its id");
+    let sub = http()
+        .get(format!("{}/v1/responses/{id}/input_items", proxy.url))
+        .bearer_auth("sk-alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sub.status(), 503, "only the response itself is kept");
+}
