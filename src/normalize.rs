@@ -149,7 +149,9 @@ impl NormalizedRequest {
 /// decode error.
 #[derive(Serialize, Deserialize)]
 struct WireRequest {
+    /// The path, plus (from version 2) `\n` and the canonical `[version, headers, query]`.
     endpoint: String,
+    /// The canonical body, as in version 1.
     canonical: Bytes,
 }
 

@@ -141,7 +141,9 @@ fn dialect_of(path: &str, headers: &HeaderMap) -> Dialect {
 
 /// The request body: read (small JSON, or none) or left streaming.
 enum Outgoing {
+    /// Read whole (or empty): may be sent again on a retry.
     Read(Bytes),
+    /// Still arriving; taken on the one attempt it can be sent on.
     Streaming(Option<Body>),
 }
 
