@@ -106,6 +106,8 @@ async fn headers_the_provider_never_sees_do_not_change_the_key() {
         ("idempotency-key", "stainless-retry-1"),
         ("x-request-id", "req-1"),
         ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ("tracestate", "vendor=1"),
+        ("content-type", "application/json; charset=utf-8"),
         ("anthropic-dangerous-direct-browser-access", "true"),
         ("cache-control", "no-cache"),
         ("x-holdfast-timeout", "30s"),
