@@ -36,6 +36,8 @@ pub enum ApiError {
         "replay mode: a stateful request ({reason}) is never answered from the store; set cache.stateful = \"serve-stale\" to replay it"
     )]
     StatefulNotReplayed { reason: &'static str },
+    #[error("replay mode: {0} is passed through to providers, never recorded, so replay cannot answer it")]
+    NotRecordedPath(String),
     #[error("no {dialect} provider is configured to pass {path} through to; add one to [[providers]]")]
     NoProvider { dialect: &'static str, path: String },
 }
@@ -53,7 +55,8 @@ impl ApiError {
             | Self::NotRecorded { .. }
             | Self::UnsupportedPath(_)
             | Self::StatefulNotReplayed { .. }
-            | Self::NoProvider { .. } => StatusCode::NOT_FOUND,
+            | Self::NoProvider { .. }
+            | Self::NotRecordedPath(_) => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -64,7 +67,7 @@ impl ApiError {
         match self {
             Self::TooLarge { .. } => ("invalid_request_error", "request_too_large", "request_too_large"),
             Self::UnknownModel { .. } => ("invalid_request_error", "not_found_error", "model_not_found"),
-            Self::NotRecorded { .. } | Self::StatefulNotReplayed { .. } => {
+            Self::NotRecorded { .. } | Self::StatefulNotReplayed { .. } | Self::NotRecordedPath(_) => {
                 ("invalid_request_error", "not_found_error", "not_recorded")
             }
             Self::UnsupportedPath(_) | Self::NoProvider { .. } => {

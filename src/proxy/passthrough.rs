@@ -13,6 +13,10 @@
 //! have taken effect even when its answer was lost. There is no failover: a file or batch id
 //! means something to one provider only.
 //!
+//! In `replay` mode nothing is passed through: replay never calls upstream, and nothing here
+//! was recorded (404 `not_recorded`), except what the store holds for `GET /v1/responses/{id}`.
+//! Circuit breakers are not consulted: they track the cached endpoints' traffic.
+//!
 //! One exception reads the store: `GET /v1/responses/{id}` of a Responses answer Holdfast
 //! stored is served from the store when the provider fails (`x-holdfast-cache: stale`). Each
 //! stored Responses answer is also kept under the address of `/v1/responses/{id}` in the same
@@ -31,6 +35,7 @@ use super::errors::ApiError;
 use super::exchange::{CacheResult, decorate};
 use super::request::{CachePolicy, read_body};
 use super::stored;
+use crate::config::CacheMode;
 use crate::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
 use crate::record::{Record, ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
@@ -56,7 +61,17 @@ pub async fn handle(
     if !uri.path().starts_with("/v1/") {
         return ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect);
     }
+    let policy = match CachePolicy::from_request(&headers, &state.config.cache, &state.config.resilience) {
+        Ok(policy) => policy,
+        Err(e) => return e.into_dialect_response(dialect),
+    };
     let lookup = (method == Method::GET).then(|| response_id(uri.path())).flatten().map(str::to_owned);
+    if policy.mode == CacheMode::Replay {
+        // Replay never calls upstream, and nothing passed through was recorded.
+        let stored = lookup.and_then(|id| stored_response(&state, &headers, &id, CacheResult::Hit));
+        return stored
+            .unwrap_or_else(|| ApiError::NotRecordedPath(uri.path().to_owned()).into_dialect_response(dialect));
+    }
     let outcome = forward(&state, method, &uri, &headers, body, dialect).await;
     let outage = match &outcome {
         Ok((response, _)) => response.status().as_u16() == 429 || response.status().is_server_error(),
@@ -64,7 +79,8 @@ pub async fn handle(
     };
     if outage
         && let Some(id) = lookup
-        && let Some(response) = stored_response(&state, &headers, &id)
+        && policy.may_serve_stale()
+        && let Some(response) = stored_response(&state, &headers, &id, CacheResult::Stale)
     {
         state.metrics.count_request(LABEL, "-", "stale");
         return response;
@@ -114,18 +130,14 @@ pub fn response_by_id(record: &Record, json: &Value) -> Option<Record> {
     })
 }
 
-/// The stored answer for `GET /v1/responses/{id}` in the asking client's namespace, if the
-/// request's cache policy lets a stored answer be served at all.
-fn stored_response(state: &AppState, headers: &HeaderMap, id: &str) -> Option<Response> {
-    let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience).ok()?;
-    if !policy.may_serve_stale() {
-        return None;
-    }
+/// The stored answer for `GET /v1/responses/{id}` in the asking client's namespace.
+fn stored_response(state: &AppState, headers: &HeaderMap, id: &str, result: CacheResult) -> Option<Response> {
     let (_, address) = state.locate(headers, &by_id_request(id));
     let entry = state.store.get(&address).ok()??;
     let ResponseBody::Complete(body) = &entry.record.response.body else { return None };
     let mut out = stored::response(200, Body::from(body.clone()), stored::JSON);
-    decorate(&mut out, CacheResult::Stale, &address, &entry.record.provider, None, Some("provider unavailable"));
+    let reason = (result == CacheResult::Stale).then_some("provider unavailable");
+    decorate(&mut out, result, &address, &entry.record.provider, None, reason);
     Some(out)
 }
 

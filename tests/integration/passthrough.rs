@@ -344,4 +344,19 @@ async fn a_stored_response_is_retrievable_by_id_in_an_outage_by_its_own_tenant_o
         .await
         .unwrap();
     assert_eq!(sub.status(), 503, "only the response itself is kept");
+
+    // Replay never calls upstream: the stored object is a hit, anything else passed through
+    // is a 404 that says why.
+    upstream.set_fault(crate::fake_upstream::Fault::None);
+    let calls = upstream.calls();
+    let replay = |path: String| async move {
+        http().get(path).bearer_auth("sk-alice").header("x-holdfast-mode", "replay").send().await.unwrap()
+    };
+    let hit = replay(format!("{}/v1/responses/{id}", proxy.url)).await;
+    assert_eq!((hit.status().as_u16(), header(&hit, "x-holdfast-cache")), (200, "hit".to_owned()));
+    let files = replay(format!("{}/v1/files", proxy.url)).await;
+    assert_eq!(files.status(), 404);
+    let v: Value = files.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_recorded", "{v}");
+    assert_eq!(upstream.calls(), calls, "replay made no upstream call");
 }
