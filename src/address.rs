@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::normalize::{NORMALIZATION_VERSION, NormalizedRequest};
+use crate::normalize::NormalizedRequest;
 use crate::secret::SecretKey;
 
 pub const ADDRESS_LEN: usize = 32;
@@ -144,21 +144,48 @@ impl Addresser {
         Namespace(NamespaceKind::Credential(*blake3::keyed_hash(self.namespace_key.expose(), credential).as_bytes()))
     }
 
-    /// `BLAKE3-keyed(body ‖ endpoint ‖ namespace ‖ trailer)`, where the fixed-size trailer is
-    /// `len(body) ‖ len(endpoint) ‖ len(namespace)` (u64 big-endian each), the normalization
-    /// version (u32 big-endian) and the domain tag. Read from the end, the trailer splits the
-    /// input unambiguously. The body goes first so it starts on a BLAKE3 chunk boundary, which
-    /// lets large bodies take BLAKE3's parallel (SIMD) path.
+    /// `BLAKE3-keyed(body ‖ endpoint ‖ namespace ‖ headers ‖ query ‖ trailer)`, where the
+    /// fixed-size trailer is the five lengths (u64 big-endian each), the normalization version
+    /// (u32 big-endian) and the domain tag. Read from the end, the trailer splits the input
+    /// unambiguously; inside `headers` each name and item carries its own u32 length. The body
+    /// goes first so it starts on a BLAKE3 chunk boundary, which lets large bodies take
+    /// BLAKE3's parallel (SIMD) path.
+    ///
+    /// Every input is named below, field by field: a field added to `NormalizedRequest` does not
+    /// compile until it is given a place here (or a reason to stay out in docs/cache-key.md).
+    /// A request normalized under version 1 (a record from before headers joined the key) keeps
+    /// its version-1 address, so an import never gives it a key it was not stored under.
     pub fn address(&self, namespace: &Namespace, request: &NormalizedRequest) -> Address {
-        let parts = [&request.canonical[..], request.endpoint.as_bytes(), namespace.framing_bytes()];
+        let NormalizedRequest { endpoint, canonical, headers, query, version } = request;
+        let namespace = namespace.framing_bytes();
         let mut hasher = blake3::Hasher::new_keyed(self.address_key.expose());
-        let mut trailer = [0u8; 3 * 8 + 4 + ADDRESS_DOMAIN.len()];
-        for (i, part) in parts.iter().enumerate() {
-            hasher.update(part);
-            trailer[i * 8..i * 8 + 8].copy_from_slice(&(part.len() as u64).to_be_bytes());
+        if *version <= 1 {
+            let parts = [&canonical[..], endpoint.as_bytes(), namespace];
+            let mut trailer = Vec::with_capacity(3 * 8 + 4 + ADDRESS_DOMAIN.len());
+            for part in parts {
+                hasher.update(part);
+                trailer.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            }
+            trailer.extend_from_slice(&1u32.to_be_bytes());
+            trailer.extend_from_slice(ADDRESS_DOMAIN);
+            hasher.update(&trailer);
+            return Address(*hasher.finalize().as_bytes());
         }
-        trailer[24..28].copy_from_slice(&NORMALIZATION_VERSION.to_be_bytes());
-        trailer[28..].copy_from_slice(ADDRESS_DOMAIN);
+        let mut header_bytes = Vec::with_capacity(headers.len() * 32);
+        for (name, item) in headers {
+            for text in [name, item] {
+                header_bytes.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                header_bytes.extend_from_slice(text.as_bytes());
+            }
+        }
+        let parts = [&canonical[..], endpoint.as_bytes(), namespace, &header_bytes, query.as_bytes()];
+        let mut trailer = Vec::with_capacity(parts.len() * 8 + 4 + ADDRESS_DOMAIN.len());
+        for part in parts {
+            hasher.update(part);
+            trailer.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        }
+        trailer.extend_from_slice(&version.to_be_bytes());
+        trailer.extend_from_slice(ADDRESS_DOMAIN);
         hasher.update(&trailer);
         Address(*hasher.finalize().as_bytes())
     }
@@ -195,11 +222,49 @@ mod tests {
         assert_ne!(other_key.address(&Namespace::shared(), &req), shared);
     }
 
+    fn request(endpoint: &str, body: &'static [u8]) -> NormalizedRequest {
+        NormalizedRequest {
+            endpoint: endpoint.into(),
+            canonical: bytes::Bytes::from_static(body),
+            headers: Vec::new(),
+            query: String::new(),
+            version: crate::normalize::NORMALIZATION_VERSION,
+        }
+    }
+
     #[test]
-    fn framing_is_unambiguous_between_endpoint_and_body() {
+    fn framing_is_unambiguous_between_every_part() {
         let ad = addresser();
-        let a = NormalizedRequest { endpoint: "/v1/ab".into(), canonical: bytes::Bytes::from_static(b"{}") };
-        let b = NormalizedRequest { endpoint: "/v1/a".into(), canonical: bytes::Bytes::from_static(b"b{}") };
-        assert_ne!(ad.address(&Namespace::shared(), &a), ad.address(&Namespace::shared(), &b));
+        let at = |r: &NormalizedRequest| ad.address(&Namespace::shared(), r);
+        assert_ne!(at(&request("/v1/ab", b"{}")), at(&request("/v1/a", b"b{}")));
+        let h = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        let with = |headers, query: &str| request("/v1/a", b"{}").with_context(headers, query.into());
+        assert_ne!(at(&with(h(&[("ab", "c")]), "")), at(&with(h(&[("a", "bc")]), "")));
+        assert_ne!(at(&with(h(&[("a", "b")]), "")), at(&with(Vec::new(), "ab")));
+        assert_ne!(at(&with(h(&[("a", "b"), ("c", "d")]), "")), at(&with(h(&[("a", "bc"), ("", "d")]), "")));
+        assert_eq!(at(&with(Vec::new(), "")), at(&request("/v1/a", b"{}")));
+    }
+
+    /// Entries stored before headers joined the key keep the address they were stored under.
+    #[test]
+    fn version_one_requests_keep_their_old_address() {
+        let ad = addresser();
+        let mut old = request("/v1/chat/completions", br#"{"model":"m"}"#);
+        old.version = 1;
+        let mut hasher = blake3::Hasher::new_keyed(&[9; 32]);
+        hasher.update(br#"{"model":"m"}"#);
+        hasher.update(b"/v1/chat/completions");
+        let mut trailer = Vec::new();
+        for len in [13u64, 20, 0] {
+            trailer.extend_from_slice(&len.to_be_bytes());
+        }
+        trailer.extend_from_slice(&1u32.to_be_bytes());
+        trailer.extend_from_slice(b"holdfast.address");
+        hasher.update(&trailer);
+        assert_eq!(ad.address(&Namespace::shared(), &old).0, *hasher.finalize().as_bytes());
+        assert_ne!(
+            ad.address(&Namespace::shared(), &old),
+            ad.address(&Namespace::shared(), &request("/v1/chat/completions", br#"{"model":"m"}"#))
+        );
     }
 }

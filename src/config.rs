@@ -268,6 +268,18 @@ pub enum CacheScope {
     Shared,
 }
 
+/// What the proxy does with a request whose answer depends on provider-side state
+/// (`normalize::stateful`). Neither choice ever serves such an answer as a fresh hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatefulPolicy {
+    /// Not stored and never served from the store (the default).
+    #[default]
+    Bypass,
+    /// Stored, and served only when upstream fails (or in `replay` mode).
+    ServeStale,
+}
+
 /// Upstream failures after which a stored answer may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -302,6 +314,9 @@ pub struct CacheConfig {
     /// Oldest stored answer served when upstream fails (RFC 5861 stale-if-error). Absent: any age.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub stale_if_error: Option<Duration>,
+    /// Requests that depend on provider-side state: `bypass` (default) or `serve-stale`.
+    #[serde(default)]
+    pub stateful: StatefulPolicy,
 }
 
 impl Default for CacheConfig {
@@ -312,6 +327,7 @@ impl Default for CacheConfig {
             scope: CacheScope::default(),
             serve_stale_on: default_serve_stale_on(),
             stale_if_error: None,
+            stateful: StatefulPolicy::default(),
         }
     }
 }
@@ -352,6 +368,10 @@ pub struct ProviderConfig {
     pub retry: RetryConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// Anthropic providers: the `anthropic-version` sent when the client sends none; it also
+    /// picks the rules a translated request follows. Absent: `translate::DEFAULT_ANTHROPIC_VERSION`.
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
 }
 
 impl ProviderConfig {
@@ -456,6 +476,7 @@ fn default_providers() -> Vec<ProviderConfig> {
         timeout: default_timeout(),
         retry: RetryConfig::default(),
         breaker: BreakerConfig::default(),
+        anthropic_version: None,
     };
     vec![
         provider(
@@ -580,6 +601,11 @@ impl Config {
                 && var.is_empty()
             {
                 problems.push(format!("{at}.api_key_env: name an environment variable"));
+            }
+            if let Some(version) = &p.anthropic_version
+                && let Err(e) = crate::translate::anthropic_rules(version)
+            {
+                problems.push(format!("{at}.anthropic_version: {e}"));
             }
             if p.timeout < p.first_byte_timeout {
                 problems.push(format!("{at}.timeout: shorter than first_byte_timeout"));

@@ -13,7 +13,8 @@
 //! - [`translate`]: OpenAI chat ⇄ Anthropic messages, for failover across dialects.
 //! - [`sse`]: server-sent events: splitting, parsing, terminal events.
 //! - [`convert`]: a streamed answer as JSON and a JSON answer as a stream.
-//! - [`normalize`]: a request's endpoint and JSON body become canonical bytes.
+//! - [`normalize`]: a request's endpoint, body, keyed headers and query become canonical;
+//!   whether it depends on provider-side state (`normalize::stateful`).
 //! - [`address`]: keyed BLAKE3 of namespace + canonical request = the entry's address.
 //! - [`store`]: the store API (get, put, delete, scan, stats) over a narrow byte-level
 //!   [`store::Backend`] trait; sled is the embedded backend.

@@ -209,7 +209,9 @@ pub fn event_type(event: &SseEvent) -> Option<Cow<'_, str>> {
 }
 
 /// Whether `event` is the provider's last word: a stream without one was cut short and must
-/// not be stored as an answer.
+/// not be stored as an answer. Being last is not being complete: `response.incomplete` ends a
+/// Responses stream cleanly (the client gets it as it came), but its answer stopped early
+/// (token limit, content filter), and `exchange::store_record` refuses to keep it.
 pub fn is_terminal(kind: StreamKind, event: &SseEvent) -> bool {
     match kind {
         StreamKind::ChatCompletions | StreamKind::Completions => event.data.trim() == "[DONE]",
@@ -406,6 +408,7 @@ mod tests {
         assert!(is_error_event(Responses, &ev(Some("response.failed"), "{}")));
         assert!(is_error_event(Responses, &ev(None, "{\"type\":\"error\",\"code\":\"server_error\"}")));
         assert!(!is_error_event(Responses, &ev(Some("response.completed"), "{}")));
+        assert!(!is_error_event(Responses, &ev(Some("response.incomplete"), "{}")), "an answer, not a failure");
         assert!(is_error_event(ChatCompletions, &ev(None, "{\"error\":{\"message\":\"boom\"}}")));
         assert!(!is_error_event(ChatCompletions, &ev(None, "{\"error\":null,\"choices\":[]}")));
         assert!(!is_error_event(

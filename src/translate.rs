@@ -21,8 +21,10 @@ use crate::normalize::Dialect;
 mod request;
 mod response;
 mod stream;
+pub mod versions;
 
 pub use stream::StreamTranslator;
+pub use versions::{ANTHROPIC_VERSIONS, DEFAULT_ANTHROPIC_VERSION, VersionRules, anthropic_rules};
 
 use request::{anthropic_request_to_openai, openai_request_to_anthropic};
 use response::{anthropic_answer_to_openai, openai_answer_to_anthropic};
@@ -75,11 +77,26 @@ const UNKNOWN: &str = "Holdfast does not translate this field, and it might chan
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The client's request body (JSON object) rewritten for a target of dialect `to`, with its
-/// model set to `target_model`. Same-dialect calls only swap the model.
+/// model set to `target_model`. Same-dialect calls only swap the model. An Anthropic target is
+/// assumed to speak [`DEFAULT_ANTHROPIC_VERSION`]; see [`request_for_version`].
 pub fn request(from: Dialect, to: Dialect, body: &Value, target_model: &str) -> Result<Value> {
+    request_for_version(from, to, body, target_model, DEFAULT_ANTHROPIC_VERSION)
+}
+
+/// As [`request`], for an Anthropic target that will be sent `anthropic_version`: the
+/// translation follows that version's rules ([`versions`]).
+pub fn request_for_version(
+    from: Dialect,
+    to: Dialect,
+    body: &Value,
+    target_model: &str,
+    anthropic_version: &str,
+) -> Result<Value> {
     let body = body.as_object().ok_or_else(|| malformed("body", "expected a JSON object"))?;
     match (from, to) {
-        (Dialect::OpenAi, Dialect::Anthropic) => openai_request_to_anthropic(body, target_model),
+        (Dialect::OpenAi, Dialect::Anthropic) => {
+            openai_request_to_anthropic(body, target_model, anthropic_rules(anthropic_version)?)
+        }
         (Dialect::Anthropic, Dialect::OpenAi) => anthropic_request_to_openai(body, target_model),
         _ => {
             let mut same = body.clone();

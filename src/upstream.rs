@@ -9,7 +9,8 @@ use zeroize::Zeroizing;
 
 use crate::config::{Api, FailureKind, ProviderConfig, RetryConfig, RouteConfig};
 use crate::credential::client_credential;
-use crate::normalize::Dialect;
+use crate::normalize::{Dialect, KEYED_HEADERS};
+use crate::translate::DEFAULT_ANTHROPIC_VERSION;
 
 /// A provider ready to take requests: its settings and a pooled HTTP client.
 pub struct Provider {
@@ -146,9 +147,6 @@ impl UpstreamFailure {
     }
 }
 
-/// Request headers the client may set that providers act on; everything else stays here.
-const FORWARDED_OPENAI: &[&str] = &["openai-organization", "openai-project", "openai-beta"];
-const FORWARDED_ANTHROPIC: &[&str] = &["anthropic-version", "anthropic-beta"];
 /// Response headers passed back to the client on a live answer.
 pub const RETURNED_HEADERS: &[&str] = &[
     "x-request-id",
@@ -165,8 +163,6 @@ pub const RETURNED_HEADERS: &[&str] = &[
     "x-ratelimit-reset-requests",
     "x-ratelimit-reset-tokens",
 ];
-
-const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl Provider {
     pub fn new(config: ProviderConfig, env: impl Fn(&str) -> Option<String>) -> Result<Self, UpstreamInitError> {
@@ -207,9 +203,21 @@ impl Provider {
         }
     }
 
-    /// The headers to send: the provider's credential (or the client's), the dialect's
-    /// version headers, and no compression so answers can be recorded as they are.
-    fn headers(&self, client: &HeaderMap) -> HeaderMap {
+    /// The `anthropic-version` sent when the client sends none: the configured one, else the
+    /// default. (Meaningless for an OpenAI provider, which is sent none.)
+    pub fn anthropic_version(&self) -> &str {
+        self.config.anthropic_version.as_deref().unwrap_or(DEFAULT_ANTHROPIC_VERSION)
+    }
+
+    /// The version an Anthropic request to this provider carries: the client's, else ours.
+    pub fn anthropic_version_for<'a>(&'a self, client: &'a HeaderMap) -> &'a str {
+        client.get("anthropic-version").and_then(|v| v.to_str().ok()).map_or(self.anthropic_version(), str::trim)
+    }
+
+    /// The headers to send: the provider's credential (or the client's), the dialect's keyed
+    /// headers (`normalize::KEYED_HEADERS`: only headers in the cache key reach a provider),
+    /// and no compression so answers can be recorded as they are.
+    pub fn headers(&self, client: &HeaderMap) -> HeaderMap {
         let mut out = HeaderMap::new();
         out.insert("accept-encoding", HeaderValue::from_static("identity"));
         // Conflicting credentials were refused at the edge; here they read as none.
@@ -220,20 +228,29 @@ impl Provider {
                 if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
                     out.insert("authorization", sensitive(v));
                 }
-                copy_headers(client, &mut out, FORWARDED_OPENAI);
+                copy_headers(client, &mut out, Dialect::OpenAi);
             }
             Api::Anthropic => {
                 let token = self.api_key.as_deref().map(String::as_str).or(client_token);
                 if let Some(v) = token.and_then(|t| HeaderValue::from_str(t).ok()) {
                     out.insert("x-api-key", sensitive(v));
                 }
-                copy_headers(client, &mut out, FORWARDED_ANTHROPIC);
-                if !out.contains_key("anthropic-version") {
-                    out.insert("anthropic-version", HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+                copy_headers(client, &mut out, Dialect::Anthropic);
+                if !out.contains_key("anthropic-version")
+                    && let Ok(v) = HeaderValue::from_str(self.anthropic_version())
+                {
+                    out.insert("anthropic-version", v);
                 }
             }
         }
         out
+    }
+
+    /// A request to `path` (which may carry a query) with this provider's credential and the
+    /// client's keyed headers, exactly as `send` would build it, for the caller to add a body
+    /// and send: passthrough streams bodies `send` would buffer.
+    pub fn request(&self, method: reqwest::Method, path: &str, client_headers: &HeaderMap) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).headers(self.headers(client_headers))
     }
 
     /// Sends a request and waits for the response headers: within the first-byte timeout for
@@ -292,10 +309,10 @@ fn sensitive(mut v: HeaderValue) -> HeaderValue {
     v
 }
 
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {
-    for name in names {
-        if let Some(v) = from.get(*name) {
-            to.insert(HeaderName::from_static(name), v.clone());
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, dialect: Dialect) {
+    for keyed in KEYED_HEADERS.iter().filter(|k| k.dialect == dialect) {
+        for v in from.get_all(keyed.name) {
+            to.append(HeaderName::from_static(keyed.name), v.clone());
         }
     }
 }

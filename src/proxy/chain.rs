@@ -49,7 +49,8 @@ pub async fn run(
         let name = provider.name().to_owned();
         let client = base.endpoint.dialect();
         let translated = provider.dialect() != client;
-        let body = match prepare_body(base.endpoint, provider.dialect(), parsed, &target.model) {
+        let version = provider.anthropic_version_for(headers);
+        let body = match prepare_body(base.endpoint, provider.dialect(), parsed, &target.model, version) {
             Ok(body) => body,
             Err(reason) => {
                 tracing::warn!(provider = %name, model = %target.model, %reason, "skipping failover target");
@@ -178,8 +179,15 @@ fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> Stri
 }
 
 /// The body to send to a target: the client's bytes untouched when nothing changes, else the
-/// JSON with the target's model, translated for a target of the other dialect.
-fn prepare_body(endpoint: Endpoint, target: Dialect, parsed: &ParsedRequest, model: &str) -> Result<Bytes, String> {
+/// JSON with the target's model, translated for a target of the other dialect (following the
+/// rules of the `anthropic_version` an Anthropic target will be sent).
+fn prepare_body(
+    endpoint: Endpoint,
+    target: Dialect,
+    parsed: &ParsedRequest,
+    model: &str,
+    anthropic_version: &str,
+) -> Result<Bytes, String> {
     let client = endpoint.dialect();
     if client == target {
         if model == parsed.model {
@@ -192,7 +200,8 @@ fn prepare_body(endpoint: Endpoint, target: Dialect, parsed: &ParsedRequest, mod
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
         return Err(format!("{} has no counterpart in the other dialect", endpoint.path()));
     }
-    let json = translate::request(client, target, &parsed.json, model).map_err(|e| e.to_string())?;
+    let json = translate::request_for_version(client, target, &parsed.json, model, anthropic_version)
+        .map_err(|e| e.to_string())?;
     serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string())
 }
 

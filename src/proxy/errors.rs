@@ -40,6 +40,14 @@ pub enum ApiError {
     Overloaded,
     #[error("{0}")]
     BodyTimeout(String),
+    #[error(
+        "replay mode: a stateful request ({reason}) is never answered from the store; set cache.stateful = \"serve-stale\" to replay it"
+    )]
+    StatefulNotReplayed { reason: &'static str },
+    #[error("replay mode: {0} is passed through to providers, never recorded, so replay cannot answer it")]
+    NotRecordedPath(String),
+    #[error("no {dialect} provider is configured to pass {path} through to; add one to [[providers]]")]
+    NoProvider { dialect: &'static str, path: String },
 }
 
 impl ApiError {
@@ -55,7 +63,12 @@ impl ApiError {
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnknownModel { .. } | Self::NotRecorded { .. } | Self::UnsupportedPath(_) => StatusCode::NOT_FOUND,
+            Self::UnknownModel { .. }
+            | Self::NotRecorded { .. }
+            | Self::UnsupportedPath(_)
+            | Self::StatefulNotReplayed { .. }
+            | Self::NoProvider { .. }
+            | Self::NotRecordedPath(_) => StatusCode::NOT_FOUND,
             Self::UpstreamUnavailable { .. } | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -66,8 +79,12 @@ impl ApiError {
         match self {
             Self::TooLarge { .. } => ("invalid_request_error", "request_too_large", "request_too_large"),
             Self::UnknownModel { .. } => ("invalid_request_error", "not_found_error", "model_not_found"),
-            Self::NotRecorded { .. } => ("invalid_request_error", "not_found_error", "not_recorded"),
-            Self::UnsupportedPath(_) => ("invalid_request_error", "not_found_error", "unsupported_path"),
+            Self::NotRecorded { .. } | Self::StatefulNotReplayed { .. } | Self::NotRecordedPath(_) => {
+                ("invalid_request_error", "not_found_error", "not_recorded")
+            }
+            Self::UnsupportedPath(_) | Self::NoProvider { .. } => {
+                ("invalid_request_error", "not_found_error", "unsupported_path")
+            }
             Self::UpstreamUnavailable { .. } => ("api_error", "api_error", "upstream_unavailable"),
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
             Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),

@@ -12,11 +12,11 @@ use serde_json::Value;
 use super::AppState;
 use super::chain;
 use super::errors::ApiError;
-use super::request::{self, CachePolicy, Endpoint};
+use super::request::{self, CachePolicy, Endpoint, Stateful};
 use super::stored;
 use crate::address::{Address, Namespace};
 use crate::config::CacheMode;
-use crate::normalize::{NormalizedRequest, normalize_value};
+use crate::normalize::{NormalizedRequest, statefulness};
 use crate::record::{Record, StoredResponse, Usage};
 use crate::store::{Entry, now_ms};
 use crate::upstream::{RETURNED_HEADERS, UpstreamFailure};
@@ -120,22 +120,24 @@ async fn answer(
 ) -> Result<Answer, ApiError> {
     let raw = request::read_body(headers, body, state.config.max_request_bytes).await?;
     let parsed = request::parse(endpoint, raw)?;
-    let policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
+    let mut policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
+    policy.stateful = Stateful::new(statefulness(endpoint.path(), &parsed.json), state.config.cache.stateful);
     let deadline = tokio::time::Instant::now() + policy.deadline;
-    // normalize_value only fails for non-objects, which `parse` has already refused.
-    let normalized = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    let normalized = request::key_of(state, endpoint, &parsed, headers, uri.query())?;
     let (namespace, address) = state.locate(headers, &normalized);
     trace.address = Some(address);
 
     if policy.mode == CacheMode::Replay {
+        if let Stateful::Bypass(reason) = policy.stateful {
+            return Err(ApiError::StatefulNotReplayed { reason });
+        }
         return match lookup(state, &address) {
             Some(entry) => serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
                 .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
             None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
     }
-    if policy.mode == CacheMode::CacheFirst
-        && !policy.no_cache
+    if policy.may_serve_fresh()
         && let Some(entry) = lookup(state, &address)
         && age_of(&entry) <= policy.fresh_for
         && let Some(answer) =
@@ -162,10 +164,16 @@ async fn answer(
     trace.attempts = outcome.attempts;
     trace.provider = outcome.last_provider.clone();
     let provider = outcome.last_provider.unwrap_or_else(|| "every target".to_owned());
-    match outcome.result {
+    let stateful = exchange.policy.stateful.reason();
+    let mut answer = match outcome.result {
         Ok(answer) => Ok(answer),
         Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.wants_stream),
+    };
+    if let (Ok((response, ..)), Some(reason)) = (&mut answer, stateful) {
+        // Tells the client why its request bypassed (or only fell back on) the store.
+        set_header(response, "x-holdfast-stateful", reason);
     }
+    answer
 }
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
@@ -310,13 +318,28 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
     record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
     let store = state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
+        let mut by_id = None;
         if let Some(json) = record.answer_json() {
+            if json.get("object").and_then(Value::as_str) == Some("response")
+                && json.get("status").and_then(Value::as_str) == Some("incomplete")
+            {
+                // A Responses answer cut short (token limit, content filter) is not complete.
+                tracing::info!(%address, "incomplete response not stored");
+                return Ok(());
+            }
             record.usage = usage_of(&json);
             if let Some(model) = json.get("model").and_then(Value::as_str) {
                 record.model = model.to_owned();
             }
+            // `GET /v1/responses/{id}` of this answer can then be served in an outage.
+            by_id = super::passthrough::response_by_id(&record, &json);
         }
-        store.put(&address, &record)
+        store.put(&address, &record)?;
+        if let Some(by_id) = by_id {
+            let namespace = crate::address::Namespace::from_hash(by_id.namespace);
+            store.put(&store.address(&namespace, &by_id.request), &by_id)?;
+        }
+        Ok::<(), crate::store::StoreError>(())
     })
     .await;
     match outcome {

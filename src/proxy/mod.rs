@@ -8,6 +8,7 @@
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
 //! - `models`: the merged `GET /v1/models`.
+//! - `passthrough`: every other path under `/v1/`, streamed to a provider, never stored.
 //! - `errors`: errors in the client's dialect.
 
 mod chain;
@@ -15,6 +16,7 @@ mod errors;
 mod exchange;
 mod guard;
 mod models;
+mod passthrough;
 mod relay;
 mod request;
 mod stored;
@@ -41,7 +43,7 @@ use crate::config::{CacheScope, Config};
 use crate::credential::ClientKeys;
 use crate::credential::credential_for_namespace;
 use crate::metrics::Metrics;
-use crate::normalize::{Dialect, NormalizedRequest};
+use crate::normalize::NormalizedRequest;
 use crate::resilience::breaker::Breakers;
 use crate::server::{Listener, ServerLimits};
 use crate::store::Store;
@@ -116,12 +118,16 @@ pub fn router(state: AppState) -> Router {
             endpoint.path(),
             post(move |State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: axum::body::Body| {
                 exchange::handle(state, endpoint, uri, headers, body)
-            }),
+            })
+            // Other methods on these paths (e.g. GET /v1/chat/completions, the stored list)
+            // are the provider's to answer.
+            .fallback(passthrough::handle),
         );
     }
     let api = api
-        .route("/v1/models", get(models::list))
-        .fallback(unsupported)
+        .route("/v1/models", get(models::list).fallback(passthrough::handle))
+        // Every other path under /v1/ is passed through; anything else is refused there.
+        .fallback(passthrough::handle)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::guard));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -181,9 +187,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
     text.push_str(&crate::metrics::render_breakers(&state.breakers.statuses()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
-}
-
-async fn unsupported(uri: Uri) -> Response {
-    let dialect = Dialect::of_endpoint(uri.path());
-    ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect)
 }

@@ -1,5 +1,6 @@
 //! What the proxy reads from a client request: the endpoint, the body (bounded), the model,
-//! whether it wants a stream, and the cache policy from `x-holdfast-mode` and `Cache-Control`.
+//! whether it wants a stream, every input of its cache key, and the cache policy from
+//! `x-holdfast-mode`, `Cache-Control` and whether the request is stateful.
 
 use std::time::Duration;
 
@@ -8,10 +9,12 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::AppInner;
 use super::errors::ApiError;
-use crate::config::{CacheConfig, CacheMode, ResilienceConfig, parse_duration};
-use crate::normalize::Dialect;
+use crate::config::{CacheConfig, CacheMode, ResilienceConfig, StatefulPolicy, parse_duration};
+use crate::normalize::{Dialect, NormalizedRequest, Statefulness, canonical_headers, canonical_query, normalize_value};
 use crate::sse::StreamKind;
+use crate::translate::DEFAULT_ANTHROPIC_VERSION;
 
 /// The POST endpoints Holdfast answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +65,35 @@ impl Endpoint {
 pub struct ParsedRequest {
     /// The exact bytes the client sent; forwarded as they are.
     pub raw: Bytes,
+    /// The body parsed (an object).
     pub json: Value,
+    /// The `model` member, non-empty.
     pub model: String,
+    /// The endpoint streams and the body asks for it.
     pub wants_stream: bool,
+}
+
+/// Every input of the request's address but the tenant: the canonical body, the keyed headers
+/// and the canonical query. An Anthropic request that sends no `anthropic-version` is keyed on
+/// the version its first target will be sent, so it shares the entry of a client that sends
+/// that version itself, and a change of the configured version gets new entries.
+pub fn key_of(
+    state: &AppInner,
+    endpoint: Endpoint,
+    parsed: &ParsedRequest,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<NormalizedRequest, ApiError> {
+    // normalize_value only fails for non-objects, which `parse` has already refused.
+    let body = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    let mut keyed = canonical_headers(headers);
+    if endpoint.dialect() == Dialect::Anthropic && !keyed.iter().any(|(name, _)| name == "anthropic-version") {
+        let targets = state.upstreams.targets(&state.config.routes, Dialect::Anthropic, &parsed.model);
+        let version = targets.first().map_or(DEFAULT_ANTHROPIC_VERSION, |t| t.provider.anthropic_version());
+        keyed.push(("anthropic-version".to_owned(), version.to_owned()));
+        keyed.sort();
+    }
+    Ok(body.with_context(keyed, canonical_query(query)))
 }
 
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
@@ -109,6 +138,37 @@ pub struct CachePolicy {
     /// Time for the whole chain of attempts (`resilience.deadline`, lowered by
     /// `x-holdfast-timeout`).
     pub deadline: Duration,
+    /// Whether the answer depends on provider-side state, and what `cache.stateful` says to do.
+    pub stateful: Stateful,
+}
+
+/// A request's statefulness joined with the operator's `cache.stateful`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stateful {
+    /// Cached normally.
+    Pure,
+    /// Stateful, `bypass`: the store is not involved. The reason names the field.
+    Bypass(&'static str),
+    /// Stateful, `serve-stale`: stored, served only when upstream fails (or in `replay`).
+    ServeStale(&'static str),
+}
+
+impl Stateful {
+    pub fn new(verdict: Statefulness, policy: StatefulPolicy) -> Self {
+        match (verdict, policy) {
+            (Statefulness::Pure, _) => Self::Pure,
+            (Statefulness::Stateful(why), StatefulPolicy::Bypass) => Self::Bypass(why),
+            (Statefulness::Stateful(why), StatefulPolicy::ServeStale) => Self::ServeStale(why),
+        }
+    }
+
+    /// The field that made the request stateful, for `x-holdfast-stateful`.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Self::Pure => None,
+            Self::Bypass(why) | Self::ServeStale(why) => Some(why),
+        }
+    }
 }
 
 impl CachePolicy {
@@ -130,6 +190,7 @@ impl CachePolicy {
             fresh_for: config.ttl,
             stale_if_error: config.stale_if_error,
             deadline: resilience.deadline,
+            stateful: Stateful::Pure,
         };
         if let Some(v) = headers.get("x-holdfast-timeout") {
             let asked = v.to_str().ok().and_then(|t| parse_duration(t).ok()).ok_or_else(|| {
@@ -166,12 +227,19 @@ impl CachePolicy {
 
     /// Whether an answer from upstream may be stored.
     pub fn may_store(&self) -> bool {
-        !self.no_store && !matches!(self.mode, CacheMode::Off)
+        !self.no_store && !matches!(self.mode, CacheMode::Off) && !matches!(self.stateful, Stateful::Bypass(_))
+    }
+
+    /// Whether a fresh stored answer may be served without asking upstream (`cache-first`).
+    /// Never for a stateful request: its answer may no longer be the provider's.
+    pub fn may_serve_fresh(&self) -> bool {
+        self.mode == CacheMode::CacheFirst && !self.no_cache && self.stateful == Stateful::Pure
     }
 
     /// Whether a stored answer may be served when upstream fails.
     pub fn may_serve_stale(&self) -> bool {
         matches!(self.mode, CacheMode::Fallback | CacheMode::CacheFirst)
+            && !matches!(self.stateful, Stateful::Bypass(_))
     }
 }
 
@@ -211,6 +279,18 @@ mod tests {
         assert_eq!(policy(&[("x-holdfast-mode", "replay")]).unwrap().mode, CacheMode::Replay);
         assert_eq!(policy(&[]).unwrap().mode, CacheMode::Fallback);
         assert!(policy(&[("x-holdfast-mode", "sometimes")]).is_err());
+    }
+
+    #[test]
+    fn stateful_requests_are_never_fresh_hits_and_bypass_leaves_the_store_alone() {
+        let mut p = policy(&[("x-holdfast-mode", "cache-first")]).unwrap();
+        assert!(p.may_serve_fresh() && p.may_store() && p.may_serve_stale());
+        let stateful = Statefulness::Stateful("store");
+        p.stateful = Stateful::new(stateful, StatefulPolicy::ServeStale);
+        assert!(!p.may_serve_fresh() && p.may_store() && p.may_serve_stale());
+        p.stateful = Stateful::new(stateful, StatefulPolicy::Bypass);
+        assert!(!p.may_serve_fresh() && !p.may_store() && !p.may_serve_stale());
+        assert_eq!(p.stateful.reason(), Some("store"));
     }
 
     #[test]

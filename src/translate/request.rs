@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::response::openai_tool_call;
+use super::versions::VersionRules;
 use super::{
     DEFAULT_MAX_TOKENS, Object, Result, UNKNOWN, array_at, blank, join, malformed, member, number_at, object_at,
     only_known, parse_arguments, refuse, required, required_str, str_at, type_of,
@@ -37,7 +38,8 @@ fn openai_only(key: &str) -> &'static str {
 /// Stopping at a newline changes the answer, so such a stop is refused rather than dropped.
 const BLANK_STOP: &str = "Anthropic refuses stop sequences that are empty or only whitespace";
 
-pub(super) fn openai_request_to_anthropic(body: &Object, model: &str) -> Result<Value> {
+/// `rules` are those of the Anthropic version the target will be sent (`versions.rs`).
+pub(super) fn openai_request_to_anthropic(body: &Object, model: &str, rules: &VersionRules) -> Result<Value> {
     const TO: Dialect = Dialect::Anthropic;
     let mut out = Object::new();
     out.insert("model".into(), model.into());
@@ -52,6 +54,10 @@ pub(super) fn openai_request_to_anthropic(body: &Object, model: &str) -> Result<
             | "tools"
             | "tool_choice"
             | "parallel_tool_calls" => {}
+            // A version that refuses sampling parameters gets them dropped (`versions.rs`).
+            "temperature" | "top_p" if !rules.sampling => {
+                number_at(value, key)?;
+            }
             "temperature" => {
                 if number_at(value, key)? > 1.0 {
                     return Err(refuse(key, TO, "Anthropic accepts 0 to 1, and clamping would change the sampling"));

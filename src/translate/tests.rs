@@ -10,6 +10,7 @@ mod garbage;
 mod request;
 mod response;
 mod stream;
+mod versions;
 
 fn to_anthropic(body: Value) -> Value {
     request(OpenAi, Anthropic, &body, "claude-sonnet-4-5").unwrap()

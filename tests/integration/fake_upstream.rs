@@ -689,7 +689,14 @@ fn responses(request: &Value) -> Reply {
         "output_tokens": answer.output_tokens,
         "total_tokens": answer.input_tokens + answer.output_tokens,
     });
-    let completed = response("completed", json!([item]), usage);
+    let mut completed = response("completed", json!([item]), usage);
+    // `max_output_tokens: 1` plays a provider that hit the limit: the same answer, marked
+    // incomplete, ending with `response.incomplete`.
+    let cut_short = request.get("max_output_tokens").and_then(Value::as_u64) == Some(1);
+    if cut_short {
+        completed["status"] = json!("incomplete");
+        completed["incomplete_details"] = json!({"reason": "max_output_tokens"});
+    }
     if !wants_stream(request) {
         return Reply::Json(StatusCode::OK, completed);
     }
@@ -718,7 +725,8 @@ fn responses(request: &Value) -> Reply {
     events.push(with("response.output_text.done", json!({"text": answer.text, "logprobs": []})));
     events.push(with("response.content_part.done", json!({"part": part})));
     events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": item}));
-    events.push(json!({"type": "response.completed", "response": completed}));
+    let terminal = if cut_short { "response.incomplete" } else { "response.completed" };
+    events.push(json!({"type": terminal, "response": completed}));
     Reply::Events(typed_events(events, true))
 }
 

@@ -2,11 +2,13 @@
 
 mod admin;
 mod admin_plane;
+mod cache_key;
 mod cli;
 mod common;
 mod edge;
 mod fake_upstream;
 mod normalization;
+mod passthrough;
 mod proxy;
 mod resilience;
 mod sdk_compat;

@@ -39,7 +39,7 @@ fn request_body() -> impl Strategy<Value = Map<String, Value>> {
     (prop::collection::btree_map("[a-z_]{1,10}", json_value(), 0..6), "[a-z0-9-]{1,12}", json_value()).prop_map(
         |(extra, model, content)| {
             let mut m: Map<String, Value> = extra.into_iter().collect();
-            for ignored in ["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key"] {
+            for ignored in ["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key", "metadata"] {
                 m.remove(ignored);
             }
             m.insert("model".into(), Value::String(model));
@@ -114,7 +114,9 @@ proptest! {
 
     #[test]
     fn any_change_to_a_kept_field_changes_the_address(body in request_body(), field in "[a-z_]{1,10}", value in json_value()) {
-        prop_assume!(!["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key"].contains(&field.as_str()));
+        prop_assume!(
+            !["stream", "stream_options", "user", "safety_identifier", "prompt_cache_key", "metadata"].contains(&field.as_str())
+        );
         let mut changed = body.clone();
         let old = changed.insert(field.clone(), value.clone());
         prop_assume!(old.as_ref().map(canonical_of) != Some(canonical_of(&value)));
@@ -122,6 +124,77 @@ proptest! {
             address_of("/v1/chat/completions", &Value::Object(body).to_string()),
             address_of("/v1/chat/completions", &Value::Object(changed).to_string())
         );
+    }
+}
+
+/// Keyed header names with random items: each header as a list of items.
+fn header_set() -> impl Strategy<Value = Vec<(&'static str, Vec<String>)>> {
+    let names: Vec<&'static str> = holdfast::normalize::KEYED_HEADERS.iter().map(|h| h.name).collect();
+    prop::collection::vec((prop::sample::select(names), prop::collection::vec("[a-zA-Z0-9._=-]{1,12}", 1..4)), 0..6)
+}
+
+/// `headers` spelled one way of many: names in random case, items in random order and
+/// grouping across header lines, random spacing and empty items, plus unkeyed noise.
+fn spell(headers: &[(&'static str, Vec<String>)], seed: u64) -> axum::http::HeaderMap {
+    let mut map = axum::http::HeaderMap::new();
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (i, (name, items)) in headers.iter().enumerate() {
+        let mut items = items.clone();
+        let s = seed.rotate_left(i as u32 * 5);
+        let len = items.len().max(1);
+        items.rotate_left((s as usize) % len);
+        let name: String =
+            name.chars().enumerate().map(|(j, c)| if (s >> j) & 1 == 1 { c.to_ascii_uppercase() } else { c }).collect();
+        let pad = [" ", "", "	", "  "][(s % 4) as usize];
+        if s & 16 == 0 {
+            lines.push((name, items.iter().map(|it| format!("{pad}{it}{pad}")).collect::<Vec<_>>().join(",")));
+        } else {
+            for item in items {
+                lines.push((name.clone(), format!("{item},{pad}")));
+            }
+        }
+    }
+    let len = lines.len().max(1);
+    lines.rotate_left((seed as usize) % len);
+    for (name, value) in lines {
+        let name = axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        map.append(name, axum::http::HeaderValue::from_str(&value).unwrap());
+    }
+    map.insert("user-agent", axum::http::HeaderValue::from_str(&format!("sdk/{seed}")).unwrap());
+    map
+}
+
+fn header_address(headers: &axum::http::HeaderMap, query: &str) -> holdfast::address::Address {
+    let request = normalize("/v1/messages", br#"{"model":"m"}"#).unwrap().with_context(
+        holdfast::normalize::canonical_headers(headers),
+        holdfast::normalize::canonical_query(Some(query)),
+    );
+    addresser().address(&Namespace::shared(), &request)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn header_order_case_and_spacing_never_change_the_address(set in header_set(), a in any::<u64>(), b in any::<u64>()) {
+        prop_assert_eq!(header_address(&spell(&set, a), "x=1&y=2"), header_address(&spell(&set, b), "y=2&x=1"));
+    }
+
+    #[test]
+    fn a_changed_header_item_changes_the_address(set in header_set(), seed in any::<u64>(), pick in any::<usize>(), new in "[a-zA-Z0-9._=-]{1,12}") {
+        prop_assume!(!set.is_empty());
+        let mut changed = set.clone();
+        let at = pick % set.len();
+        let name = set[at].0;
+        let items_of = |s: &[(&'static str, Vec<String>)]| -> std::collections::BTreeSet<String> {
+            s.iter().filter(|(n, _)| *n == name).flat_map(|(_, it)| it.iter().cloned()).collect()
+        };
+        let before = items_of(&set);
+        prop_assume!(!before.contains(&new));
+        changed[at].1[0] = new;
+        let after = items_of(&changed);
+        prop_assume!(before != after);
+        prop_assert_ne!(header_address(&spell(&set, seed), ""), header_address(&spell(&changed, seed), ""));
     }
 }
 
