@@ -18,7 +18,7 @@ use super::stored;
 use crate::normalize::Dialect;
 use crate::record::{ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
-use crate::resilience::breaker::{Admission, Transition};
+use crate::resilience::breaker::Transition;
 use crate::translate::{self, StreamTranslator};
 use crate::upstream::{RETURNED_HEADERS, Target, UpstreamFailure, classify};
 
@@ -63,24 +63,23 @@ pub async fn run(
         let model_key = format!("{name}/{}", target.model);
         let breaker_config = &provider.config.breaker;
         for retry in 0..provider.config.retry.attempts {
-            let (provider_gate, t1) = state.breakers.admit(&provider_key, breaker_config);
+            // Permits report the attempt's outcome below; dropped unreported (the client left
+            // mid-attempt), they release a half-open probe slot without a verdict.
+            let (provider_permit, t1) = state.breakers.admit(&provider_key, breaker_config);
             log_transition(t1);
-            let Admission::Allowed { probe: provider_probe } = provider_gate else {
+            let Some(provider_permit) = provider_permit else {
                 tracing::debug!(provider = %name, "circuit open; skipping without a connection attempt");
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
-            let (model_gate, t2) = state.breakers.admit(&model_key, breaker_config);
+            let (model_permit, t2) = state.breakers.admit(&model_key, breaker_config);
             log_transition(t2);
-            let Admission::Allowed { probe: model_probe } = model_gate else {
-                state.breakers.report(&provider_key, provider_probe, None);
+            let Some(model_permit) = model_permit else {
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
-                state.breakers.report(&provider_key, provider_probe, None);
-                state.breakers.report(&model_key, model_probe, None);
                 last = Some(UpstreamFailure::Timeout("deadline"));
                 break 'targets;
             };
@@ -91,8 +90,8 @@ pub async fn run(
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
-                    log_transition(state.breakers.report(&provider_key, provider_probe, Some(false)));
-                    log_transition(state.breakers.report(&model_key, model_probe, Some(false)));
+                    log_transition(provider_permit.report(Some(false)));
+                    log_transition(model_permit.report(Some(false)));
                     return ChainOutcome { attempts, result: Ok(answer), last_provider };
                 }
                 Err(failure) => failure,
@@ -112,8 +111,8 @@ pub async fn run(
                 (true, false, true) => (Some(true), None),
                 (true, false, false) => (None, Some(true)),
             };
-            log_transition(state.breakers.report(&provider_key, provider_probe, provider_verdict));
-            log_transition(state.breakers.report(&model_key, model_probe, model_verdict));
+            log_transition(provider_permit.report(provider_verdict));
+            log_transition(model_permit.report(model_verdict));
             tracing::warn!(provider = %name, model = %target.model, attempt = retry + 1, reason = %failure.reason(),
                 "upstream attempt failed");
             if !outage {
