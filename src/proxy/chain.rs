@@ -12,13 +12,16 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::exchange::{Answer, CacheResult, Exchange, decorate, store_record};
-use super::relay::relay;
+use super::reader::Reader;
+use super::relay::{RelayPlan, relay};
 use super::request::{Endpoint, ParsedRequest};
 use super::stored;
 use crate::normalize::Dialect;
 use crate::record::{ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
 use crate::resilience::breaker::Transition;
+use crate::resilience::verdict::AttemptPermits;
+use crate::sse::StreamKind;
 use crate::translate::{self, StreamTranslator};
 use crate::upstream::{RETURNED_HEADERS, Target, UpstreamFailure, classify};
 
@@ -78,6 +81,7 @@ pub async fn run(
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
+            let mut permits = Some(AttemptPermits { provider: provider_permit, model: model_permit });
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
                 last = Some(UpstreamFailure::Timeout("deadline"));
@@ -85,13 +89,15 @@ pub async fn run(
             };
             attempts += 1;
             last_provider = Some(name.clone());
-            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed.wants_stream, translated);
+            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed, translated, &mut permits);
             let result =
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
-                    log_transition(provider_permit.report(Some(false)));
-                    log_transition(model_permit.report(Some(false)));
+                    // A stream's permits went with its relay, which reports when it ends.
+                    if let Some(permits) = permits.take() {
+                        permits.succeed().into_iter().for_each(log_transition);
+                    }
                     return ChainOutcome { attempts, result: Ok(answer), last_provider };
                 }
                 Err(failure) => failure,
@@ -101,18 +107,9 @@ pub async fn run(
             // Outage-class failures (and statuses the operator lists as retryable, e.g. 408)
             // go on through the chain; any other 4xx is the provider's verdict on the request.
             let outage = failure.kind().is_some() || retryable;
-            // Each failure counts against the breaker it implicates and is neutral for the
-            // other; a deadline cut says nothing about the provider (the client may have asked
-            // for a short one), and a verdict means the provider is up.
-            let cut_by_deadline = matches!(failure, UpstreamFailure::Timeout("deadline"));
-            let (provider_verdict, model_verdict) = match (outage, cut_by_deadline, failure.is_provider_wide()) {
-                (false, _, _) => (Some(false), Some(false)),
-                (true, true, _) => (None, None),
-                (true, false, true) => (Some(true), None),
-                (true, false, false) => (None, Some(true)),
-            };
-            log_transition(provider_permit.report(provider_verdict));
-            log_transition(model_permit.report(model_verdict));
+            if let Some(permits) = permits.take() {
+                permits.fail(&failure, &provider.config.retry).into_iter().for_each(log_transition);
+            }
             tracing::warn!(provider = %name, model = %target.model, attempt = retry + 1, reason = %failure.reason(),
                 "upstream attempt failed");
             if !outage {
@@ -163,6 +160,14 @@ fn log_transition(t: Option<Transition>) {
     }
 }
 
+/// The stream dialect a chat target of `dialect` answers in (cross-dialect failover is chat only).
+fn stream_kind_of(dialect: Dialect) -> StreamKind {
+    match dialect {
+        Dialect::OpenAi => StreamKind::ChatCompletions,
+        Dialect::Anthropic => StreamKind::Messages,
+    }
+}
+
 /// The API path a target of `target` dialect is asked on.
 fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> String {
     let path = match (endpoint.dialect() == target, endpoint) {
@@ -196,17 +201,22 @@ fn prepare_body(endpoint: Endpoint, target: Dialect, parsed: &ParsedRequest, mod
 }
 
 /// One attempt: send, then relay (streams) or read, check, translate and store (whole answers).
+/// A stream is accepted only once its first content arrived, so a failure before it is an
+/// ordinary failed attempt; its `permits` then go with the relay, which reports its outcome.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     exchange: &Arc<Exchange>,
     target: &Target<'_>,
     headers: &HeaderMap,
     path: &str,
     body: Bytes,
-    wants_stream: bool,
+    parsed: &ParsedRequest,
     translated: bool,
+    permits: &mut Option<AttemptPermits>,
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
     let provider = target.provider;
+    let wants_stream = parsed.wants_stream;
     let started = std::time::Instant::now();
     let response = provider.send(reqwest::Method::POST, path, headers, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
@@ -223,8 +233,21 @@ async fn forward(
 
     if let (true, Some(kind), true) = (wants_stream, client_kind, upstream_type.starts_with("text/event-stream")) {
         let translator = translated.then(|| StreamTranslator::new(provider.dialect(), exchange.endpoint.dialect()));
+        let upstream_kind = if translated { stream_kind_of(provider.dialect()) } else { kind };
+        let mut reader = Reader::new(response, upstream_kind, kind, translator);
+        let head = reader.until_content().await?;
         let content_type = if translated { stored::EVENT_STREAM.to_owned() } else { upstream_type };
-        let body = relay(exchange.clone(), kind, response, content_type.clone(), translator);
+        let Some(permits) = permits.take() else {
+            return Err(UpstreamFailure::Invalid("attempt without breaker permits".into()));
+        };
+        let plan = RelayPlan {
+            kind,
+            content_type: content_type.clone(),
+            include_usage: parsed.include_usage,
+            permits,
+            retry: provider.config.retry.clone(),
+        };
+        let body = relay(exchange.clone(), reader, head, plan);
         let mut out = stored::response(status, body, &content_type);
         out.headers_mut().extend(passed_headers);
         decorate(&mut out, result, &exchange.address, provider.name(), None, None);

@@ -4,6 +4,7 @@
 //! - `request`: endpoint table, body limits, cache policy from headers.
 //! - `exchange`: one request from arrival to answer (store, chain, fallback).
 //! - `chain`: targets in order with retries, deadlines, breakers and translation.
+//! - `reader`: one upstream stream, event by event, with its end told apart from a cut.
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
 //! - `models`: the merged `GET /v1/models`.
@@ -13,6 +14,7 @@ mod chain;
 mod errors;
 mod exchange;
 mod models;
+mod reader;
 mod relay;
 mod request;
 mod stored;

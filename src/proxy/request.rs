@@ -65,6 +65,8 @@ pub struct ParsedRequest {
     pub json: Value,
     pub model: String,
     pub wants_stream: bool,
+    /// `stream_options.include_usage`: the client wants OpenAI's usage chunk in its stream.
+    pub include_usage: bool,
 }
 
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
@@ -86,7 +88,8 @@ pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> 
     }
     let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or(ApiError::MissingModel)?;
     let wants_stream = endpoint.stream_kind().is_some() && json.get("stream").and_then(Value::as_bool) == Some(true);
-    Ok(ParsedRequest { model: model.to_owned(), wants_stream, json, raw })
+    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    Ok(ParsedRequest { model: model.to_owned(), wants_stream, include_usage, json, raw })
 }
 
 /// Everything the client asked of the store for this one request.

@@ -62,6 +62,26 @@ pub enum Fault {
     /// Streams: send the first two events, then abort the connection. Other answers: send the
     /// headers (with the full `content-length`) and half the body, then abort.
     CutStream,
+    /// Streams: send the first N events, then abort the connection (a provider dying mid-answer).
+    CutAfter(usize),
+    /// Streams: send the first N events, then fall silent with the connection open.
+    StallAfter(usize),
+    /// Streams: send the first N events, then close the body cleanly (no finish, no terminal).
+    EndAfter(usize),
+    /// Streams: send the first event at once (role chunk / `message_start`), the rest after
+    /// this many milliseconds: headers come fast, the first token slowly.
+    SlowFirstToken(u64),
+    /// Streams: send every event but the terminal one (`[DONE]`, `message_stop`), then close
+    /// the body cleanly.
+    NoTerminal,
+    /// Streams: event N (0-based) is replaced by one whose data is not JSON.
+    MalformedEventAt(usize),
+    /// A 400 saying the prompt does not fit the model's context, in the path's dialect
+    /// (`context_length_exceeded`; Anthropic: "prompt is too long").
+    ContextLength,
+    /// A 400 for any request that ends with an assistant message (a prefill), in the path's
+    /// dialect; other requests are answered normally.
+    RejectPrefill,
     /// Answer 200 `application/json` with a truncated JSON body.
     MalformedJson,
     /// Read the request, then reset the TCP connection (RST) without any response.
@@ -284,8 +304,16 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
     };
 
     let anthropic = path.starts_with("/v1/messages");
+    let mut delivery = Delivery::Whole;
     match fault {
-        Fault::None | Fault::CutStream => {}
+        Fault::None => {}
+        Fault::CutStream => delivery = Delivery::CutAfter(2),
+        Fault::CutAfter(n) => delivery = Delivery::CutAfter(n),
+        Fault::StallAfter(n) => delivery = Delivery::StallAfter(n),
+        Fault::EndAfter(n) => delivery = Delivery::EndAfter(n),
+        Fault::SlowFirstToken(ms) => delivery = Delivery::SlowFirst(Duration::from_millis(ms)),
+        Fault::NoTerminal => delivery = Delivery::NoTerminal,
+        Fault::MalformedEventAt(n) => delivery = Delivery::MalformedAt(n),
         Fault::Hang => return pending().await,
         Fault::ResetConnection => {
             reset.notify_one();
@@ -294,8 +322,13 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
         Fault::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = format!("fake upstream: scripted status {code}");
-            return error_reply(status, anthropic, &message).into_response(false);
+            return error_reply(status, anthropic, &message).into_response(Delivery::Whole);
         }
+        Fault::ContextLength => return context_length_reply(anthropic).into_response(Delivery::Whole),
+        Fault::RejectPrefill if parsed.as_ref().is_some_and(ends_with_prefill) => {
+            return prefill_rejection(anthropic).into_response(Delivery::Whole);
+        }
+        Fault::RejectPrefill => {}
         Fault::MalformedJson => {
             return Response::builder()
                 .status(StatusCode::OK)
@@ -304,7 +337,61 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
                 .expect("static response parts are valid");
         }
     }
-    route(&parts.method, &path, parsed, &models).into_response(fault == Fault::CutStream)
+    route(&parts.method, &path, parsed, &models).into_response(delivery)
+}
+
+/// Whether the request's last message is the assistant's (a prefill to continue).
+fn ends_with_prefill(request: &Value) -> bool {
+    let last = request.get("messages").and_then(Value::as_array).and_then(|m| m.last());
+    last.and_then(|m| m.get("role")).and_then(Value::as_str) == Some("assistant")
+}
+
+fn context_length_reply(anthropic: bool) -> Reply {
+    let body = if anthropic {
+        json!({"type": "error", "error": {"type": "invalid_request_error",
+            "message": "prompt is too long: 210000 tokens > 200000 maximum"}})
+    } else {
+        json!({"error": {"message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens.",
+            "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}})
+    };
+    Reply::Json(StatusCode::BAD_REQUEST, body)
+}
+
+fn prefill_rejection(anthropic: bool) -> Reply {
+    let message =
+        "This model does not support assistant message prefill. The conversation must end with a user message.";
+    let body = if anthropic {
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
+    } else {
+        json!({"error": {"message": message, "type": "invalid_request_error", "param": "messages", "code": "invalid_prefill"}})
+    };
+    Reply::Json(StatusCode::BAD_REQUEST, body)
+}
+
+/// How a reply goes on the wire: whole, or with one of the scripted stream faults.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    Whole,
+    /// The first N events (streams) or half the body (JSON), then an abort.
+    CutAfter(usize),
+    /// The first N events, then silence with the connection open.
+    StallAfter(usize),
+    /// The first N events, then a clean end.
+    EndAfter(usize),
+    /// The first event, then this pause, then the rest.
+    SlowFirst(Duration),
+    /// Every event but the last (the terminal one), then a clean end.
+    NoTerminal,
+    /// Event N's data replaced by text that is not JSON.
+    MalformedAt(usize),
+}
+
+/// How a paced body ends after its last chunk.
+#[derive(Clone, Copy)]
+enum End {
+    Clean,
+    Abort,
+    Stall,
 }
 
 /// An answer before it is put on the wire, so that `CutStream` can cut any of them.
@@ -315,7 +402,7 @@ enum Reply {
 }
 
 impl Reply {
-    fn into_response(self, cut: bool) -> Response<Body> {
+    fn into_response(self, delivery: Delivery) -> Response<Body> {
         match self {
             Reply::Json(status, value) => {
                 let bytes = Bytes::from(value.to_string());
@@ -327,42 +414,66 @@ impl Reply {
                 if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                     builder = builder.header(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
-                let body = if cut {
+                let body = if matches!(delivery, Delivery::CutAfter(_)) {
                     // The announced length stays the full one, so the client knows the body is short.
-                    Body::from_stream(paced(vec![bytes.slice(..length / 2)], true))
+                    Body::from_stream(paced(vec![bytes.slice(..length / 2)], End::Abort, EVENT_GAP))
                 } else {
                     Body::from(bytes)
                 };
                 builder.body(body).expect("response parts are valid")
             }
-            Reply::Events(events) => {
-                let mut chunks: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
-                if cut {
-                    chunks.truncate(2);
+            Reply::Events(mut events) => {
+                let (mut end, mut first_gap) = (End::Clean, EVENT_GAP);
+                match delivery {
+                    Delivery::Whole => {}
+                    Delivery::CutAfter(n) => {
+                        events.truncate(n);
+                        end = End::Abort;
+                    }
+                    Delivery::StallAfter(n) => {
+                        events.truncate(n);
+                        end = End::Stall;
+                    }
+                    Delivery::EndAfter(n) => events.truncate(n),
+                    Delivery::SlowFirst(pause) => first_gap = pause,
+                    Delivery::NoTerminal => {
+                        events.pop();
+                    }
+                    Delivery::MalformedAt(n) => {
+                        if let Some(event) = events.get_mut(n) {
+                            *event = "data: {\"broken\n\n".to_owned();
+                        }
+                    }
                 }
+                let chunks: Vec<Bytes> = events.into_iter().map(Bytes::from).collect();
                 Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "text/event-stream")
                     .header(header::CACHE_CONTROL, "no-cache")
-                    .body(Body::from_stream(paced(chunks, cut)))
+                    .body(Body::from_stream(paced(chunks, end, first_gap)))
                     .expect("static response parts are valid")
             }
         }
     }
 }
 
-/// Yields each chunk separately with a pause in between, then either ends cleanly or (when
-/// `abort`) fails: a body error makes hyper drop the connection without the terminating chunk,
-/// which the client sees as a broken body rather than a clean end.
-fn paced(chunks: Vec<Bytes>, abort: bool) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-    futures_util::stream::unfold((chunks.into_iter(), 0_usize, abort), |(mut chunks, sent, abort)| async move {
-        if sent > 0 {
-            tokio::time::sleep(EVENT_GAP).await;
+/// Yields each chunk separately with a pause in between (`first_gap` after the first), then
+/// ends: cleanly, with a body error (hyper drops the connection without the terminating chunk,
+/// which the client sees as a broken body), or never (the connection stays open, silent).
+fn paced(chunks: Vec<Bytes>, end: End, first_gap: Duration) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures_util::stream::unfold((chunks.into_iter(), 0_usize, Some(end)), move |(mut chunks, sent, end)| async move {
+        match sent {
+            0 => {}
+            1 => tokio::time::sleep(first_gap).await,
+            _ => tokio::time::sleep(EVENT_GAP).await,
         }
-        match chunks.next() {
-            Some(chunk) => Some((Ok(chunk), (chunks, sent + 1, abort))),
-            None if abort => Some((Err(io::Error::other("fake upstream: CutStream fault")), (chunks, sent + 1, false))),
-            None => None,
+        match (chunks.next(), end) {
+            (Some(chunk), _) => Some((Ok(chunk), (chunks, sent + 1, end))),
+            (None, Some(End::Abort)) => {
+                Some((Err(io::Error::other("fake upstream: stream cut")), (chunks, sent + 1, None)))
+            }
+            (None, Some(End::Stall)) => pending().await,
+            (None, _) => None,
         }
     })
 }
