@@ -272,6 +272,8 @@ pub enum FailureKind {
     Status429,
     /// A 2xx answer whose body is not what the dialect promises (e.g. malformed JSON).
     Invalid,
+    /// A provider using `api_key_env` refused Holdfast's own key (401/403) or model (404).
+    Auth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +375,7 @@ fn default_serve_stale_on() -> Vec<FailureKind> {
         FailureKind::Status5xx,
         FailureKind::Status429,
         FailureKind::Invalid,
+        FailureKind::Auth,
     ]
 }
 fn default_all_models() -> Vec<String> {

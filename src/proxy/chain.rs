@@ -112,6 +112,12 @@ pub async fn run(
             }
             tracing::warn!(provider = %name, model = %target.model, attempt = retry + 1, reason = %failure.reason(),
                 "upstream attempt failed");
+            if failure.is_context_length() {
+                // This target's context is too small; a later, larger one may take the prompt.
+                // The provider is up, so the breakers counted it as a success above.
+                last = Some(if translated { failure.in_dialect(client) } else { failure });
+                continue 'targets;
+            }
             if !outage {
                 // Another target would say the same, and the client should see it.
                 let failure = if translated { failure.in_dialect(client) } else { failure };

@@ -207,9 +207,12 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool)
             Ok((out, result, provider))
         }
         UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
-        UpstreamFailure::Connect(_) | UpstreamFailure::CircuitOpen | UpstreamFailure::NoTarget(_) => {
-            Err(ApiError::UpstreamUnavailable { provider, reason })
-        }
+        // A refused server key is Holdfast's problem: its 401 must not tell the client that
+        // the client's own key is wrong.
+        UpstreamFailure::Connect(_)
+        | UpstreamFailure::CircuitOpen
+        | UpstreamFailure::NoTarget(_)
+        | UpstreamFailure::ProviderAuth { .. } => Err(ApiError::UpstreamUnavailable { provider, reason }),
         UpstreamFailure::Invalid(_) => Err(ApiError::UpstreamInvalid { provider, reason }),
     }
 }

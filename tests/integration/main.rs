@@ -1,6 +1,7 @@
 //! Holdfast's integration tests: one binary, one module per area.
 
 mod admin;
+mod classify;
 mod cli;
 mod common;
 mod fake_upstream;
