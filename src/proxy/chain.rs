@@ -240,7 +240,8 @@ async fn forward(
     if let (true, Some(kind), true) = (wants_stream, client_kind, upstream_type.starts_with("text/event-stream")) {
         let translator = translated.then(|| StreamTranslator::new(provider.dialect(), exchange.endpoint.dialect()));
         let upstream_kind = if translated { stream_kind_of(provider.dialect()) } else { kind };
-        let mut reader = Reader::new(response, upstream_kind, kind, translator);
+        let limits = (provider.config.first_token_timeout, provider.config.stream_idle_timeout);
+        let mut reader = Reader::new(response, upstream_kind, kind, translator, limits);
         let head = reader.until_content().await?;
         let content_type = if translated { stored::EVENT_STREAM.to_owned() } else { upstream_type };
         let Some(permits) = permits.take() else {

@@ -6,9 +6,11 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
 
 use crate::sse::{
     SseSplitter, StreamKind, carries_content, carries_finish, is_error_event, is_terminal, parse_event, terminal_event,
@@ -46,6 +48,10 @@ pub struct Reader {
     content_seen: bool,
     /// The body has ended (cleanly or not); nothing more will be read.
     ended: bool,
+    /// When the first content must have arrived (`first_token_timeout` after the headers).
+    first_token_by: Instant,
+    /// Longest silence between events once content has begun (`stream_idle_timeout`).
+    idle: Duration,
     /// Why the stream failed, reported once `ready` has been handed out.
     failure: Option<UpstreamFailure>,
     /// The upstream closed without its terminal event after stating its finish, and the
@@ -54,11 +60,13 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// `limits`: `(first_token_timeout, stream_idle_timeout)`.
     pub fn new(
         response: reqwest::Response,
         upstream_kind: StreamKind,
         client_kind: StreamKind,
         translator: Option<StreamTranslator>,
+        limits: (Duration, Duration),
     ) -> Self {
         Self {
             chunks: Box::pin(response.bytes_stream()),
@@ -72,6 +80,8 @@ impl Reader {
             upstream_error: false,
             content_seen: false,
             ended: false,
+            first_token_by: Instant::now() + limits.0,
+            idle: limits.1,
             failure: None,
             completed_without_terminal: false,
         }
@@ -92,7 +102,16 @@ impl Reader {
             if self.ended {
                 return Ok(None);
             }
-            match self.chunks.next().await {
+            let (wait, phase) = if self.content_seen {
+                (self.idle, "stream idle")
+            } else {
+                (self.first_token_by.saturating_duration_since(Instant::now()), "first token")
+            };
+            let Ok(next) = tokio::time::timeout(wait, self.chunks.next()).await else {
+                self.failure = Some(UpstreamFailure::Timeout(phase));
+                continue;
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     let events = self.splitter.push(&chunk);
                     for raw in events {

@@ -2,6 +2,8 @@
 //! is complete; a stream that breaks off ends in an error naming the failure; deadlines on the
 //! first token and on silence between events.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -108,4 +110,57 @@ async fn a_stream_that_ends_without_a_finish_reason_is_a_cut() {
     upstream.down().await;
     let r = post(&proxy.url, "/v1/chat/completions", &chat("cut short", true)).await;
     assert_eq!(r.status(), 502);
+}
+
+/// OpenAI-dialect providers `a` then `b` for `gpt-4o-mini`, one attempt each, with stream
+/// deadlines of `limit` on `a`.
+pub fn two(a: &FakeUpstream, b: &FakeUpstream, limit: &str, extra: &str) -> holdfast::config::Config {
+    let text = format!(
+        "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-*\"]\n\
+         first_token_timeout = \"{limit}\"\nstream_idle_timeout = \"{limit}\"\nretry = {{ attempts = 1 }}\n\
+         [[providers]]\nname = \"b\"\napi = \"openai\"\nbase_url = \"{}\"\nmodels = [\"gpt-*\"]\nretry = {{ attempts = 1 }}\n\
+         {extra}",
+        a.base_url(),
+        b.base_url()
+    );
+    let config = holdfast::config::Config::parse(&text).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_token_fails_over_before_the_client_sees_a_byte() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let proxy = start_proxy(two(&a, &b, "300ms", "")).await;
+    // Headers and the role chunk at once, the first token after 5 s.
+    a.set_fault(Fault::SlowFirstToken(5000));
+    let started = Instant::now();
+    let r = post(&proxy.url, "/v1/chat/completions", &chat("slow to think", true)).await;
+    assert_eq!(header(&r, "x-holdfast-provider"), "b");
+    let (sse, clean) = read_stream(r).await;
+    assert!(clean, "{sse}");
+    assert_eq!(chat_text(&sse), "echo: slow to think", "exactly the whole answer, once");
+    assert_eq!(sse.matches("\"role\":\"assistant\"").count(), 1, "nothing of a's stream reached the client");
+    assert!(started.elapsed() < Duration::from_secs(4), "waited for a's first token: {:?}", started.elapsed());
+    let metrics = http().get(format!("{}/metrics", proxy.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("holdfast_upstream_failures_total{provider=\"a\",class=\"timeout\"} 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_ends_within_the_idle_limit_naming_the_stall() {
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let proxy = start_proxy(two(&a, &b, "300ms", "")).await;
+    a.set_fault(Fault::StallAfter(3));
+    let started = Instant::now();
+    let r = post(&proxy.url, "/v1/chat/completions", &chat("stall after a few words", true)).await;
+    assert_eq!(header(&r, "x-holdfast-provider"), "a");
+    let (sse, clean) = read_stream(r).await;
+    assert!(!clean, "{sse}");
+    assert!(started.elapsed() < Duration::from_secs(4), "waited for the provider to hang up: {:?}", started.elapsed());
+    let error = data_lines(&sse).into_iter().find(|v| v.get("error").is_some()).unwrap_or_else(|| panic!("{sse}"));
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("timeout: stream idle"), "names the original failure: {message}");
+    let health: Value = http().get(format!("{}/admin/health", proxy.url)).send().await.unwrap().json().await.unwrap();
+    let breaker = health["breakers"].as_array().unwrap().iter().find(|v| v["key"] == "a").unwrap().clone();
+    assert_eq!(breaker["recent_failures"], 1, "a stall counts against the provider's breaker: {health}");
 }
