@@ -192,11 +192,23 @@ fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> Stri
 fn prepare_body(endpoint: Endpoint, target: Dialect, parsed: &ParsedRequest, model: &str) -> Result<Bytes, String> {
     let client = endpoint.dialect();
     if client == target {
-        if model == parsed.model {
+        // OpenAI reports usage in a stream only when asked. Holdfast always asks, so the entry
+        // has it (a JSON answer assembled from it then carries `usage`, as the API's would); the
+        // relay and replays show the chunk only to clients that asked themselves.
+        let ask_usage = parsed.wants_stream
+            && !parsed.include_usage
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        if model == parsed.model && !ask_usage {
             return Ok(parsed.raw.clone());
         }
         let mut json = parsed.json.clone();
         json["model"] = Value::String(model.to_owned());
+        if ask_usage && let Some(object) = json.as_object_mut() {
+            let options = object.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
         return serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string());
     }
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
@@ -223,6 +235,7 @@ async fn forward(
     let state = &exchange.state;
     let provider = target.provider;
     let wants_stream = parsed.wants_stream;
+    let form = parsed.form();
     let started = std::time::Instant::now();
     let response = provider.send(reqwest::Method::POST, path, headers, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
@@ -264,11 +277,11 @@ async fn forward(
     let body = response.bytes().await.map_err(|e| classify(&e))?;
     state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
     let is_json = upstream_type.contains("json");
-    let parsed: Option<Value> = if is_json { serde_json::from_slice(&body).ok() } else { None };
-    if is_json && parsed.is_none() {
+    let answer: Option<Value> = if is_json { serde_json::from_slice(&body).ok() } else { None };
+    if is_json && answer.is_none() {
         return Err(UpstreamFailure::Invalid("body is not valid JSON".into()));
     }
-    let (body, content_type) = match (translated, parsed) {
+    let (body, content_type) = match (translated, answer) {
         (true, Some(json)) => {
             let client_json = translate::response(provider.dialect(), exchange.endpoint.dialect(), &json)
                 .map_err(|e| UpstreamFailure::Invalid(format!("cannot translate the answer: {e}")))?;
@@ -288,7 +301,7 @@ async fn forward(
         // client still gets the stream it asked for.
         let record = exchange.record_with(recorded);
         let (body, ct) =
-            stored::body_for(&record, exchange.endpoint, true).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
+            stored::body_for(&record, exchange.endpoint, form).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
         stored::response(status, body, &ct)
     } else {
         stored::response(status, Body::from(body), &content_type)

@@ -13,7 +13,7 @@ use super::AppState;
 use super::chain;
 use super::errors::ApiError;
 use super::request::{self, CachePolicy, Endpoint};
-use super::stored;
+use super::stored::{self, Form};
 use crate::address::{Address, Namespace};
 use crate::config::CacheMode;
 use crate::normalize::{NormalizedRequest, normalize_value};
@@ -129,7 +129,7 @@ async fn answer(
 
     if policy.mode == CacheMode::Replay {
         return match lookup(state, &address) {
-            Some(entry) => serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
+            Some(entry) => serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
                 .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
             None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
@@ -138,8 +138,7 @@ async fn answer(
         && !policy.no_cache
         && let Some(entry) = lookup(state, &address)
         && age_of(&entry) <= policy.fresh_for
-        && let Some(answer) =
-            serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
+        && let Some(answer) = serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
     {
         return Ok(answer);
     }
@@ -164,13 +163,13 @@ async fn answer(
     let provider = outcome.last_provider.unwrap_or_else(|| "every target".to_owned());
     match outcome.result {
         Ok(answer) => Ok(answer),
-        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.wants_stream),
+        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()),
     }
 }
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
 /// error (a provider's own 4xx is passed through as it is: it is the provider's verdict).
-fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool) -> Result<Answer, ApiError> {
+fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Result<Answer, ApiError> {
     let state = &exchange.state;
     let reason = failure.reason();
     tracing::warn!(provider = %exchange.provider_name, address = %exchange.address, %reason, "upstream failed");
@@ -179,15 +178,8 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool)
         && exchange.policy.may_serve_stale()
         && let Some(entry) = lookup(state, &exchange.address)
         && exchange.policy.stale_if_error.is_none_or(|limit| age_of(&entry) <= limit)
-        && let Some(answer) = serve_entry(
-            state,
-            &entry,
-            exchange.endpoint,
-            wants_stream,
-            CacheResult::Stale,
-            &exchange.address,
-            Some(&reason),
-        )
+        && let Some(answer) =
+            serve_entry(state, &entry, exchange.endpoint, form, CacheResult::Stale, &exchange.address, Some(&reason))
     {
         return Ok(answer);
     }
@@ -238,12 +230,12 @@ fn serve_entry(
     state: &AppState,
     entry: &Entry,
     endpoint: Endpoint,
-    wants_stream: bool,
+    form: Form,
     result: CacheResult,
     address: &Address,
     upstream_error: Option<&str>,
 ) -> Option<Answer> {
-    let (body, content_type) = match stored::body_for(&entry.record, endpoint, wants_stream) {
+    let (body, content_type) = match stored::body_for(&entry.record, endpoint, form) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(%address, error = %e, "stored entry cannot be served in the form asked");

@@ -69,6 +69,13 @@ pub struct ParsedRequest {
     pub include_usage: bool,
 }
 
+impl ParsedRequest {
+    /// The form the client wants its answer in.
+    pub fn form(&self) -> super::stored::Form {
+        super::stored::Form { stream: self.wants_stream, include_usage: self.include_usage }
+    }
+}
+
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

@@ -164,3 +164,43 @@ async fn a_stalled_stream_ends_within_the_idle_limit_naming_the_stall() {
     let breaker = health["breakers"].as_array().unwrap().iter().find(|v| v["key"] == "a").unwrap().clone();
     assert_eq!(breaker["recent_failures"], 1, "a stall counts against the provider's breaker: {health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_chunk_follows_the_request_live_and_replayed() {
+    let upstream = FakeUpstream::start().await;
+    let mut config = config_for(&upstream.base_url());
+    let routes = "[[routes]]\nmodel = \"gpt-via-claude\"\ntargets = [\"fake-anthropic:claude-haiku-4-5\"]\n";
+    config.routes = holdfast::config::Config::parse(routes).unwrap().routes;
+    let proxy = start_proxy(config).await;
+    let usage_chunks = |sse: &str| data_lines(sse).iter().filter(|v| v["choices"] == json!([])).count();
+
+    // Same dialect: Holdfast asks the provider for usage, the client without it does not see it.
+    let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &chat("usage plain", true)).await).await;
+    assert_eq!((chat_text(&sse), usage_chunks(&sse)), ("echo: usage plain".to_owned(), 0), "{sse}");
+    assert_eq!(upstream.last_body().unwrap()["stream_options"]["include_usage"], true);
+    // Across dialects the translator always makes one; it is only for clients that asked.
+    let mut via = chat("usage via claude", true);
+    via["model"] = json!("gpt-via-claude");
+    let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &via).await).await;
+    assert_eq!((chat_text(&sse), usage_chunks(&sse)), ("echo: usage via claude".to_owned(), 0), "{sse}");
+    via["stream_options"] = json!({"include_usage": true});
+    let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &via).await).await;
+    assert_eq!(usage_chunks(&sse), 1, "{sse}");
+
+    // Replayed: the stream recorded without the client asking has usage for those who ask, and
+    // its JSON form has `usage`.
+    upstream.down().await;
+    let mut asks = chat("usage plain", true);
+    asks["stream_options"] = json!({"include_usage": true});
+    let r = post(&proxy.url, "/v1/chat/completions", &asks).await;
+    assert_eq!(header(&r, "x-holdfast-cache"), "stale");
+    assert_eq!(usage_chunks(&r.text().await.unwrap()), 1);
+    let r = post(&proxy.url, "/v1/chat/completions", &chat("usage plain", false)).await;
+    let body: Value = r.json().await.unwrap();
+    assert!(body["usage"]["completion_tokens"].is_u64(), "{body}");
+    let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &via).await).await;
+    assert_eq!(usage_chunks(&sse), 1, "{sse}");
+    via.as_object_mut().unwrap().remove("stream_options");
+    let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &via).await).await;
+    assert_eq!(usage_chunks(&sse), 0, "{sse}");
+}
