@@ -12,6 +12,7 @@ use serde_json::Value;
 use super::AppState;
 use super::chain;
 use super::errors::ApiError;
+use super::flight::Ticket;
 use super::request::{self, CachePolicy, Endpoint};
 use super::stored::{self, Form};
 use crate::address::{Address, Namespace};
@@ -47,6 +48,8 @@ pub enum CacheResult {
     Miss,
     /// Answered by upstream; the store was not involved (mode `off`, `no-store`).
     Bypass,
+    /// The answer of an identical request in flight at the same time (single-flight).
+    Coalesced,
 }
 
 impl CacheResult {
@@ -56,6 +59,7 @@ impl CacheResult {
             Self::Stale => "stale",
             Self::Miss => "miss",
             Self::Bypass => "bypass",
+            Self::Coalesced => "coalesced",
         }
     }
 }
@@ -157,13 +161,31 @@ async fn answer(
         model: parsed.model.clone(),
         provider_name: String::new(),
     };
+    // Identical requests in flight share one upstream call (see `flight`).
+    let mut leader = None;
+    if exchange.policy.may_store() {
+        match state.flights.join(address, parsed.form()) {
+            Ticket::Lead(lead) => leader = Some(lead),
+            Ticket::Follow(follower) => {
+                let until = deadline.checked_sub(state.config.resilience.stale_reserve).unwrap_or(deadline);
+                if let Some(answer) = follower.follow(until).await {
+                    return Ok(answer);
+                }
+            }
+        }
+    }
     let outcome = chain::run(&exchange, targets, headers, uri.query(), &parsed, deadline).await;
     trace.attempts = outcome.attempts;
     trace.provider = outcome.last_provider.clone();
     let provider = outcome.last_provider.unwrap_or_else(|| "every target".to_owned());
-    match outcome.result {
+    let answer = match outcome.result {
         Ok(answer) => Ok(answer),
         Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()),
+    };
+    match (leader, answer) {
+        (Some(leader), Ok(answer)) => Ok(leader.publish(answer)),
+        // An error: dropping the leader sends its followers on alone.
+        (_, answer) => answer,
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! - `request`: endpoint table, body limits, cache policy from headers.
 //! - `exchange`: one request from arrival to answer (store, chain, fallback).
+//! - `flight`: single-flight, one upstream call for identical requests in flight together.
 //! - `chain`: targets in order with retries, deadlines, breakers and translation.
 //! - `reader`: one upstream stream, event by event, with its end told apart from a cut.
 //! - `relay`: live streams, relayed and recorded.
@@ -13,6 +14,7 @@
 mod chain;
 mod errors;
 mod exchange;
+mod flight;
 mod models;
 mod reader;
 mod relay;
@@ -54,6 +56,8 @@ pub struct AppInner {
     pub upstreams: Upstreams,
     pub metrics: Metrics,
     pub breakers: Breakers,
+    /// Identical requests in flight, sharing one upstream call.
+    pub flights: Arc<flight::Flights>,
     /// Admin commands over the store (`/admin/v1/execute`); `None` when the admin API is off.
     pub admin: Option<Arc<Admin>>,
     /// `HOLDFAST_ADMIN_TOKEN`; without it the admin API is off.
@@ -89,6 +93,7 @@ impl AppState {
             upstreams,
             metrics: Metrics::default(),
             breakers: Breakers::default(),
+            flights: Arc::default(),
             admin,
             admin_token,
         }))

@@ -5,6 +5,7 @@ mod classify;
 mod cli;
 mod common;
 mod fake_upstream;
+mod flight;
 mod normalization;
 mod proxy;
 mod resilience;
