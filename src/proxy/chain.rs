@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::exchange::{Answer, CacheResult, Exchange, decorate, store_record};
+use super::answer::{Answer, CacheResult, Exchange, decorate, store_record};
 use super::reader::Reader;
 use super::relay::{RelayPlan, relay};
 use super::request::{Endpoint, ParsedRequest};

@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::exchange::{Answer, CacheResult};
+use super::answer::{Answer, CacheResult};
 use super::stored::Form;
 use crate::address::Address;
 

@@ -8,9 +8,11 @@
 //! - `reader`: one upstream stream, event by event, with its end told apart from a cut.
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
+//! - `answer`: the exchange a request carries, `x-holdfast-cache`, response headers, storing.
 //! - `models`: the merged `GET /v1/models`.
 //! - `errors`: errors in the client's dialect.
 
+mod answer;
 mod chain;
 mod errors;
 mod exchange;

@@ -16,7 +16,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::exchange::{Exchange, store_record};
+use super::answer::{Exchange, store_record};
 use super::reader::Reader;
 use crate::config::RetryConfig;
 use crate::record::{ResponseBody, StoredResponse};
