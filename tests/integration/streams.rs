@@ -204,3 +204,41 @@ async fn the_usage_chunk_follows_the_request_live_and_replayed() {
     let (sse, _) = read_stream(post(&proxy.url, "/v1/chat/completions", &via).await).await;
     assert_eq!(usage_chunks(&sse), 0, "{sse}");
 }
+
+/// The error event that ended a broken stream, in OpenAI's shape, and its message.
+fn stream_error(sse: &str) -> String {
+    let error = data_lines(sse).into_iter().find(|v| v.get("error").is_some()).unwrap_or_else(|| panic!("{sse}"));
+    assert_eq!(error["error"]["code"], "upstream_stream_interrupted", "{error}");
+    error["error"]["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_broken_after_content_ends_with_an_error_naming_the_break() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    // Role chunk and three pieces, then the connection dies.
+    upstream.set_fault(Fault::CutAfter(4));
+    let (sse, clean) = read_stream(post(&proxy.url, "/v1/chat/completions", &chat("cut mid answer", true)).await).await;
+    assert!(!clean && !sse.contains("[DONE]"), "{sse}");
+    assert_eq!(chat_text(&sse), "echo: cut mid a", "what arrived before the cut, whole events only");
+    let message = stream_error(&sse);
+    assert!(message.contains("connect: stream cut"), "names the original failure: {message}");
+
+    // An event that is not JSON cannot be skipped: the stream ends there, named.
+    upstream.set_fault(Fault::MalformedEventAt(3));
+    let (sse, clean) = read_stream(post(&proxy.url, "/v1/chat/completions", &chat("garbled", true)).await).await;
+    assert!(!clean && !sse.contains("{\"broken"), "the malformed event is not relayed: {sse}");
+    let message = stream_error(&sse);
+    assert!(message.contains("not JSON"), "{message}");
+
+    // Anthropic clients get an `event: error` in their own shape.
+    upstream.set_fault(Fault::CutAfter(5));
+    let (sse, clean) = read_stream(post(&proxy.url, "/v1/messages", &claude("cut for claude", true)).await).await;
+    assert!(!clean, "{sse}");
+    assert!(sse.contains("event: error\n"), "{sse}");
+    let error = data_lines(&sse).into_iter().find(|v| v["type"] == "error").unwrap_or_else(|| panic!("{sse}"));
+    assert!(error["error"]["message"].as_str().unwrap_or_default().contains("stream cut"), "{error}");
+    // None of them was stored.
+    upstream.set_fault(Fault::None);
+    assert_eq!(proxy.state.store.stats().entries, 0);
+}
