@@ -18,8 +18,8 @@ async fn send(url: &str, body: &serde_json::Value, extra: &[(&str, &str)]) -> re
 async fn fifty_identical_requests_make_one_upstream_call() {
     let upstream = FakeUpstream::start().await;
     let proxy = start_proxy(config_for(&upstream.base_url())).await;
-    // The first token takes a second, so all fifty are in flight together.
-    upstream.set_fault(Fault::SlowFirstToken(1000));
+    // The first token takes 1.5 s, so all fifty are in flight together.
+    upstream.set_fault(Fault::SlowFirstToken(1500));
     let body = chat("one call for all", true);
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -55,7 +55,7 @@ async fn fifty_identical_requests_make_one_upstream_call() {
 async fn a_follower_with_a_shorter_deadline_gives_up_alone() {
     let upstream = FakeUpstream::start().await;
     let proxy = start_proxy(config_for(&upstream.base_url())).await;
-    upstream.set_fault(Fault::SlowFirstToken(1500));
+    upstream.set_fault(Fault::SlowFirstToken(3000));
     let body = chat("patience differs", true);
     let leader = {
         let (url, body) = (proxy.url.clone(), body.clone());
@@ -65,7 +65,7 @@ async fn a_follower_with_a_shorter_deadline_gives_up_alone() {
     let started = Instant::now();
     let follower = send(&proxy.url, &body, &[("x-holdfast-timeout", "500ms")]).await;
     assert_eq!(follower.status(), 504, "the impatient follower times out by itself");
-    assert!(started.elapsed() < Duration::from_millis(1400), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
     let (sse, clean) = leader.await.unwrap();
     assert!(clean);
     assert_eq!(chat_text(&sse), "echo: patience differs", "the leader is unaffected");
