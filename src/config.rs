@@ -296,6 +296,8 @@ pub enum FailureKind {
     Status429,
     /// A 2xx answer whose body is not what the dialect promises (e.g. malformed JSON).
     Invalid,
+    /// A provider using `api_key_env` refused Holdfast's own key (401/403) or model (404).
+    Auth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +366,14 @@ pub struct ProviderConfig {
     /// Longest a whole exchange may take, streams included.
     #[serde(default = "default_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Streams only: longest wait from the response headers to the first event that carries
+    /// content (headers can come at once while the first token takes minutes).
+    #[serde(default = "default_stream_timeout", deserialize_with = "de_duration")]
+    pub first_token_timeout: Duration,
+    /// Streams only: longest silence between two events once content has begun (a stalled
+    /// stream with its connection open is otherwise only ended by `timeout`).
+    #[serde(default = "default_stream_timeout", deserialize_with = "de_duration")]
+    pub stream_idle_timeout: Duration,
     #[serde(default)]
     pub retry: RetryConfig,
     #[serde(default)]
@@ -405,6 +415,7 @@ fn default_serve_stale_on() -> Vec<FailureKind> {
         FailureKind::Status5xx,
         FailureKind::Status429,
         FailureKind::Invalid,
+        FailureKind::Auth,
     ]
 }
 fn default_all_models() -> Vec<String> {
@@ -415,6 +426,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_first_byte_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_stream_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 /// Under the deadline (300 s), so a hung non-streamed attempt leaves time to fail over.
 fn default_timeout() -> Duration {
@@ -474,6 +488,8 @@ fn default_providers() -> Vec<ProviderConfig> {
         connect_timeout: default_connect_timeout(),
         first_byte_timeout: default_first_byte_timeout(),
         timeout: default_timeout(),
+        first_token_timeout: default_stream_timeout(),
+        stream_idle_timeout: default_stream_timeout(),
         retry: RetryConfig::default(),
         breaker: BreakerConfig::default(),
         anthropic_version: None,
@@ -606,6 +622,9 @@ impl Config {
                 && let Err(e) = crate::translate::anthropic_rules(version)
             {
                 problems.push(format!("{at}.anthropic_version: {e}"));
+            }
+            if p.first_token_timeout.is_zero() || p.stream_idle_timeout.is_zero() {
+                problems.push(format!("{at}.first_token_timeout / stream_idle_timeout: must be above zero"));
             }
             if p.timeout < p.first_byte_timeout {
                 problems.push(format!("{at}.timeout: shorter than first_byte_timeout"));

@@ -8,6 +8,9 @@ use std::borrow::Cow;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+mod ends;
+pub use ends::{carries_content, carries_finish, error_event, is_usage_only, terminal_event};
+
 /// Cuts an incoming byte stream into complete raw events as chunks arrive.
 ///
 /// Network chunks do not respect event boundaries, so bytes are buffered until the blank line

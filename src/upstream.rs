@@ -52,6 +52,14 @@ pub enum UpstreamFailure {
         body: Bytes,
     },
     Invalid(String),
+    /// A provider that uses `api_key_env` answered 401/403 (its key was refused) or 404 for
+    /// the model: the provider's fault, not the client's, so it fails over and may be served
+    /// stale. The answer is kept for the breaker's and the log's sake, never shown as is.
+    ProviderAuth {
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+    },
     /// Every target was skipped because its circuit breaker is open.
     CircuitOpen,
     /// No target could take the request (e.g. it could not be translated for any of them).
@@ -69,6 +77,7 @@ impl UpstreamFailure {
             Self::Status { status, .. } if *status >= 500 => Some(FailureKind::Status5xx),
             Self::Status { .. } => None,
             Self::Invalid(_) => Some(FailureKind::Invalid),
+            Self::ProviderAuth { .. } => Some(FailureKind::Auth),
             // Breakers open only on outage-class failures, so an open one stands for them.
             Self::CircuitOpen => Some(FailureKind::Connect),
             Self::NoTarget(_) => None,
@@ -82,6 +91,9 @@ impl UpstreamFailure {
             Self::Timeout(phase) => format!("timeout: {phase}"),
             Self::Status { status, .. } => format!("status {status}"),
             Self::Invalid(detail) => format!("invalid answer: {detail}"),
+            Self::ProviderAuth { status, .. } => {
+                format!("auth: status {status} (the provider refused the key from its api_key_env, or the model)")
+            }
             Self::CircuitOpen => "circuit open".to_owned(),
             Self::NoTarget(detail) => format!("no target: {detail}"),
         }
@@ -96,6 +108,7 @@ impl UpstreamFailure {
             Self::Status { status, .. } if *status >= 500 => "5xx",
             Self::Status { .. } => "4xx",
             Self::Invalid(_) => "invalid",
+            Self::ProviderAuth { .. } => "auth",
             Self::CircuitOpen => "circuit_open",
             Self::NoTarget(_) => "no_target",
         }
@@ -103,8 +116,20 @@ impl UpstreamFailure {
 
     /// Whether the provider as a whole looks down (connection-level), as opposed to one of its
     /// models failing (status-level); picks which circuit breaker the failure counts against.
+    /// A refused key is the whole provider's problem; a model it does not have is the model's.
     pub fn is_provider_wide(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::Timeout(_))
+        matches!(self, Self::Connect(_) | Self::Timeout(_) | Self::ProviderAuth { status: 401 | 403, .. })
+    }
+
+    /// The prompt does not fit this target's context window (OpenAI `context_length_exceeded`,
+    /// Anthropic "prompt is too long"): retrying is pointless, but a later target in the route
+    /// (operators list larger-context models after smaller ones) may take it.
+    pub fn is_context_length(&self) -> bool {
+        let Self::Status { status: 400 | 413, body, .. } = self else { return false };
+        let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+        ["context_length_exceeded", "prompt is too long", "maximum context length", "context window"]
+            .iter()
+            .any(|needle| text.contains(needle))
     }
 
     /// Whether this provider's retry policy says to try again.
@@ -114,7 +139,8 @@ impl UpstreamFailure {
             Self::Timeout(_) => policy.timeouts,
             Self::Status { status, .. } => policy.statuses.contains(status),
             Self::Invalid(_) => true,
-            Self::CircuitOpen | Self::NoTarget(_) => false,
+            // The same key (or model) would be refused again.
+            Self::ProviderAuth { .. } | Self::CircuitOpen | Self::NoTarget(_) => false,
         }
     }
 
@@ -141,7 +167,7 @@ impl UpstreamFailure {
 
     pub fn headers(&self) -> Option<&HeaderMap> {
         match self {
-            Self::Status { headers, .. } => Some(headers),
+            Self::Status { headers, .. } | Self::ProviderAuth { headers, .. } => Some(headers),
             _ => None,
         }
     }
@@ -281,7 +307,26 @@ impl Provider {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.unwrap_or_default();
+        if self.api_key.is_some() && refuses_holdfast(status, &body) {
+            return Err(UpstreamFailure::ProviderAuth { status, headers, body });
+        }
         Err(UpstreamFailure::Status { status, headers, body })
+    }
+}
+
+/// Whether an error answer to a request sent with Holdfast's own key blames that key (401,
+/// 403) or the model the operator routed to (404 "model not found"): the client can do nothing
+/// about either. A 404 for anything else (an unknown path) stays a verdict.
+fn refuses_holdfast(status: u16, body: &[u8]) -> bool {
+    match status {
+        401 | 403 => true,
+        404 => {
+            let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+            text.contains("model_not_found")
+                || (text.contains("model") && text.contains("not found"))
+                || text.contains("does not exist")
+        }
+        _ => false,
     }
 }
 
@@ -410,6 +455,35 @@ mod tests {
         c.api_key_env = Some("NOPE_KEY".into());
         let err = Provider::new(c, |_| None).unwrap_err().to_string();
         assert!(err.contains("NOPE_KEY") && err.contains("openai"), "{err}");
+    }
+
+    #[test]
+    fn four_hundreds_are_told_apart() {
+        let status = |status: u16, body: &str| UpstreamFailure::Status {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        };
+        let openai = r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","code":"context_length_exceeded"}}"#;
+        let anthropic = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
+        let policy = r#"{"error":{"message":"Your request was rejected by the safety system.","code":"content_policy_violation"}}"#;
+        assert!(status(400, openai).is_context_length());
+        assert!(status(400, anthropic).is_context_length());
+        assert!(!status(400, policy).is_context_length());
+        assert!(status(400, policy).kind().is_none(), "a content-policy refusal is the provider's verdict");
+        assert!(!status(500, openai).is_context_length());
+        assert!(refuses_holdfast(401, b"{}") && refuses_holdfast(403, b""));
+        assert!(refuses_holdfast(404, br#"{"error":{"code":"model_not_found"}}"#));
+        assert!(refuses_holdfast(
+            404,
+            br#"{"error":{"type":"not_found_error","message":"model: claude-x not found"}}"#
+        ));
+        assert!(!refuses_holdfast(404, b"Unknown request URL: POST /v1/nothing."));
+        assert!(!refuses_holdfast(400, b"{}"));
+        let auth = UpstreamFailure::ProviderAuth { status: 401, headers: HeaderMap::new(), body: Bytes::new() };
+        assert_eq!(auth.kind(), Some(FailureKind::Auth));
+        assert!(auth.is_provider_wide() && !auth.is_retryable(&RetryConfig::default()));
+        assert!(!auth.reason().contains("sk-"), "{}", auth.reason());
     }
 
     #[test]

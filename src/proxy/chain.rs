@@ -11,14 +11,17 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::exchange::{Answer, CacheResult, Exchange, decorate, store_record};
-use super::relay::relay;
+use super::answer::{Answer, CacheResult, Exchange, decorate, store_record};
+use super::reader::Reader;
+use super::relay::{RelayPlan, relay};
 use super::request::{Endpoint, ParsedRequest};
 use super::stored;
 use crate::normalize::Dialect;
 use crate::record::{ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
-use crate::resilience::breaker::{Admission, Transition};
+use crate::resilience::breaker::Transition;
+use crate::resilience::verdict::AttemptPermits;
+use crate::sse::StreamKind;
 use crate::translate::{self, StreamTranslator};
 use crate::upstream::{RETURNED_HEADERS, Target, UpstreamFailure, classify};
 
@@ -64,36 +67,38 @@ pub async fn run(
         let model_key = format!("{name}/{}", target.model);
         let breaker_config = &provider.config.breaker;
         for retry in 0..provider.config.retry.attempts {
-            let (provider_gate, t1) = state.breakers.admit(&provider_key, breaker_config);
+            // Permits report the attempt's outcome below; dropped unreported (the client left
+            // mid-attempt), they release a half-open probe slot without a verdict.
+            let (provider_permit, t1) = state.breakers.admit(&provider_key, breaker_config);
             log_transition(t1);
-            let Admission::Allowed { probe: provider_probe } = provider_gate else {
+            let Some(provider_permit) = provider_permit else {
                 tracing::debug!(provider = %name, "circuit open; skipping without a connection attempt");
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
-            let (model_gate, t2) = state.breakers.admit(&model_key, breaker_config);
+            let (model_permit, t2) = state.breakers.admit(&model_key, breaker_config);
             log_transition(t2);
-            let Admission::Allowed { probe: model_probe } = model_gate else {
-                state.breakers.report(&provider_key, provider_probe, None);
+            let Some(model_permit) = model_permit else {
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
+            let mut permits = Some(AttemptPermits { provider: provider_permit, model: model_permit });
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
-                state.breakers.report(&provider_key, provider_probe, None);
-                state.breakers.report(&model_key, model_probe, None);
                 last = Some(UpstreamFailure::Timeout("deadline"));
                 break 'targets;
             };
             attempts += 1;
             last_provider = Some(name.clone());
-            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed.wants_stream, translated);
+            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed, translated, &mut permits);
             let result =
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
-                    log_transition(state.breakers.report(&provider_key, provider_probe, Some(false)));
-                    log_transition(state.breakers.report(&model_key, model_probe, Some(false)));
+                    // A stream's permits went with its relay, which reports when it ends.
+                    if let Some(permits) = permits.take() {
+                        permits.succeed().into_iter().for_each(log_transition);
+                    }
                     return ChainOutcome { attempts, result: Ok(answer), last_provider };
                 }
                 Err(failure) => failure,
@@ -103,20 +108,17 @@ pub async fn run(
             // Outage-class failures (and statuses the operator lists as retryable, e.g. 408)
             // go on through the chain; any other 4xx is the provider's verdict on the request.
             let outage = failure.kind().is_some() || retryable;
-            // Each failure counts against the breaker it implicates and is neutral for the
-            // other; a deadline cut says nothing about the provider (the client may have asked
-            // for a short one), and a verdict means the provider is up.
-            let cut_by_deadline = matches!(failure, UpstreamFailure::Timeout("deadline"));
-            let (provider_verdict, model_verdict) = match (outage, cut_by_deadline, failure.is_provider_wide()) {
-                (false, _, _) => (Some(false), Some(false)),
-                (true, true, _) => (None, None),
-                (true, false, true) => (Some(true), None),
-                (true, false, false) => (None, Some(true)),
-            };
-            log_transition(state.breakers.report(&provider_key, provider_probe, provider_verdict));
-            log_transition(state.breakers.report(&model_key, model_probe, model_verdict));
+            if let Some(permits) = permits.take() {
+                permits.fail(&failure, &provider.config.retry).into_iter().for_each(log_transition);
+            }
             tracing::warn!(provider = %name, model = %target.model, attempt = retry + 1, reason = %failure.reason(),
                 "upstream attempt failed");
+            if failure.is_context_length() {
+                // This target's context is too small; a later, larger one may take the prompt.
+                // The provider is up, so the breakers counted it as a success above.
+                last = Some(if translated { failure.in_dialect(client) } else { failure });
+                continue 'targets;
+            }
             if !outage {
                 // Another target would say the same, and the client should see it.
                 let failure = if translated { failure.in_dialect(client) } else { failure };
@@ -165,6 +167,14 @@ fn log_transition(t: Option<Transition>) {
     }
 }
 
+/// The stream dialect a chat target of `dialect` answers in (cross-dialect failover is chat only).
+fn stream_kind_of(dialect: Dialect) -> StreamKind {
+    match dialect {
+        Dialect::OpenAi => StreamKind::ChatCompletions,
+        Dialect::Anthropic => StreamKind::Messages,
+    }
+}
+
 /// The API path a target of `target` dialect is asked on.
 fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> String {
     let path = match (endpoint.dialect() == target, endpoint) {
@@ -190,11 +200,23 @@ fn prepare_body(
 ) -> Result<Bytes, String> {
     let client = endpoint.dialect();
     if client == target {
-        if model == parsed.model {
+        // OpenAI reports usage in a stream only when asked. Holdfast always asks, so the entry
+        // has it (a JSON answer assembled from it then carries `usage`, as the API's would); the
+        // relay and replays show the chunk only to clients that asked themselves.
+        let ask_usage = parsed.wants_stream
+            && !parsed.include_usage
+            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+        if model == parsed.model && !ask_usage {
             return Ok(parsed.raw.clone());
         }
         let mut json = parsed.json.clone();
         json["model"] = Value::String(model.to_owned());
+        if ask_usage && let Some(object) = json.as_object_mut() {
+            let options = object.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
         return serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string());
     }
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
@@ -206,17 +228,23 @@ fn prepare_body(
 }
 
 /// One attempt: send, then relay (streams) or read, check, translate and store (whole answers).
+/// A stream is accepted only once its first content arrived, so a failure before it is an
+/// ordinary failed attempt; its `permits` then go with the relay, which reports its outcome.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     exchange: &Arc<Exchange>,
     target: &Target<'_>,
     headers: &HeaderMap,
     path: &str,
     body: Bytes,
-    wants_stream: bool,
+    parsed: &ParsedRequest,
     translated: bool,
+    permits: &mut Option<AttemptPermits>,
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
     let provider = target.provider;
+    let wants_stream = parsed.wants_stream;
+    let form = parsed.form();
     let started = std::time::Instant::now();
     let response = provider.send(reqwest::Method::POST, path, headers, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
@@ -233,8 +261,22 @@ async fn forward(
 
     if let (true, Some(kind), true) = (wants_stream, client_kind, upstream_type.starts_with("text/event-stream")) {
         let translator = translated.then(|| StreamTranslator::new(provider.dialect(), exchange.endpoint.dialect()));
+        let upstream_kind = if translated { stream_kind_of(provider.dialect()) } else { kind };
+        let limits = (provider.config.first_token_timeout, provider.config.stream_idle_timeout);
+        let mut reader = Reader::new(response, upstream_kind, kind, translator, limits);
+        let head = reader.until_content().await?;
         let content_type = if translated { stored::EVENT_STREAM.to_owned() } else { upstream_type };
-        let body = relay(exchange.clone(), kind, response, content_type.clone(), translator);
+        let Some(permits) = permits.take() else {
+            return Err(UpstreamFailure::Invalid("attempt without breaker permits".into()));
+        };
+        let plan = RelayPlan {
+            kind,
+            content_type: content_type.clone(),
+            include_usage: parsed.include_usage,
+            permits,
+            retry: provider.config.retry.clone(),
+        };
+        let body = relay(exchange.clone(), reader, head, plan);
         let mut out = stored::response(status, body, &content_type);
         out.headers_mut().extend(passed_headers);
         decorate(&mut out, result, &exchange.address, provider.name(), None, None);
@@ -244,11 +286,11 @@ async fn forward(
     let body = response.bytes().await.map_err(|e| classify(&e))?;
     state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
     let is_json = upstream_type.contains("json");
-    let parsed: Option<Value> = if is_json { serde_json::from_slice(&body).ok() } else { None };
-    if is_json && parsed.is_none() {
+    let answer: Option<Value> = if is_json { serde_json::from_slice(&body).ok() } else { None };
+    if is_json && answer.is_none() {
         return Err(UpstreamFailure::Invalid("body is not valid JSON".into()));
     }
-    let (body, content_type) = match (translated, parsed) {
+    let (body, content_type) = match (translated, answer) {
         (true, Some(json)) => {
             let client_json = translate::response(provider.dialect(), exchange.endpoint.dialect(), &json)
                 .map_err(|e| UpstreamFailure::Invalid(format!("cannot translate the answer: {e}")))?;
@@ -268,7 +310,7 @@ async fn forward(
         // client still gets the stream it asked for.
         let record = exchange.record_with(recorded);
         let (body, ct) =
-            stored::body_for(&record, exchange.endpoint, true).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
+            stored::body_for(&record, exchange.endpoint, form).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
         stored::response(status, body, &ct)
     } else {
         stored::response(status, Body::from(body), &content_type)

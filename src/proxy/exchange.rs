@@ -5,60 +5,21 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
-use serde_json::Value;
 
 use super::AppState;
+use super::answer::{Answer, CacheResult, Exchange, decorate, set_header};
 use super::chain;
 use super::errors::ApiError;
+use super::flight::Ticket;
 use super::request::{self, CachePolicy, Endpoint, Stateful};
-use super::stored;
-use crate::address::{Address, Namespace};
+use super::stored::{self, Form};
+use crate::address::Address;
 use crate::config::CacheMode;
-use crate::normalize::{NormalizedRequest, statefulness};
-use crate::record::{Record, StoredResponse, Usage};
+use crate::normalize::statefulness;
 use crate::store::{Entry, now_ms};
 use crate::upstream::{RETURNED_HEADERS, UpstreamFailure};
-
-/// What a request carries through its life; shared with the stream relay task.
-#[derive(Clone)]
-pub struct Exchange {
-    pub state: AppState,
-    pub endpoint: Endpoint,
-    pub address: Address,
-    pub policy: CachePolicy,
-    pub request: NormalizedRequest,
-    /// The tenant's namespace, kept (as its hash) in the record.
-    pub namespace: Namespace,
-    /// Model the client asked for (the record keeps the one the provider reports, if any).
-    pub model: String,
-    pub provider_name: String,
-}
-
-/// How an answer relates to the store, as `x-holdfast-cache` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    /// Served from the store without asking upstream.
-    Hit,
-    /// Served from the store because upstream failed.
-    Stale,
-    /// Answered by upstream and stored.
-    Miss,
-    /// Answered by upstream; the store was not involved (mode `off`, `no-store`).
-    Bypass,
-}
-
-impl CacheResult {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Stale => "stale",
-            Self::Miss => "miss",
-            Self::Bypass => "bypass",
-        }
-    }
-}
 
 pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
@@ -100,8 +61,6 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
     response
 }
 
-pub type Answer = (Response, CacheResult, String);
-
 /// What is known about a request when it ends in an error, for the error's headers.
 #[derive(Default)]
 struct Trace {
@@ -132,7 +91,7 @@ async fn answer(
             return Err(ApiError::StatefulNotReplayed { reason });
         }
         return match lookup(state, &address) {
-            Some(entry) => serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
+            Some(entry) => serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
                 .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
             None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
@@ -140,8 +99,7 @@ async fn answer(
     if policy.may_serve_fresh()
         && let Some(entry) = lookup(state, &address)
         && age_of(&entry) <= policy.fresh_for
-        && let Some(answer) =
-            serve_entry(state, &entry, endpoint, parsed.wants_stream, CacheResult::Hit, &address, None)
+        && let Some(answer) = serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
     {
         return Ok(answer);
     }
@@ -160,6 +118,19 @@ async fn answer(
         model: parsed.model.clone(),
         provider_name: String::new(),
     };
+    // Identical requests in flight share one upstream call (see `flight`).
+    let mut leader = None;
+    if exchange.policy.may_store() {
+        match state.flights.join(address, parsed.form()) {
+            Ticket::Lead(lead) => leader = Some(lead),
+            Ticket::Follow(follower) => {
+                let until = deadline.checked_sub(state.config.resilience.stale_reserve).unwrap_or(deadline);
+                if let Some(answer) = follower.follow(until).await {
+                    return Ok(answer);
+                }
+            }
+        }
+    }
     let outcome = chain::run(&exchange, targets, headers, uri.query(), &parsed, deadline).await;
     trace.attempts = outcome.attempts;
     trace.provider = outcome.last_provider.clone();
@@ -167,18 +138,22 @@ async fn answer(
     let stateful = exchange.policy.stateful.reason();
     let mut answer = match outcome.result {
         Ok(answer) => Ok(answer),
-        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.wants_stream),
+        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()),
     };
     if let (Ok((response, ..)), Some(reason)) = (&mut answer, stateful) {
         // Tells the client why its request bypassed (or only fell back on) the store.
         set_header(response, "x-holdfast-stateful", reason);
     }
-    answer
+    match (leader, answer) {
+        (Some(leader), Ok(answer)) => Ok(leader.publish(answer)),
+        // An error: dropping the leader sends its followers on alone.
+        (_, answer) => answer,
+    }
 }
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
 /// error (a provider's own 4xx is passed through as it is: it is the provider's verdict).
-fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool) -> Result<Answer, ApiError> {
+fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Result<Answer, ApiError> {
     let state = &exchange.state;
     let reason = failure.reason();
     tracing::warn!(provider = %exchange.provider_name, address = %exchange.address, %reason, "upstream failed");
@@ -187,15 +162,8 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool)
         && exchange.policy.may_serve_stale()
         && let Some(entry) = lookup(state, &exchange.address)
         && exchange.policy.stale_if_error.is_none_or(|limit| age_of(&entry) <= limit)
-        && let Some(answer) = serve_entry(
-            state,
-            &entry,
-            exchange.endpoint,
-            wants_stream,
-            CacheResult::Stale,
-            &exchange.address,
-            Some(&reason),
-        )
+        && let Some(answer) =
+            serve_entry(state, &entry, exchange.endpoint, form, CacheResult::Stale, &exchange.address, Some(&reason))
     {
         return Ok(answer);
     }
@@ -215,9 +183,12 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, wants_stream: bool)
             Ok((out, result, provider))
         }
         UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
-        UpstreamFailure::Connect(_) | UpstreamFailure::CircuitOpen | UpstreamFailure::NoTarget(_) => {
-            Err(ApiError::UpstreamUnavailable { provider, reason })
-        }
+        // A refused server key is Holdfast's problem: its 401 must not tell the client that
+        // the client's own key is wrong.
+        UpstreamFailure::Connect(_)
+        | UpstreamFailure::CircuitOpen
+        | UpstreamFailure::NoTarget(_)
+        | UpstreamFailure::ProviderAuth { .. } => Err(ApiError::UpstreamUnavailable { provider, reason }),
         UpstreamFailure::Invalid(_) => Err(ApiError::UpstreamInvalid { provider, reason }),
     }
 }
@@ -243,12 +214,12 @@ fn serve_entry(
     state: &AppState,
     entry: &Entry,
     endpoint: Endpoint,
-    wants_stream: bool,
+    form: Form,
     result: CacheResult,
     address: &Address,
     upstream_error: Option<&str>,
 ) -> Option<Answer> {
-    let (body, content_type) = match stored::body_for(&entry.record, endpoint, wants_stream) {
+    let (body, content_type) = match stored::body_for(&entry.record, endpoint, form) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(%address, error = %e, "stored entry cannot be served in the form asked");
@@ -263,105 +234,4 @@ fn serve_entry(
         tracing::warn!(%address, error = %e, "could not note the entry as served");
     }
     Some((out, result, entry.record.provider.clone()))
-}
-
-/// Adds Holdfast's response headers.
-pub fn decorate(
-    response: &mut Response,
-    result: CacheResult,
-    address: &Address,
-    provider: &str,
-    age_secs: Option<u64>,
-    upstream_error: Option<&str>,
-) {
-    set_header(response, "x-holdfast-cache", result.as_str());
-    set_header(response, "x-holdfast-key", &address.to_hex());
-    set_header(response, "x-holdfast-provider", provider);
-    if let Some(age) = age_secs {
-        set_header(response, "age", &age.to_string());
-    }
-    if let Some(reason) = upstream_error {
-        // Header values must be visible ASCII; reasons from OS errors usually are.
-        let clean: String = reason.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect();
-        set_header(response, "x-holdfast-upstream-error", &clean);
-    }
-}
-
-fn set_header(response: &mut Response, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        response.headers_mut().insert(name, v);
-    }
-}
-
-impl Exchange {
-    /// A record of this exchange holding `response`.
-    pub fn record_with(&self, response: StoredResponse) -> Record {
-        Record {
-            request: self.request.clone(),
-            namespace: self.namespace.hash(),
-            response,
-            provider: self.provider_name.clone(),
-            model: self.model.clone(),
-            created_ms: now_ms(),
-            upstream_latency_ms: 0,
-            usage: None,
-        }
-    }
-}
-
-/// Seals and stores an upstream answer off the async workers. Failures are logged and
-/// counted, never passed to the client: the answer itself is fine.
-pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency: Duration) {
-    let state = exchange.state.clone();
-    let address = exchange.address;
-    let mut record = exchange.record_with(response);
-    record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
-    let store = state.store.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut by_id = None;
-        if let Some(json) = record.answer_json() {
-            if json.get("object").and_then(Value::as_str) == Some("response")
-                && json.get("status").and_then(Value::as_str) == Some("incomplete")
-            {
-                // A Responses answer cut short (token limit, content filter) is not complete.
-                tracing::info!(%address, "incomplete response not stored");
-                return Ok(());
-            }
-            record.usage = usage_of(&json);
-            if let Some(model) = json.get("model").and_then(Value::as_str) {
-                record.model = model.to_owned();
-            }
-            // `GET /v1/responses/{id}` of this answer can then be served in an outage.
-            by_id = super::passthrough::response_by_id(&record, &json);
-        }
-        store.put(&address, &record)?;
-        if let Some(by_id) = by_id {
-            let namespace = crate::address::Namespace::from_hash(by_id.namespace);
-            store.put(&store.address(&namespace, &by_id.request), &by_id)?;
-        }
-        Ok::<(), crate::store::StoreError>(())
-    })
-    .await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            state.metrics.count_store_error();
-            tracing::error!(%address, error = %e, "could not store the answer; it was served but will not be kept");
-        }
-        Err(e) => {
-            state.metrics.count_store_error();
-            tracing::error!(%address, error = %e, "store task failed");
-        }
-    }
-}
-
-/// Token counts in either dialect's naming (OpenAI chat: prompt/completion; Responses and
-/// Anthropic: input/output).
-fn usage_of(json: &Value) -> Option<Usage> {
-    let usage = json.get("usage")?;
-    let field = |names: &[&str]| names.iter().find_map(|n| usage.get(*n).and_then(Value::as_u64));
-    Some(Usage {
-        input_tokens: field(&["input_tokens", "prompt_tokens"])?,
-        output_tokens: field(&["output_tokens", "completion_tokens"]).unwrap_or(0),
-    })
 }

@@ -4,19 +4,25 @@
 //! - `guard`: one credential, client keys, the in-flight cap — before any handler.
 //! - `request`: endpoint table, body limits, cache policy from headers.
 //! - `exchange`: one request from arrival to answer (store, chain, fallback).
+//! - `flight`: single-flight, one upstream call for identical requests in flight together.
 //! - `chain`: targets in order with retries, deadlines, breakers and translation.
+//! - `reader`: one upstream stream, event by event, with its end told apart from a cut.
 //! - `relay`: live streams, relayed and recorded.
 //! - `stored`: answers built from stored records, in either form.
+//! - `answer`: the exchange a request carries, `x-holdfast-cache`, response headers, storing.
 //! - `models`: the merged `GET /v1/models`.
 //! - `passthrough`: every other path under `/v1/`, streamed to a provider, never stored.
 //! - `errors`: errors in the client's dialect.
 
+mod answer;
 mod chain;
 mod errors;
 mod exchange;
+mod flight;
 mod guard;
 mod models;
 mod passthrough;
+mod reader;
 mod relay;
 mod request;
 mod stored;
@@ -61,6 +67,8 @@ pub struct AppInner {
     /// Places for requests being answered (`limits.max_in_flight`); one is held per request
     /// until its body's last byte, and a request that finds none is shed with a 503.
     pub in_flight: Arc<Semaphore>,
+    /// Identical requests in flight, sharing one upstream call.
+    pub flights: Arc<flight::Flights>,
 }
 
 #[derive(Clone)]
@@ -89,6 +97,7 @@ impl AppState {
             breakers: Breakers::default(),
             client_keys,
             in_flight,
+            flights: Arc::default(),
         }))
     }
 }

@@ -31,8 +31,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::AppState;
+use super::answer::{CacheResult, decorate};
 use super::errors::ApiError;
-use super::exchange::{CacheResult, decorate};
 use super::request::{CachePolicy, read_body};
 use super::stored;
 use crate::config::CacheMode;

@@ -1,135 +1,163 @@
 //! Relaying a live upstream stream to the client while recording it.
 //!
-//! Each upstream chunk goes to the client as soon as it arrives; the events are collected on
-//! the side. Only a stream that reached its terminal event (`[DONE]`, `message_stop`,
+//! Each event goes to the client as soon as it is whole; the events are collected on the side.
+//! Only a stream that reached its terminal event (`[DONE]`, `message_stop`,
 //! `response.completed`) without an error event is stored, and it is stored *before* the
-//! terminal chunk is forwarded, so a client that has seen the end can rely on the entry.
-//! A stream that breaks off ends the client's body with an error, never a clean finish.
+//! terminal event is forwarded, so a client that has seen the end can rely on the entry. A
+//! stream that breaks off ends the client's body with an error event in its dialect (naming
+//! the failure) and then a body error, never a clean finish.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::exchange::{Exchange, store_record};
+use super::answer::{Exchange, store_record};
+use super::reader::Reader;
+use crate::config::RetryConfig;
 use crate::record::{ResponseBody, StoredResponse};
-use crate::sse::{SseSplitter, StreamKind, is_error_event, is_terminal, parse_event};
-use crate::translate::StreamTranslator;
-use crate::upstream::classify;
+use crate::resilience::breaker::Transition;
+use crate::resilience::verdict::AttemptPermits;
+use crate::sse::{StreamKind, error_event, is_error_event, is_terminal, is_usage_only, parse_event};
 
-/// Buffered chunks between the upstream reader and a slow client. Small: backpressure should
+/// Buffered events between the upstream reader and a slow client. Small: backpressure should
 /// reach the provider rather than memory.
 const CHANNEL_DEPTH: usize = 16;
-/// Longest partial event held while waiting for its end. Real events are kilobytes; a stream
-/// that never ends an event is broken, not big.
-const MAX_PENDING_EVENT: usize = 16 * 1024 * 1024;
 
-/// With a `translator`, upstream events are rewritten into the client's dialect one by one;
-/// what the client receives (and what is recorded) is then the translated stream.
-pub fn relay(
-    exchange: Arc<Exchange>,
-    kind: StreamKind,
-    upstream: reqwest::Response,
-    content_type: String,
-    mut translator: Option<StreamTranslator>,
-) -> Body {
+/// What the relay needs besides the stream itself.
+pub struct RelayPlan {
+    /// The client's stream dialect.
+    pub kind: StreamKind,
+    /// `content-type` recorded with the answer.
+    pub content_type: String,
+    /// The client asked for OpenAI's usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// The attempt's breaker permits, reported when the stream ends.
+    pub permits: AttemptPermits,
+    /// The target's retry policy, which decides whether a failure is an outage.
+    pub retry: RetryConfig,
+}
+
+/// Relays `head` (the events read before the attempt was accepted) and then the rest of
+/// `reader`, on a task of its own, so the provider's answer is read (and recorded) to the end
+/// even if the client leaves.
+pub fn relay(exchange: Arc<Exchange>, mut reader: Reader, head: Vec<Bytes>, plan: RelayPlan) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
         let started = Instant::now();
-        let mut recording =
-            Recording { kind, splitter: SseSplitter::new(), events: Vec::new(), failed: false, completed: false };
-        let mut client_gone = false;
-        let mut chunks = upstream.bytes_stream();
+        let RelayPlan { kind, content_type, include_usage, permits, retry } = plan;
+        let mut recording = Recording { kind, events: Vec::new(), failed: false, completed: false };
+        let mut client = Client { tx, gone: false, kind, include_usage };
+        let mut head = VecDeque::from(head);
         let outcome = loop {
-            match chunks.next().await {
-                Some(Ok(chunk)) => {
+            let next = match head.pop_front() {
+                Some(event) => Ok(Some(event)),
+                None => reader.next().await,
+            };
+            match next {
+                Ok(Some(event)) => {
                     let was_complete = recording.completed;
-                    let upstream_events = recording.splitter.push(&chunk);
-                    if recording.splitter.pending().len() > MAX_PENDING_EVENT {
-                        break Err("upstream sent an event larger than 16 MiB".to_owned());
-                    }
-                    // Untranslated, the chunk goes out as it came (byte-exact, no re-framing);
-                    // translated, each upstream event becomes zero or more client events.
-                    let outgoing = match translator.as_mut() {
-                        None => {
-                            upstream_events.into_iter().for_each(|raw| recording.take(raw));
-                            vec![chunk]
-                        }
-                        Some(t) => match translate_events(t, &upstream_events) {
-                            Ok(events) => {
-                                events.iter().for_each(|raw| recording.take(raw.clone()));
-                                events
-                            }
-                            Err(reason) => break Err(reason),
-                        },
-                    };
+                    recording.take(event.clone());
                     if recording.completed && !was_complete {
                         recording.store(&exchange, &content_type, started).await;
                     }
-                    for piece in outgoing {
-                        if !client_gone && tx.send(Ok(piece)).await.is_err() {
-                            // The client left; keep reading so the provider's answer (already
-                            // paid for) is still recorded for the next outage.
-                            client_gone = true;
-                        }
-                    }
+                    client.send(event).await;
                 }
-                Some(Err(e)) => break Err(classify(&e).reason()),
-                None => {
-                    // An event may end at EOF without its blank line (`\r\r` endings).
-                    if !recording.completed
-                        && let Some(raw) = recording.splitter.finish()
-                    {
-                        let last = match translator.as_mut() {
-                            None => Ok(vec![raw]),
-                            Some(t) => translate_events(t, &[raw]),
-                        };
-                        for event in last.unwrap_or_default() {
-                            recording.take(event.clone());
-                            if translator.is_some() {
-                                let _ = tx.send(Ok(event)).await;
-                            }
-                        }
-                        if recording.completed {
-                            recording.store(&exchange, &content_type, started).await;
-                        }
-                    }
-                    break if recording.completed {
-                        Ok(())
-                    } else {
-                        Err("upstream stream ended before its final event".to_owned())
-                    };
+                // The reader only ends cleanly after the upstream's terminal event, which the
+                // translator turns into the client's.
+                Ok(None) if recording.completed => break Ok(()),
+                Ok(None) => {
+                    break Err(crate::upstream::UpstreamFailure::Invalid("stream ended before its final event".into()));
                 }
+                Err(failure) => break Err(failure),
             }
         };
         exchange.state.metrics.observe_upstream_latency(&exchange.provider_name, started.elapsed());
-        if let Err(reason) = outcome {
-            exchange.state.metrics.count_stream_interrupted();
-            tracing::warn!(address = %exchange.address, provider = %exchange.provider_name, %reason,
-                "stream interrupted; nothing stored, client stream ended with an error");
-            let _ = tx.send(Err(io::Error::other(reason))).await;
+        match outcome {
+            Ok(()) => {
+                log_transitions(permits.succeed());
+                if reader.completed_without_terminal {
+                    tracing::info!(address = %exchange.address, provider = %exchange.provider_name,
+                        "upstream closed a finished stream without its terminal event; added it");
+                }
+            }
+            Err(failure) => {
+                let reason = failure.reason();
+                exchange.state.metrics.count_upstream_failure(&exchange.provider_name, failure.label());
+                log_transitions(permits.fail(&failure, &retry));
+                exchange.state.metrics.count_stream_interrupted();
+                tracing::warn!(address = %exchange.address, provider = %exchange.provider_name, %reason,
+                    "stream interrupted; nothing stored, client stream ended with an error");
+                if !recording.failed {
+                    let message = format!(
+                        "upstream {} failed mid-stream ({reason}); the answer above is incomplete",
+                        exchange.provider_name
+                    );
+                    client.send(error_event(kind, "upstream_stream_interrupted", &message)).await;
+                }
+                client.abort(reason).await;
+            }
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
 }
 
-fn translate_events(translator: &mut StreamTranslator, upstream: &[Bytes]) -> Result<Vec<Bytes>, String> {
-    let mut out = Vec::new();
-    for raw in upstream {
-        let events = translator.push(&parse_event(raw)).map_err(|e| format!("cannot translate the stream: {e}"))?;
-        out.extend(events);
+fn log_transitions(transitions: [Option<Transition>; 2]) {
+    for t in transitions.into_iter().flatten() {
+        tracing::warn!(breaker = %t.key, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
     }
-    Ok(out)
+}
+
+/// The client's side of the relay.
+struct Client {
+    /// Where the body's events go.
+    tx: mpsc::Sender<Result<Bytes, io::Error>>,
+    /// The client left; events are still read (and recorded) but no longer sent.
+    gone: bool,
+    /// The client's stream dialect.
+    kind: StreamKind,
+    /// Whether OpenAI's usage chunk goes out (it is recorded either way).
+    include_usage: bool,
+}
+
+impl Client {
+    async fn send(&mut self, event: Bytes) {
+        if self.gone || (!self.include_usage && is_usage_only(self.kind, &parse_event(&event))) {
+            return;
+        }
+        // The client left; keep reading so the provider's answer (already paid for) is still
+        // recorded for the next outage.
+        self.gone = self.tx.send(Ok(event)).await.is_err();
+    }
+
+    /// Ends the body with an error, after what was sent has gone out: hyper drops the
+    /// connection at a body error without flushing what it still buffers, which would lose the
+    /// error event that explains the end.
+    async fn abort(&mut self, reason: String) {
+        if self.gone {
+            return;
+        }
+        let drained = async {
+            while self.tx.capacity() < self.tx.max_capacity() && !self.tx.is_closed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Taken from the channel is not yet written: let the connection flush.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drained).await;
+        let _ = self.tx.send(Err(io::Error::other(reason))).await;
+    }
 }
 
 /// The events of one stream as they arrive, and whether it has properly ended.
 struct Recording {
+    /// The client's stream dialect.
     kind: StreamKind,
-    splitter: SseSplitter,
+    /// Every client-dialect event, byte-exact.
     events: Vec<Bytes>,
     /// An error event arrived: the stream may end "normally" but is not an answer to keep.
     failed: bool,

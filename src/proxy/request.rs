@@ -71,6 +71,15 @@ pub struct ParsedRequest {
     pub model: String,
     /// The endpoint streams and the body asks for it.
     pub wants_stream: bool,
+    /// `stream_options.include_usage`: the client wants OpenAI's usage chunk in its stream.
+    pub include_usage: bool,
+}
+
+impl ParsedRequest {
+    /// The form the client wants its answer in.
+    pub fn form(&self) -> super::stored::Form {
+        super::stored::Form { stream: self.wants_stream, include_usage: self.include_usage }
+    }
 }
 
 /// Every input of the request's address but the tenant: the canonical body, the keyed headers
@@ -120,7 +129,8 @@ pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> 
     }
     let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or(ApiError::MissingModel)?;
     let wants_stream = endpoint.stream_kind().is_some() && json.get("stream").and_then(Value::as_bool) == Some(true);
-    Ok(ParsedRequest { model: model.to_owned(), wants_stream, json, raw })
+    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    Ok(ParsedRequest { model: model.to_owned(), wants_stream, include_usage, json, raw })
 }
 
 /// Everything the client asked of the store for this one request.

@@ -11,22 +11,41 @@ use bytes::Bytes;
 use super::request::Endpoint;
 use crate::convert::{self, ConvertError};
 use crate::record::{Record, ResponseBody};
+use crate::sse;
 
 pub const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 pub const JSON: &str = "application/json";
 
-/// The body and content type to send for `record`, in the form the client asked for.
-pub fn body_for(record: &Record, endpoint: Endpoint, wants_stream: bool) -> Result<(Body, String), ConvertError> {
+/// The form a client asked for: what a replay has to follow, since neither `stream` nor
+/// `stream_options` is part of the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Form {
+    /// A stream rather than one JSON body.
+    pub stream: bool,
+    /// `stream_options.include_usage`: OpenAI's usage chunk (`choices: []`) in the stream.
+    pub include_usage: bool,
+}
+
+/// The body and content type to send for `record`, in the form the client asked for. A
+/// replayed OpenAI stream carries the usage chunk exactly when the request asked for it, as
+/// the API's does: SDK loops that read `chunk.choices[0]` break on a chunk without choices.
+pub fn body_for(record: &Record, endpoint: Endpoint, form: Form) -> Result<(Body, String), ConvertError> {
     let kind = endpoint.stream_kind();
-    match (&record.response.body, wants_stream, kind) {
+    let follow = |events: Vec<Bytes>| match kind {
+        Some(kind) if !form.include_usage => {
+            events.into_iter().filter(|e| !sse::is_usage_only(kind, &sse::parse_event(e))).collect()
+        }
+        _ => events,
+    };
+    match (&record.response.body, form.stream, kind) {
         (ResponseBody::Stream(events), true, _) => {
-            Ok((event_body(events.clone()), record.response.content_type.clone()))
+            Ok((event_body(follow(events.clone())), record.response.content_type.clone()))
         }
         (ResponseBody::Complete(json), false, _) => {
             Ok((Body::from(json.clone()), record.response.content_type.clone()))
         }
         (ResponseBody::Complete(json), true, Some(kind)) => {
-            Ok((event_body(convert::json_to_stream(kind, json)?), EVENT_STREAM.to_owned()))
+            Ok((event_body(follow(convert::json_to_stream(kind, json)?)), EVENT_STREAM.to_owned()))
         }
         (ResponseBody::Stream(events), false, Some(kind)) => {
             Ok((Body::from(convert::stream_to_json(kind, events)?), JSON.to_owned()))

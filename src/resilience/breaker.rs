@@ -87,11 +87,48 @@ impl Breaker {
     }
 }
 
-/// What a breaker said about one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Allowed { probe: bool },
-    Rejected,
+/// Leave to send one request through a breaker. Its outcome is reported with
+/// [`Permit::report`]; a permit dropped unreported (the client disconnected, the task was
+/// cancelled) releases its probe slot without a verdict, so a half-open breaker can never be
+/// left waiting for a probe that will not come back.
+#[must_use = "a permit reports the attempt's outcome; dropping it gives no verdict"]
+pub struct Permit {
+    /// The breakers the permit came from.
+    breakers: Breakers,
+    /// Which breaker it passes.
+    key: String,
+    /// Whether it holds one of the half-open breaker's probe slots.
+    probe: bool,
+    /// Set once reported, so drop does not release the slot twice.
+    reported: bool,
+}
+
+impl Permit {
+    /// Whether this request is a half-open breaker's probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Reports how the request went: `Some(true)` failed, `Some(false)` succeeded, `None` no
+    /// verdict (abandoned, or a failure another breaker answers for).
+    pub fn report(mut self, failed: Option<bool>) -> Option<Transition> {
+        self.reported = true;
+        self.breakers.report(&self.key, self.probe, failed)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breakers.report(&self.key, self.probe, None);
+        }
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Permit({}, probe: {})", self.key, self.probe)
+    }
 }
 
 /// A state change, returned so the caller can log it with context.
@@ -126,27 +163,31 @@ impl Breakers {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks to send one request through `key`.
-    pub fn admit(&self, key: &str, config: &BreakerConfig) -> (Admission, Option<Transition>) {
+    /// Asks to send one request through `key`: a permit, or `None` while the breaker is open
+    /// (or half-open with every probe slot taken).
+    pub fn admit(&self, key: &str, config: &BreakerConfig) -> (Option<Permit>, Option<Transition>) {
         let now = Instant::now();
         let mut map = self.lock();
         let breaker = map.entry(key.to_owned()).or_insert_with(|| Breaker::new(config.clone()));
         let before = breaker.state;
-        let admission = match breaker.current(now) {
-            State::Closed => Admission::Allowed { probe: false },
-            State::Open => Admission::Rejected,
+        let probe = match breaker.current(now) {
+            State::Closed => Some(false),
+            State::Open => None,
             State::HalfOpen if breaker.probes_in_flight < breaker.config.probes => {
                 breaker.probes_in_flight += 1;
-                Admission::Allowed { probe: true }
+                Some(true)
             }
-            State::HalfOpen => Admission::Rejected,
+            State::HalfOpen => None,
         };
-        (admission, transition(key, before, breaker.state))
+        let change = transition(key, before, breaker.state);
+        drop(map);
+        let permit = probe.map(|probe| Permit { breakers: self.clone(), key: key.to_owned(), probe, reported: false });
+        (permit, change)
     }
 
     /// Reports how an admitted request went. `failed: None` releases a probe without a
     /// verdict (the attempt was abandoned, e.g. the deadline passed).
-    pub fn report(&self, key: &str, probe: bool, failed: Option<bool>) -> Option<Transition> {
+    fn report(&self, key: &str, probe: bool, failed: Option<bool>) -> Option<Transition> {
         let now = Instant::now();
         let mut map = self.lock();
         let breaker = map.get_mut(key)?;
@@ -227,9 +268,11 @@ mod tests {
     }
 
     fn fail(b: &Breakers, key: &str) -> Option<Transition> {
-        let (admission, _) = b.admit(key, &config());
-        let Admission::Allowed { probe } = admission else { panic!("rejected") };
-        b.report(key, probe, Some(true))
+        b.admit(key, &config()).0.expect("rejected").report(Some(true))
+    }
+
+    fn probe_of(b: &Breakers, key: &str) -> Option<bool> {
+        b.admit(key, &config()).0.map(|p| p.is_probe())
     }
 
     #[tokio::test(start_paused = true)]
@@ -239,17 +282,18 @@ mod tests {
         assert!(fail(&b, "p").is_none());
         let opened = fail(&b, "p").expect("third consecutive failure opens");
         assert_eq!((opened.from, opened.to), (State::Closed, State::Open));
-        assert_eq!(b.admit("p", &config()).0, Admission::Rejected);
+        assert_eq!(probe_of(&b, "p"), None);
         tokio::time::advance(Duration::from_secs(9)).await;
-        assert_eq!(b.admit("p", &config()).0, Admission::Rejected, "still cooling down");
+        assert_eq!(probe_of(&b, "p"), None, "still cooling down");
         tokio::time::advance(Duration::from_secs(1)).await;
-        let (admission, t) = b.admit("p", &config());
-        assert_eq!(admission, Admission::Allowed { probe: true });
+        let (permit, t) = b.admit("p", &config());
+        let permit = permit.expect("a probe after the cooldown");
+        assert!(permit.is_probe());
         assert_eq!(t.unwrap().to, State::HalfOpen);
-        assert_eq!(b.admit("p", &config()).0, Admission::Rejected, "one probe at a time");
-        let closed = b.report("p", true, Some(false)).unwrap();
+        assert_eq!(probe_of(&b, "p"), None, "one probe at a time");
+        let closed = permit.report(Some(false)).unwrap();
         assert_eq!(closed.to, State::Closed);
-        assert_eq!(b.admit("p", &config()).0, Admission::Allowed { probe: false });
+        assert_eq!(probe_of(&b, "p"), Some(false));
     }
 
     #[tokio::test(start_paused = true)]
@@ -262,7 +306,7 @@ mod tests {
         let reopened = fail(&b, "p").unwrap();
         assert_eq!((reopened.from, reopened.to), (State::HalfOpen, State::Open));
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(b.admit("p", &config()).0, Admission::Rejected);
+        assert_eq!(probe_of(&b, "p"), None);
         let status = &b.statuses()[0];
         assert_eq!(status.state, State::Open);
         assert!((status.retry_in_secs.unwrap() - 5.0).abs() < 0.01);
@@ -273,8 +317,7 @@ mod tests {
         let b = Breakers::default();
         // Alternate success and failure: never 3 in a row, but 50% over 10 requests.
         for i in 0..10 {
-            let (Admission::Allowed { probe }, _) = b.admit("p", &config()) else { panic!() };
-            let t = b.report("p", probe, Some(i % 2 == 1));
+            let t = b.admit("p", &config()).0.unwrap().report(Some(i % 2 == 1));
             if i < 9 {
                 assert!(t.is_none(), "opened too early at {i}");
             } else {
@@ -284,12 +327,10 @@ mod tests {
         // Old outcomes leave the window: after 31 s the ratio starts afresh.
         let b = Breakers::default();
         for i in 0..9 {
-            let (Admission::Allowed { probe }, _) = b.admit("q", &config()) else { panic!() };
-            b.report("q", probe, Some(i % 2 == 1));
+            b.admit("q", &config()).0.unwrap().report(Some(i % 2 == 1));
         }
         tokio::time::advance(Duration::from_secs(31)).await;
-        let (Admission::Allowed { probe }, _) = b.admit("q", &config()) else { panic!() };
-        assert!(b.report("q", probe, Some(true)).is_none());
+        assert!(b.admit("q", &config()).0.unwrap().report(Some(true)).is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -299,8 +340,24 @@ mod tests {
             fail(&b, "p");
         }
         tokio::time::advance(Duration::from_secs(10)).await;
-        let (Admission::Allowed { probe: true }, _) = b.admit("p", &config()) else { panic!() };
-        b.report("p", true, None);
-        assert_eq!(b.admit("p", &config()).0, Admission::Allowed { probe: true });
+        let permit = b.admit("p", &config()).0.unwrap();
+        assert!(permit.is_probe());
+        assert!(permit.report(None).is_none());
+        assert_eq!(probe_of(&b, "p"), Some(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_probe_permit_frees_its_slot() {
+        let b = Breakers::default();
+        for _ in 0..3 {
+            fail(&b, "p");
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let permit = b.admit("p", &config()).0.unwrap();
+        assert_eq!(probe_of(&b, "p"), None, "the only slot is taken");
+        drop(permit); // as when the client disconnects mid-probe
+        let again = b.admit("p", &config()).0.expect("the slot came back");
+        assert!(again.is_probe());
+        assert_eq!(again.report(Some(false)).unwrap().to, State::Closed);
     }
 }

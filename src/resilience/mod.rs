@@ -2,7 +2,9 @@
 //! request's deadline, and stop calling providers that are down.
 //!
 //! - `backoff`: exponential backoff with full jitter; `Retry-After` / `retry-after-ms`.
-//! - `breaker`: circuit breakers per provider and per provider + model.
+//! - `breaker`: circuit breakers per provider and per provider + model; RAII permits.
+//! - `verdict`: which breaker an attempt's outcome counts against.
 
 pub mod backoff;
 pub mod breaker;
+pub mod verdict;

@@ -158,7 +158,26 @@ pub async fn start_proxy(config: holdfast::config::Config) -> Proxy {
 
 /// As `start_proxy`, over a store the test built (e.g. on a failing backend).
 pub async fn start_proxy_with(config: holdfast::config::Config, store: Store, dir: tempfile::TempDir) -> Proxy {
-    let upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
+    start_proxy_env(config, store, dir, |_| None).await
+}
+
+/// The key every `api_key_env` reads in [`start_proxy_keyed`].
+pub const SERVER_KEY: &str = "sk-holdfast-server-key";
+
+/// As `start_proxy`, with every provider's `api_key_env` set to [`SERVER_KEY`].
+pub async fn start_proxy_keyed(config: holdfast::config::Config) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), &passphrase(), create_options()).unwrap();
+    start_proxy_env(config, store, dir, |_| Some(SERVER_KEY.to_owned())).await
+}
+
+async fn start_proxy_env(
+    config: holdfast::config::Config,
+    store: Store,
+    dir: tempfile::TempDir,
+    env: impl Fn(&str) -> Option<String>,
+) -> Proxy {
+    let upstreams = holdfast::upstream::Upstreams::new(&config.providers, env).unwrap();
     let state = holdfast::proxy::AppState::new(config, std::sync::Arc::new(store), upstreams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

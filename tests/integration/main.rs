@@ -3,13 +3,16 @@
 mod admin;
 mod admin_plane;
 mod cache_key;
+mod classify;
 mod cli;
 mod common;
 mod edge;
 mod fake_upstream;
+mod flight;
 mod normalization;
 mod passthrough;
 mod proxy;
 mod resilience;
 mod sdk_compat;
 mod store;
+mod streams;

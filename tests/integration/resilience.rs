@@ -127,8 +127,9 @@ async fn an_open_breaker_skips_the_provider_then_probes_and_closes() {
     let (a, b, c) = three().await;
     let mut cfg = config(&a, &b, &c, "");
     cfg.providers[0].retry.attempts = 1;
-    // Long enough that the "while open" requests below finish inside it on a loaded machine.
-    cfg.providers[0].breaker.cooldown = Duration::from_millis(1500);
+    // Long enough that the "while open" requests below finish inside it on a loaded machine
+    // (1.5 s was not, with the whole suite running on 2 shared cores).
+    cfg.providers[0].breaker.cooldown = Duration::from_millis(4000);
     let proxy = start_proxy(cfg).await;
     a.set_fault(Fault::Status(503));
     for i in 0..3 {
@@ -151,7 +152,7 @@ async fn an_open_breaker_skips_the_provider_then_probes_and_closes() {
 
     // After the cooldown one probe goes through; a's recovery closes the breaker.
     a.set_fault(Fault::None);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let r = post(&proxy, "/v1/chat/completions", &chat("probe", false), &[]).await;
     assert_eq!(header(&r, "x-holdfast-provider"), "a");
     let health: Value = http().get(format!("{}/admin/health", proxy.url)).send().await.unwrap().json().await.unwrap();
@@ -290,4 +291,48 @@ async fn an_untranslatable_request_skips_the_cross_dialect_target() {
     let r = post(&proxy, "/v1/chat/completions", &body, &[]).await;
     assert_eq!(r.status(), 502);
     assert_eq!(c.calls(), 0, "an untranslatable request must not reach the other dialect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_during_a_half_open_probe_does_not_wedge_the_breaker() {
+    let (a, b, c) = three().await;
+    let mut cfg = config(&a, &b, &c, "");
+    cfg.providers[0].retry.attempts = 1;
+    cfg.providers[0].breaker.failures = 1;
+    cfg.providers[0].breaker.cooldown = Duration::from_millis(300);
+    let proxy = start_proxy(cfg).await;
+    // One 503 opens a's model breaker; b answers meanwhile.
+    a.set_fault(Fault::Status(503));
+    let r = post(&proxy, "/v1/chat/completions", &chat("open it", false), &[]).await;
+    assert_eq!(header(&r, "x-holdfast-provider"), "b");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // The cooldown is over: the next request is the probe. a hangs and the client gives up.
+    a.set_fault(Fault::Hang);
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let gone = impatient
+        .post(format!("{}/v1/chat/completions", proxy.url))
+        .bearer_auth("sk-test")
+        .json(&chat("probe and leave", false))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client was meant to time out during the probe");
+    assert_eq!(a.calls(), 2, "the probe reached a");
+
+    // a recovers. The abandoned probe must have released its slot, so a new probe goes to a
+    // and closes the breaker (a leaked slot would send everything to b until restart).
+    a.set_fault(Fault::None);
+    let mut provider = String::new();
+    for _ in 0..20 {
+        let r = post(&proxy, "/v1/chat/completions", &chat("after the probe", false), &[]).await;
+        provider = header(&r, "x-holdfast-provider");
+        if provider == "a" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(provider, "a", "the breaker never let a probe through again");
+    let health: Value = http().get(format!("{}/admin/health", proxy.url)).send().await.unwrap().json().await.unwrap();
+    let breaker = health["breakers"].as_array().unwrap().iter().find(|b| b["key"] == "a/gpt-4o").unwrap().clone();
+    assert_eq!(breaker["state"], "closed", "{health}");
 }

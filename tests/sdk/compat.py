@@ -262,6 +262,70 @@ def check_anthropic_cross_form():
         expect(final.stop_reason, "end_turn", "final message stop_reason")
 
 
+def readme_loop(prompt, **extra):
+    """The loop from the openai README, verbatim but for collecting instead of printing: it reads
+    `chunk.choices[0]` of every chunk, so a usage chunk (`choices: []`) it did not ask for raises
+    IndexError."""
+    stream = openai_client().chat.completions.create(model=CHAT_MODEL, messages=user(prompt), stream=True, **extra)
+    out = []
+    for chunk in stream:
+        out.append(chunk.choices[0].delta.content or "")
+    return "".join(out)
+
+
+def usage_loop(prompt):
+    """A stream that asks for usage: text from the chunks with choices, and the usage chunk."""
+    stream = openai_client().chat.completions.create(
+        model=CHAT_MODEL, messages=user(prompt), stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = [], None
+    for chunk in stream:
+        if chunk.choices:
+            text.append(chunk.choices[0].delta.content or "")
+        if chunk.usage is not None:
+            usage = chunk.usage
+    return "".join(text), usage
+
+
+def expect_usage(usage, what):
+    if usage is None or not usage.completion_tokens:
+        raise CheckFailed(f"{what}: no usage, got {usage!r}")
+
+
+# Each prompt is recorded in one form in the live phase and asked for in every form on replay:
+# stream without usage (the README loop), stream with usage, and JSON.
+FORMS = {"readme plain": "stream", "readme usage": "stream+usage", "readme json": "json"}
+
+
+def record_form(prompt, form):
+    if form == "stream":
+        expect(readme_loop(prompt), "echo: " + prompt, "README loop text")
+    elif form == "stream+usage":
+        text, usage = usage_loop(prompt)
+        expect(text, "echo: " + prompt, "text")
+        expect_usage(usage, "usage chunk")
+    else:
+        completion = openai_client().chat.completions.create(model=CHAT_MODEL, messages=user(prompt))
+        expect(completion.choices[0].message.content, "echo: " + prompt, "content")
+        expect_usage(completion.usage, "usage")
+
+
+def make_form_check(prompt, recorded):
+    def check():
+        if LIVE:
+            record_form(prompt, recorded)
+            return
+        expect(readme_loop(prompt), "echo: " + prompt, f"README loop over a {recorded} recording")
+        text, usage = usage_loop(prompt)
+        expect(text, "echo: " + prompt, f"include_usage stream over a {recorded} recording")
+        expect_usage(usage, f"include_usage stream over a {recorded} recording")
+        completion = openai_client().chat.completions.create(model=CHAT_MODEL, messages=user(prompt))
+        expect(completion.choices[0].message.content, "echo: " + prompt, f"JSON over a {recorded} recording")
+        expect_usage(completion.usage, f"JSON over a {recorded} recording")
+
+    return check
+
+
 CROSS = "recorded non-streamed" if LIVE else "replayed as stream"
 CHECKS = [
     ("openai chat", check_openai_chat),
@@ -277,6 +341,10 @@ CHECKS = [
     ("anthropic count_tokens", check_anthropic_count_tokens),
     ("openai cross form (" + CROSS + ")", check_openai_cross_form),
     ("anthropic cross form (" + CROSS + ")", check_anthropic_cross_form),
+] + [
+    (f"openai README loop, {recorded} recording" + (" (recording)" if LIVE else " (every form)"),
+     make_form_check(prompt, recorded))
+    for prompt, recorded in FORMS.items()
 ]
 
 

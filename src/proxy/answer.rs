@@ -1,0 +1,162 @@
+//! What an answer is and how it is kept: the exchange a request carries through its life,
+//! how the answer relates to the store (`x-holdfast-cache`), Holdfast's response headers, and
+//! storing an upstream answer. Below `exchange`, `chain`, `relay` and `flight`, which all use
+//! it, so a request's flow reads one way: exchange → flight → chain → reader/relay → answer.
+
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::AppState;
+use super::request::{CachePolicy, Endpoint};
+use crate::address::{Address, Namespace};
+use crate::normalize::NormalizedRequest;
+use crate::record::{Record, StoredResponse, Usage};
+use crate::store::now_ms;
+
+/// What a request carries through its life; shared with the stream relay task.
+#[derive(Clone)]
+pub struct Exchange {
+    pub state: AppState,
+    pub endpoint: Endpoint,
+    pub address: Address,
+    pub policy: CachePolicy,
+    pub request: NormalizedRequest,
+    /// The tenant's namespace, kept (as its hash) in the record.
+    pub namespace: Namespace,
+    /// Model the client asked for (the record keeps the one the provider reports, if any).
+    pub model: String,
+    pub provider_name: String,
+}
+
+/// How an answer relates to the store, as `x-holdfast-cache` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the store without asking upstream.
+    Hit,
+    /// Served from the store because upstream failed.
+    Stale,
+    /// Answered by upstream and stored.
+    Miss,
+    /// Answered by upstream; the store was not involved (mode `off`, `no-store`).
+    Bypass,
+    /// The answer of an identical request in flight at the same time (single-flight).
+    Coalesced,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+            Self::Coalesced => "coalesced",
+        }
+    }
+}
+
+pub type Answer = (Response, CacheResult, String);
+
+/// Adds Holdfast's response headers.
+pub fn decorate(
+    response: &mut Response,
+    result: CacheResult,
+    address: &Address,
+    provider: &str,
+    age_secs: Option<u64>,
+    upstream_error: Option<&str>,
+) {
+    set_header(response, "x-holdfast-cache", result.as_str());
+    set_header(response, "x-holdfast-key", &address.to_hex());
+    set_header(response, "x-holdfast-provider", provider);
+    if let Some(age) = age_secs {
+        set_header(response, "age", &age.to_string());
+    }
+    if let Some(reason) = upstream_error {
+        // Header values must be visible ASCII; reasons from OS errors usually are.
+        let clean: String = reason.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(200).collect();
+        set_header(response, "x-holdfast-upstream-error", &clean);
+    }
+}
+
+pub(super) fn set_header(response: &mut Response, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, v);
+    }
+}
+
+impl Exchange {
+    /// A record of this exchange holding `response`.
+    pub fn record_with(&self, response: StoredResponse) -> Record {
+        Record {
+            request: self.request.clone(),
+            namespace: self.namespace.hash(),
+            response,
+            provider: self.provider_name.clone(),
+            model: self.model.clone(),
+            created_ms: now_ms(),
+            upstream_latency_ms: 0,
+            usage: None,
+        }
+    }
+}
+
+/// Seals and stores an upstream answer off the async workers. Failures are logged and
+/// counted, never passed to the client: the answer itself is fine.
+pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency: Duration) {
+    let state = exchange.state.clone();
+    let address = exchange.address;
+    let mut record = exchange.record_with(response);
+    record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
+    let store = state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut by_id = None;
+        if let Some(json) = record.answer_json() {
+            if json.get("object").and_then(Value::as_str) == Some("response")
+                && json.get("status").and_then(Value::as_str) == Some("incomplete")
+            {
+                // A Responses answer cut short (token limit, content filter) is not complete.
+                tracing::info!(%address, "incomplete response not stored");
+                return Ok(());
+            }
+            record.usage = usage_of(&json);
+            if let Some(model) = json.get("model").and_then(Value::as_str) {
+                record.model = model.to_owned();
+            }
+            // `GET /v1/responses/{id}` of this answer can then be served in an outage.
+            by_id = super::passthrough::response_by_id(&record, &json);
+        }
+        store.put(&address, &record)?;
+        if let Some(by_id) = by_id {
+            let namespace = crate::address::Namespace::from_hash(by_id.namespace);
+            store.put(&store.address(&namespace, &by_id.request), &by_id)?;
+        }
+        Ok::<(), crate::store::StoreError>(())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            state.metrics.count_store_error();
+            tracing::error!(%address, error = %e, "could not store the answer; it was served but will not be kept");
+        }
+        Err(e) => {
+            state.metrics.count_store_error();
+            tracing::error!(%address, error = %e, "store task failed");
+        }
+    }
+}
+
+/// Token counts in either dialect's naming (OpenAI chat: prompt/completion; Responses and
+/// Anthropic: input/output).
+fn usage_of(json: &Value) -> Option<Usage> {
+    let usage = json.get("usage")?;
+    let field = |names: &[&str]| names.iter().find_map(|n| usage.get(*n).and_then(Value::as_u64));
+    Some(Usage {
+        input_tokens: field(&["input_tokens", "prompt_tokens"])?,
+        output_tokens: field(&["output_tokens", "completion_tokens"]).unwrap_or(0),
+    })
+}
