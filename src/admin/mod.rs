@@ -150,6 +150,19 @@ impl AdminRequest {
         !matches!(self, Self::KeysList | Self::AuditTrail { .. })
     }
 
+    /// Commands that change stored data or keys: their trail entry is written before the first
+    /// change too, so a command killed half-way still shows in the trail.
+    fn changes_store(&self) -> bool {
+        matches!(
+            self,
+            Self::KeysRotate { .. }
+                | Self::KeysRetire { .. }
+                | Self::KeysPassphrase { .. }
+                | Self::CachePurge { .. }
+                | Self::CacheImport { .. }
+        )
+    }
+
     pub fn writes_output(&self) -> bool {
         matches!(self, Self::AuditExport | Self::CacheExport { .. })
     }
@@ -284,6 +297,11 @@ impl Admin {
             // Open (and so check) the trail before acting: a command that cannot be recorded
             // must not run.
             self.open_trail()?;
+        }
+        if request.changes_store() {
+            // Written (and synced) before the first change: a SIGKILL mid-way leaves "started"
+            // with no closing entry, which is what the trail must then show.
+            self.append_trail(actor, &request.describe(), &[], 0, "started")?;
         }
         let result = self.run(request, progress, output, input, &mut touched);
         if request.is_trailed() {

@@ -479,3 +479,55 @@ async fn rotation_with_reencrypt_through_the_server_while_it_serves() {
     let trail = std::fs::read_to_string(store.path().join("trail.jsonl")).unwrap();
     assert!(trail.contains("admin-token:") && !trail.contains("test-admin-token"), "{trail}");
 }
+
+#[test]
+fn a_changing_command_killed_half_way_still_shows_in_the_trail() {
+    // A bundle big enough that its import takes a while through the binary.
+    let f = fixture(3000);
+    let bundle = f.dir.path().join("seed.hfb");
+    let pass = [("HOLDFAST_BUNDLE_PASSPHRASE", "bundle pass")];
+    let out = holdfast_with(
+        f.dir.path(),
+        &f.store,
+        PASSPHRASE,
+        &["cache", "export", "--out", bundle.to_str().unwrap()],
+        &pass,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let target_dir = tempfile::tempdir().unwrap();
+    let target = target_dir.path().join("store");
+    assert!(holdfast_with(target_dir.path(), &target, PASSPHRASE, &["init"], &[]).status.success());
+
+    let mut import = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .current_dir(target_dir.path())
+        .args(["cache", "import", bundle.to_str().unwrap()])
+        .env("HOLDFAST_PASSPHRASE", PASSPHRASE)
+        .env("HOLDFAST_STORE_PATH", &target)
+        .env("HOLDFAST_BUNDLE_PASSPHRASE", "bundle pass")
+        .env_remove("HOLDFAST_SERVER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its "started" entry is on disk, long before 3,000 entries are in.
+    let trail_path = target.join("trail.jsonl");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&trail_path).is_ok_and(|t| t.contains("\"started\"")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no started entry appeared");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Past the head file's update too (a kill between the two is reported as an interrupted
+    // append, which `audit trail --verify` tests elsewhere), yet long before the end.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(import.try_wait().unwrap().is_none(), "the import finished before it could be killed");
+    import.kill().unwrap();
+    let _ = import.wait();
+
+    let trail =
+        json_of(&holdfast_with(target_dir.path(), &target, PASSPHRASE, &["audit", "trail", "--verify", "--json"], &[]));
+    assert!(trail["first_broken"].is_null(), "{trail}");
+    let entries = trail["entries"].as_array().unwrap();
+    let imports: Vec<&Value> = entries.iter().filter(|e| e["command"].as_str() == Some("cache import")).collect();
+    assert_eq!(imports.len(), 1, "the killed import left exactly its started entry: {trail}");
+    assert_eq!(imports[0]["outcome"], "started");
+}
