@@ -3,6 +3,9 @@
 //! The hash is keyed with the store's address key (kept only in the encrypted keyring), so a
 //! copy of the database does not let anyone confirm a guessed prompt by hashing it.
 
+// Bytes here come from outside (clients, providers, files): no input may panic the process.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -21,16 +24,15 @@ impl Address {
     }
 
     pub fn to_hex(&self) -> String {
+        use fmt::Write as _;
         let mut s = String::with_capacity(ADDRESS_LEN * 2);
         for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xF)]));
+            // Writing to a String cannot fail.
+            let _ = write!(s, "{b:02x}");
         }
         s
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,10 +60,11 @@ impl FromStr for Address {
             return Err(bad());
         }
         let mut out = [0u8; ADDRESS_LEN];
-        for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16).ok_or_else(bad)?;
-            let lo = (pair[1] as char).to_digit(16).ok_or_else(bad)?;
-            out[i] = (hi * 16 + lo) as u8;
+        for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+            let &[hi, lo] = pair else { return Err(bad()) };
+            let digit = |c: u8| char::from(c).to_digit(16).ok_or_else(bad);
+            // Two hex digits make at most 255.
+            *byte = u8::try_from(digit(hi)? * 16 + digit(lo)?).map_err(|_| bad())?;
         }
         Ok(Self(out))
     }

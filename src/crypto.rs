@@ -11,6 +11,9 @@
 //! The associated data is the 17-byte header followed by the record's 32-byte address, so an
 //! edited header or a value moved to another address fails to open.
 
+// Bytes here come from outside (clients, providers, files): no input may panic the process.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 
@@ -31,14 +34,13 @@ pub struct DataKey {
 
 impl DataKey {
     pub fn new(id: u32, key: &SecretKey) -> Self {
-        // A 32-byte slice is always a valid AES-256 key length.
-        let cipher = Aes256Gcm::new_from_slice(key.expose()).expect("32-byte key");
+        let cipher = Aes256Gcm::new(key.expose().into());
         Self { id, cipher }
     }
 }
 
 /// Why an envelope did not open. Deliberately coarse: the caller reports the address.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("value is {0} bytes, shorter than an envelope's header and tag")]
     Truncated(usize),
@@ -50,10 +52,11 @@ pub enum EnvelopeError {
     Inauthentic,
 }
 
-fn associated_data(header: &[u8], address: &Address) -> [u8; HEADER_LEN + ADDRESS_LEN] {
+fn associated_data(header: &[u8; HEADER_LEN], address: &Address) -> [u8; HEADER_LEN + ADDRESS_LEN] {
     let mut aad = [0u8; HEADER_LEN + ADDRESS_LEN];
-    aad[..HEADER_LEN].copy_from_slice(header);
-    aad[HEADER_LEN..].copy_from_slice(address.as_bytes());
+    let (head, rest) = aad.split_at_mut(HEADER_LEN);
+    head.copy_from_slice(header);
+    rest.copy_from_slice(address.as_bytes());
     aad
 }
 
@@ -65,27 +68,32 @@ pub fn seal(key: &DataKey, address: &Address, plaintext: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     fill_random(&mut nonce);
     out.extend_from_slice(&nonce);
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&out);
     out.extend_from_slice(plaintext);
-    let (header, body) = out.split_at_mut(HEADER_LEN);
-    let aad = associated_data(header, address);
-    let tag = key
-        .cipher
-        .encrypt_inout_detached(&Nonce::from(nonce), &aad, body.into())
-        // GCM only refuses plaintexts over 64 GiB; the proxy's body limit is far below that.
-        .expect("plaintext within AES-GCM limits");
+    let aad = associated_data(&header, address);
+    let body = out.get_mut(HEADER_LEN..).unwrap_or_default();
+    #[allow(clippy::expect_used, reason = "GCM only refuses plaintexts over 64 GiB; answers are capped far below")]
+    let tag = key.cipher.encrypt_inout_detached(&Nonce::from(nonce), &aad, body.into()).expect("within AES-GCM limits");
     out.extend_from_slice(&tag);
     out
 }
 
-/// Key id and version of an envelope, read without decrypting.
-pub fn envelope_key_id(envelope: &[u8]) -> Result<u32, EnvelopeError> {
+/// The envelope's header, or why it has none.
+fn header_of(envelope: &[u8]) -> Result<&[u8; HEADER_LEN], EnvelopeError> {
     if envelope.len() < HEADER_LEN + TAG_LEN {
         return Err(EnvelopeError::Truncated(envelope.len()));
     }
-    if envelope[0] != ENVELOPE_VERSION {
-        return Err(EnvelopeError::UnknownVersion(envelope[0]));
+    envelope.first_chunk::<HEADER_LEN>().ok_or(EnvelopeError::Truncated(envelope.len()))
+}
+
+/// Key id and version of an envelope, read without decrypting.
+pub fn envelope_key_id(envelope: &[u8]) -> Result<u32, EnvelopeError> {
+    let &[version, a, b, c, d, ..] = header_of(envelope)?;
+    if version != ENVELOPE_VERSION {
+        return Err(EnvelopeError::UnknownVersion(version));
     }
-    Ok(u32::from_be_bytes([envelope[1], envelope[2], envelope[3], envelope[4]]))
+    Ok(u32::from_be_bytes([a, b, c, d]))
 }
 
 /// Opens an envelope in place: on success `envelope` holds the plaintext.
@@ -94,14 +102,15 @@ pub fn open_in_place(key: &DataKey, address: &Address, envelope: &mut Vec<u8>) -
     if id != key.id {
         return Err(EnvelopeError::UnknownKey(id));
     }
-    let tag_at = envelope.len() - TAG_LEN;
-    let tag = Tag::try_from(&envelope[tag_at..]).map_err(|_| EnvelopeError::Truncated(envelope.len()))?;
-    let (header, rest) = envelope.split_at_mut(HEADER_LEN);
-    let nonce = Nonce::try_from(&header[5..HEADER_LEN]).map_err(|_| EnvelopeError::Inauthentic)?;
-    let aad = associated_data(header, address);
-    key.cipher
-        .decrypt_inout_detached(&nonce, &aad, (&mut rest[..tag_at - HEADER_LEN]).into(), &tag)
-        .map_err(|_| EnvelopeError::Inauthentic)?;
+    let truncated = EnvelopeError::Truncated(envelope.len());
+    let header = *header_of(envelope)?;
+    let tag_at = envelope.len().checked_sub(TAG_LEN).ok_or(truncated.clone())?;
+    let (sealed, tag) = envelope.split_at_mut(tag_at);
+    let tag = Tag::try_from(&*tag).map_err(|_| truncated.clone())?;
+    let body = sealed.get_mut(HEADER_LEN..).ok_or(truncated)?;
+    let nonce = Nonce::try_from(header.get(5..).unwrap_or_default()).map_err(|_| EnvelopeError::Inauthentic)?;
+    let aad = associated_data(&header, address);
+    key.cipher.decrypt_inout_detached(&nonce, &aad, body.into(), &tag).map_err(|_| EnvelopeError::Inauthentic)?;
     envelope.truncate(tag_at);
     envelope.drain(..HEADER_LEN);
     Ok(())

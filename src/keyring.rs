@@ -21,6 +21,9 @@
 //! The trailing checksum tells corruption (checksum wrong) from a wrong secret (checksum right,
 //! tag wrong), which the GCM tag alone cannot.
 
+// Bytes here come from outside (clients, providers, files): no input may panic the process.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,6 +191,7 @@ impl KeySet {
 
     fn active_key(&self) -> &LiveKey {
         // `active` always names a key in `keys`: every constructor and rotation ensures it.
+        #[allow(clippy::expect_used, reason = "every constructor and rotation keeps `active` in `keys`")]
         self.keys.iter().find(|k| k.info.id == self.active).expect("active key present")
     }
 }
@@ -247,32 +251,33 @@ impl Keyring {
     pub fn unlock(path: &Path, secret: &StoreSecret) -> Result<Self, KeyringError> {
         let bytes = fs::read(path).map_err(|source| KeyringError::Io { action: "read", path: path.into(), source })?;
         let corrupt = |reason: &str| KeyringError::Corrupt { path: path.into(), reason: reason.into() };
-        if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || bytes.get(..8) != Some(&MAGIC[..]) {
             return Err(corrupt("not a Holdfast keyring file"));
         }
         // Checksum first: a damaged version byte must read as corruption, not "upgrade holdfast".
-        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        let (body, checksum) = bytes.split_at(bytes.len().saturating_sub(CHECKSUM_LEN));
+        let header = body.first_chunk::<HEADER_LEN>().ok_or_else(|| corrupt("header"))?;
         if blake3::hash(body).as_bytes() != checksum {
             return Err(corrupt("checksum mismatch"));
         }
-        let format = u16::from_be_bytes([bytes[8], bytes[9]]);
+        let format = u16::from_be_bytes(field(header, 8));
         if format > KEYRING_FORMAT {
             return Err(KeyringError::NewerFormat { path: path.into(), found: format, supported: KEYRING_FORMAT });
         }
         if format == 0 {
             return Err(corrupt("format version 0"));
         }
-        let wrapping = match bytes[10] {
-            1 => Wrapping::Passphrase {
+        let wrapping = match field::<1>(header, 10) {
+            [1] => Wrapping::Passphrase {
                 params: KdfParams {
-                    memory_kib: be_u32(&bytes[11..15]),
-                    iterations: be_u32(&bytes[15..19]),
-                    parallelism: be_u32(&bytes[19..23]),
+                    memory_kib: u32::from_be_bytes(field(header, 11)),
+                    iterations: u32::from_be_bytes(field(header, 15)),
+                    parallelism: u32::from_be_bytes(field(header, 19)),
                 },
-                salt: bytes[23..39].try_into().map_err(|_| corrupt("salt"))?,
+                salt: field(header, 23),
             },
-            2 => Wrapping::RawKey,
-            other => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
+            [2] => Wrapping::RawKey,
+            [other] => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
         };
         if let Wrapping::Passphrase { params, .. } = wrapping {
             params.check_plausible().map_err(|reason| corrupt(&reason))?;
@@ -293,16 +298,17 @@ impl Keyring {
                 });
             }
         };
-        let ct_len = be_u32(&bytes[51..55]) as usize;
-        if HEADER_LEN + ct_len != body.len() || ct_len < 16 {
+        let ct_len = usize::try_from(u32::from_be_bytes(field(header, 51))).unwrap_or(usize::MAX);
+        if HEADER_LEN.checked_add(ct_len) != Some(body.len()) || ct_len < 16 {
             return Err(corrupt("length field does not match file size"));
         }
-        let mut plaintext = Zeroizing::new(body[HEADER_LEN..body.len() - 16].to_vec());
-        let tag = Tag::try_from(&body[body.len() - 16..]).map_err(|_| corrupt("tag"))?;
-        let nonce = Nonce::try_from(&bytes[39..51]).map_err(|_| corrupt("nonce"))?;
-        let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
+        let (sealed, tag) = body.split_at(body.len() - 16);
+        let mut plaintext = Zeroizing::new(sealed.get(HEADER_LEN..).unwrap_or_default().to_vec());
+        let tag = Tag::try_from(tag).map_err(|_| corrupt("tag"))?;
+        let nonce = Nonce::from(field::<12>(header, 39));
+        let cipher = Aes256Gcm::new(kek.expose().into());
         cipher
-            .decrypt_inout_detached(&nonce, &bytes[..HEADER_LEN], plaintext.as_mut_slice().into(), &tag)
+            .decrypt_inout_detached(&nonce, header, plaintext.as_mut_slice().into(), &tag)
             .map_err(|_| KeyringError::WrongSecret { hint: "" })?;
         let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
         if !contents.keys.iter().any(|k| k.id == contents.active && !k.retired) {
@@ -519,12 +525,14 @@ impl Keyring {
         header.extend_from_slice(&((plaintext.len() + 16) as u32).to_be_bytes());
         debug_assert_eq!(header.len(), HEADER_LEN);
 
-        let mut file_bytes = header.clone();
-        file_bytes.extend_from_slice(&plaintext);
-        let cipher = Aes256Gcm::new_from_slice(kek.expose()).expect("32-byte key");
+        let mut sealed = plaintext.to_vec();
+        let cipher = Aes256Gcm::new(kek.expose().into());
+        #[allow(clippy::expect_used, reason = "GCM only refuses over 64 GiB; a keyring is kilobytes")]
         let tag = cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &header, file_bytes[HEADER_LEN..].as_mut().into())
+            .encrypt_inout_detached(&Nonce::from(nonce), &header, sealed.as_mut_slice().into())
             .expect("keyring within AES-GCM limits");
+        let mut file_bytes = header.clone();
+        file_bytes.append(&mut sealed);
         file_bytes.extend_from_slice(&tag);
         let checksum = blake3::hash(&file_bytes);
         file_bytes.extend_from_slice(checksum.as_bytes());
@@ -596,8 +604,10 @@ fn raw_kek(key: &SecretKey) -> SecretKey {
     SecretKey::from_bytes(blake3::derive_key(RAW_KEY_CONTEXT, key.expose()))
 }
 
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+/// `N` bytes of the header at `at`; every offset used is inside `HEADER_LEN`, so the zero
+/// fallback is never taken (and would only fail authentication if it were).
+fn field<const N: usize>(header: &[u8; HEADER_LEN], at: usize) -> [u8; N] {
+    header.get(at..at + N).and_then(|b| b.try_into().ok()).unwrap_or([0; N])
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! Raw events are kept byte-exact (terminating blank line included) because Holdfast replays
 //! recorded streams verbatim; only [`parse_event`] interprets them.
 
+// Bytes here come from outside (clients, providers, files): no input may panic the process.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::borrow::Cow;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,12 +44,13 @@ impl SseSplitter {
         let mut events = Vec::new();
         let mut i = self.scanned;
         loop {
-            let Some(offset) = self.buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let next = self.buf.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\n' || b == b'\r'));
+            let Some(offset) = next else {
                 i = self.buf.len();
                 break;
             };
             i += offset;
-            let terminator_end = if self.buf[i] == b'\n' {
+            let terminator_end = if self.buf.get(i) == Some(&b'\n') {
                 i + 1
             } else {
                 match self.buf.get(i + 1) {
@@ -79,7 +83,7 @@ impl SseSplitter {
     /// because it ended in a lone CR (which could have been the start of a CRLF).
     pub fn finish(&mut self) -> Option<Bytes> {
         let cr = self.buf.len().checked_sub(1)?;
-        if self.buf[cr] != b'\r' || cr != self.line_start {
+        if self.buf.get(cr) != Some(&b'\r') || cr != self.line_start {
             return None;
         }
         let event = (cr != 0).then(|| self.buf.split().freeze());

@@ -9,6 +9,7 @@ mod common;
 mod edge;
 mod fake_upstream;
 mod flight;
+mod fuzz;
 mod normalization;
 mod passthrough;
 mod proxy;
