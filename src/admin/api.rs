@@ -82,6 +82,12 @@ impl AdminState {
         })))
     }
 
+    /// Deletes exports nobody fetched within `OUTPUT_TTL`; run on every admin call, so an
+    /// abandoned export is gone at the next one.
+    fn forget_stale_outputs(&self) {
+        lock(&self.0.outputs).retain(|_, (_, made)| made.elapsed() < OUTPUT_TTL);
+    }
+
     /// The token's bearer check; a failure is logged (rate-limited) and is `None` (answer with
     /// `unauthorized()`).
     fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Option<Actor> {
@@ -167,6 +173,7 @@ async fn execute(State(state): State<AdminState>, request: Request) -> Response 
     let Some(actor) = state.authenticate(request.headers(), &peer) else {
         return unauthorized();
     };
+    state.forget_stale_outputs();
     let mut body = request.into_body().into_data_stream();
     let (command, rest) = match read_command_line(&mut body).await {
         Ok(parts) => parts,
@@ -275,10 +282,8 @@ fn run_command(
                 let mut raw = [0u8; 16];
                 crate::secret::fill_random(&mut raw);
                 let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                let mut outputs = lock(&state.0.outputs);
-                outputs.retain(|_, (_, made)| made.elapsed() < OUTPUT_TTL);
-                outputs.insert(id.clone(), (scratch, Instant::now()));
-                drop(outputs);
+                state.forget_stale_outputs();
+                lock(&state.0.outputs).insert(id.clone(), (scratch, Instant::now()));
                 send(json!({"output": {"id": id, "bytes": bytes}}));
             }
             send(json!({"result": outcome.result, "verification_failed": outcome.verification_failed}));
@@ -303,6 +308,7 @@ async fn fetch_output(State(state): State<AdminState>, UrlPath(id): UrlPath<Stri
     if state.authenticate(request.headers(), &peer).is_none() {
         return unauthorized();
     }
+    state.forget_stale_outputs();
     let Some((scratch, _)) = lock(&state.0.outputs).remove(&id) else {
         return refuse(StatusCode::NOT_FOUND, "no such output (already fetched, or expired)");
     };

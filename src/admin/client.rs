@@ -47,12 +47,7 @@ pub async fn execute_remote(
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
     let server = Server::parse(server)?;
-    let outcome = receive(&server, token, request, input, output, progress).await;
-    if let (Err(_), Some(path)) = (&outcome, output) {
-        // A failed export must not leave a half file that blocks the retry.
-        let _ = std::fs::remove_file(path);
-    }
-    outcome
+    receive(&server, token, request, input, output, progress).await
 }
 
 async fn receive(
@@ -110,7 +105,23 @@ async fn receive(
 
 /// Streams an export from the server into a new file at `path`, synced before it counts.
 async fn download(server: &Server, token: &str, id: &str, path: &Path) -> Result<(), ClientError> {
-    let mut file = std::io::BufWriter::new(create_new(path).map_err(file_error(path))?);
+    // Never overwrites: an existing file is an error, and only a file made here is removed.
+    let file = std::io::BufWriter::new(create_new(path).map_err(file_error(path))?);
+    let written = write_download(server, token, id, path, file).await;
+    if written.is_err() {
+        // A failed export must not leave a half file that blocks the retry.
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+async fn write_download(
+    server: &Server,
+    token: &str,
+    id: &str,
+    path: &Path,
+    mut file: std::io::BufWriter<std::fs::File>,
+) -> Result<(), ClientError> {
     let mut stream = server.send(reqwest::Method::GET, &format!("/admin/v1/output/{id}"), token, Body::empty()).await?;
     while let Some(chunk) = stream.next().await {
         file.write_all(&chunk.map_err(|reason| server.unreachable(reason))?).map_err(file_error(path))?;
@@ -197,10 +208,18 @@ impl Server {
             return Ok(stream);
         }
         let text = collect_text(stream).await;
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(str::to_owned))
-            .unwrap_or(text);
+        let json = serde_json::from_str::<Value>(&text).ok();
+        let error = json.as_ref().and_then(|v| v.get("error"));
+        let message = match (error.and_then(Value::as_str), error.and_then(|e| e.get("message"))) {
+            (Some(message), _) => message.to_owned(),
+            // An error in a provider dialect: this is the proxy's port, not the admin listener.
+            (None, Some(_)) => format!(
+                "{} is not an admin listener (HTTP {status}); the admin API listens on [admin] listen, \
+                 127.0.0.1:8788 by default",
+                self.label()
+            ),
+            (None, None) => text,
+        };
         Err(ClientError::Refused(message))
     }
 }

@@ -21,10 +21,11 @@ pub struct LimitsConfig {
     #[serde(default = "default_header_read_timeout", deserialize_with = "de_duration")]
     pub header_read_timeout: Duration,
     /// Longest a keep-alive connection may sit with no request in flight before it is closed.
+    /// hyper also starts its header timer while a connection waits for its next request, so
+    /// the effective limit is the shorter of this and `header_read_timeout`.
     #[serde(default = "default_idle_timeout", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
-    /// Longest silence while a request body is being received; a whole JSON body must also
-    /// arrive within it.
+    /// Longest silence between chunks while a request body is being received.
     #[serde(default = "default_body_read_timeout", deserialize_with = "de_duration")]
     pub body_read_timeout: Duration,
     /// Open client connections at most; further ones get a 503 with `Retry-After` and are
