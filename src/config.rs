@@ -198,11 +198,39 @@ pub struct StoreConfig {
     /// Memory for the database's page cache, e.g. "64MiB".
     #[serde(default = "default_cache_memory", deserialize_with = "de_size")]
     pub cache_memory: u64,
+    /// When a stored answer is on disk: `durable` (fsync'd before the client's last byte) or
+    /// `relaxed` (within 200 ms after; a crash may lose that window).
+    #[serde(default)]
+    pub durability: StoreDurability,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: default_store_path(), retention: None, max_size: None, cache_memory: default_cache_memory() }
+        Self {
+            path: default_store_path(),
+            retention: None,
+            max_size: None,
+            cache_memory: default_cache_memory(),
+            durability: StoreDurability::default(),
+        }
+    }
+}
+
+/// `store.durability`; see docs/operations.md for what each guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreDurability {
+    #[default]
+    Durable,
+    Relaxed,
+}
+
+impl StoreDurability {
+    pub fn to_store(self) -> crate::store::Durability {
+        match self {
+            Self::Durable => crate::store::Durability::Durable,
+            Self::Relaxed => crate::store::Durability::Relaxed,
+        }
     }
 }
 

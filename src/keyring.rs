@@ -215,7 +215,7 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn now_ms() -> u64 {
-    crate::store::now_ms()
+    crate::clock::now_ms()
 }
 
 impl Keyring {

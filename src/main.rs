@@ -360,6 +360,7 @@ fn admin_command(
                 retention: config.store.retention,
                 max_bytes: config.store.max_size,
                 cache_bytes: config.store.cache_memory,
+                durability: config.store.durability.to_store(),
                 ..StoreOptions::default()
             };
             let store = Store::open(&config.store.path, &secret, options)?;

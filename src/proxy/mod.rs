@@ -204,6 +204,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
         retention: config.store.retention,
         max_bytes: config.store.max_size,
         cache_bytes: config.store.cache_memory,
+        durability: config.store.durability.to_store(),
         ..StoreOptions::default()
     };
     let path = config.store.path.clone();

@@ -3,7 +3,8 @@
 //! Each upstream chunk goes to the client as soon as it arrives; the events are collected on
 //! the side. Only a stream that reached its terminal event (`[DONE]`, `message_stop`,
 //! `response.completed`) without an error event is stored, and it is stored *before* the
-//! terminal chunk is forwarded, so a client that has seen the end can rely on the entry.
+//! terminal chunk is forwarded: `Store::put` returns once the entry is fsync'd (durable mode),
+//! so a client that has seen the end can rely on the entry surviving a crash.
 //! A stream that breaks off ends the client's body with an error, never a clean finish.
 
 use std::io;

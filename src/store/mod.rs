@@ -6,6 +6,7 @@
 //! counted, and never returned.
 
 mod backend;
+mod committer;
 mod layout;
 mod migrate;
 mod sled_backend;
@@ -14,9 +15,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use crate::clock::now_ms;
 pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
+pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
 pub use layout::FORMAT_VERSION;
 pub use migrate::{MigrationReport, migrate};
 pub use sled_backend::SledBackend;
@@ -28,13 +31,9 @@ use crate::keyring::{KdfParams, Keyring, KeyringError};
 use crate::normalize::NormalizedRequest;
 use crate::record::{EntryMeta, Record};
 use crate::secret::StoreSecret;
+use committer::Committer;
 use layout::{Found, Layout};
 use sled_backend::SledOpenError;
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// How a store is opened and kept.
 #[derive(Debug, Clone)]
@@ -49,6 +48,8 @@ pub struct StoreOptions {
     pub max_bytes: Option<u64>,
     /// Memory for the database's page cache.
     pub cache_bytes: u64,
+    /// Whether `put` waits for its entry to be fsync'd (see `Durability`).
+    pub durability: Durability,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +60,7 @@ impl Default for StoreOptions {
             retention: None,
             max_bytes: None,
             cache_bytes: 64 * 1024 * 1024,
+            durability: Durability::Durable,
         }
     }
 }
@@ -138,6 +140,10 @@ pub struct Store {
     evicting: Mutex<()>,
     /// Served notes not yet written: address → (times served, last served ms).
     served: Mutex<std::collections::HashMap<Address, (u64, u64)>>,
+    /// Group commit: `put` waits on it until its entry is durable.
+    committer: Arc<Committer>,
+    /// The committer's thread, joined on drop so the backend is closed when the store is.
+    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -225,6 +231,10 @@ impl Store {
         keyring: Keyring,
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
+        let flusher = backend.clone();
+        let (committer, thread) =
+            Committer::start(options.durability, Box::new(move || flusher.flush()), Box::new(|| {}))
+                .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
         let store = Self {
             backend,
             keyring,
@@ -235,6 +245,8 @@ impl Store {
             tampered: AtomicU64::new(0),
             evicting: Mutex::new(()),
             served: Mutex::new(std::collections::HashMap::new()),
+            committer,
+            commit_thread: Mutex::new(Some(thread)),
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -348,12 +360,21 @@ impl Store {
     }
 
     /// Seals and stores `record` at `address`, replacing any earlier entry there.
+    ///
+    /// In durable mode (the default) it returns only once the entry is fsync'd, sharing the
+    /// fsync with every other `put` completing at the same time (group commit); the proxy
+    /// sends the client's last byte after it returns, so an answer a client has fully
+    /// received survives a crash. In relaxed mode it returns once the entry is written and a
+    /// flush follows within `RELAXED_INTERVAL`.
     pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
         let now = now_ms();
-        self.put_as_of(address, record, now, now, 0)
+        self.put_as_of(address, record, now, now, 0)?;
+        let generation = self.committer.written();
+        Ok(self.committer.wait(generation)?)
     }
 
     /// As `put`, keeping bookkeeping from elsewhere (an imported entry keeps its history).
+    /// Does not wait for durability: bulk writers (import) call `flush` once at the end.
     pub fn put_as_of(
         &self,
         address: &Address,
@@ -544,7 +565,8 @@ impl Store {
         }
     }
 
-    /// Makes every completed write durable (sled also flushes on its own every 500 ms).
+    /// Makes every completed write durable now (`put` in durable mode already waits for its
+    /// own entry; this is for bulk writers and shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.flush_served()?;
         Ok(self.backend.flush()?)
@@ -561,6 +583,10 @@ fn parse_totals(bytes: &[u8]) -> Option<(u64, u64)> {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.committer.stop();
+        if let Some(thread) = self.commit_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
         let mut totals = self.entries.load(Ordering::Relaxed).to_be_bytes().to_vec();
         totals.extend_from_slice(&self.bytes.load(Ordering::Relaxed).to_be_bytes());
         if let Err(e) = self.backend.put_setting(TOTALS_SETTING, &totals) {

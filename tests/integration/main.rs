@@ -9,3 +9,4 @@ mod proxy;
 mod resilience;
 mod sdk_compat;
 mod store;
+mod torture;
