@@ -116,6 +116,12 @@ impl Metrics {
             ("holdfast_store_disk_bytes", "gauge", "Bytes the store occupies on disk.", store.disk_bytes),
             ("holdfast_store_tampered_total", "counter", "Stored entries that failed to open.", store.tampered),
             (
+                "holdfast_store_lost_entries",
+                "gauge",
+                "Entries the store's integrity record expects but that are gone, as last checked.",
+                store.lost,
+            ),
+            (
                 "holdfast_store_errors_total",
                 "counter",
                 "Store reads or writes that failed.",
@@ -174,7 +180,7 @@ mod tests {
         m.count_request("/v1/messages", "anthropic", "hit");
         m.observe_upstream_latency("openai", Duration::from_millis(300));
         m.count_upstream_failure("openai", "5xx");
-        let text = m.render(&StoreStats { entries: 3, bytes: 10, disk_bytes: 20, tampered: 1 });
+        let text = m.render(&StoreStats { entries: 3, bytes: 10, disk_bytes: 20, tampered: 1, lost: 0 });
         assert!(
             text.contains("holdfast_requests_total{endpoint=\"/v1/messages\",provider=\"anthropic\",cache=\"hit\"} 2")
         );

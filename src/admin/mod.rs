@@ -112,6 +112,8 @@ pub enum AdminRequest {
         selector: PurgeSelector,
     },
     CacheVerify,
+    /// Removes entries that do not open and resets the integrity record to what is left.
+    CacheRepair,
     /// Writes an encrypted bundle to the output file.
     CacheExport {
         passphrase: SecretText,
@@ -140,6 +142,7 @@ impl AdminRequest {
             Self::CacheStats => "cache stats".into(),
             Self::CachePurge { selector } => format!("cache purge {}", describe_selector(selector)),
             Self::CacheVerify => "cache verify".into(),
+            Self::CacheRepair => "cache repair".into(),
             Self::CacheExport { .. } => "cache export".into(),
             Self::CacheImport { .. } => "cache import".into(),
         }
@@ -396,9 +399,31 @@ impl Admin {
             AdminRequest::CacheStats => self.cache_stats()?.into(),
             AdminRequest::CachePurge { selector } => self.cache_purge(selector, touched)?.into(),
             AdminRequest::CacheVerify => {
-                let report = self.cache_verify(progress)?;
-                let failed = report["bad"].as_array().is_some_and(|b| !b.is_empty());
-                Outcome { result: report, verification_failed: failed }
+                let report = store.verify(progress);
+                let failed = report.failed();
+                let bad: Vec<Value> =
+                    report.bad.iter().map(|(address, reason)| json!({"address": address, "reason": reason})).collect();
+                let result = json!({
+                    "checked": report.checked,
+                    "readable": report.readable,
+                    "expected": report.expected,
+                    "missing": report.missing,
+                    "bad": bad,
+                    "problems": report.problems,
+                    "count": report.checked,
+                });
+                Outcome { result, verification_failed: failed }
+            }
+            AdminRequest::CacheRepair => {
+                let report = store.repair(progress)?;
+                json!({
+                    "kept": report.kept,
+                    "removed": report.removed,
+                    "lost": report.lost,
+                    "problems": report.problems,
+                    "count": report.removed,
+                })
+                .into()
             }
             AdminRequest::CacheExport { passphrase } => {
                 let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
@@ -564,26 +589,6 @@ impl Admin {
         }
         self.store.flush()?;
         Ok(json!({"purged": removed, "count": removed}))
-    }
-
-    fn cache_verify(&self, progress: Progress<'_>) -> Result<Value, AdminError> {
-        let mut metas = Vec::new();
-        self.store.for_each_meta(|a, _| metas.push(a))?;
-        let total = metas.len() as u64;
-        let mut bad = Vec::new();
-        for (i, address) in metas.iter().enumerate() {
-            match self.store.get(address) {
-                Ok(_) => {}
-                Err(StoreError::Tampered { reason, .. }) => {
-                    bad.push(json!({"address": address.to_hex(), "reason": reason}))
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if i % 256 == 0 || i as u64 + 1 == total {
-                progress(i as u64 + 1, total);
-            }
-        }
-        Ok(json!({"checked": total, "bad": bad, "count": total}))
     }
 
     fn cache_export(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {

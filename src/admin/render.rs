@@ -237,7 +237,34 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
             for b in &bad {
                 let _ = writeln!(text, "TAMPERED OR CORRUPT {}: {}", s(&b["address"]), s(&b["reason"]));
             }
+            for p in result["problems"].as_array().into_iter().flatten() {
+                let _ = writeln!(text, "DAMAGED STORE: {}", s(p));
+            }
             let _ = writeln!(text, "checked {} entries: {} bad", s(&result["checked"]), bad.len());
+            let missing = result["missing"].as_u64().unwrap_or(0);
+            if missing > 0 {
+                let _ = writeln!(
+                    text,
+                    "{missing} of {} expected entries are missing or do not open; restore a backup, or run \
+                     `holdfast cache repair` to go on with the {} that open",
+                    s(&result["expected"]),
+                    s(&result["readable"])
+                );
+            }
+            text
+        }
+        AdminRequest::CacheRepair => {
+            let mut text = String::new();
+            for p in result["problems"].as_array().into_iter().flatten() {
+                let _ = writeln!(text, "found: {}", s(p));
+            }
+            let _ = writeln!(
+                text,
+                "kept {} entries, removed {} that did not open; {} entries are lost",
+                s(&result["kept"]),
+                s(&result["removed"]),
+                s(&result["lost"])
+            );
             text
         }
         AdminRequest::CacheImport { .. } => {

@@ -7,9 +7,11 @@
 
 mod backend;
 mod committer;
+mod integrity;
 mod layout;
 mod migrate;
 mod sled_backend;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
 pub use layout::FORMAT_VERSION;
 pub use migrate::{MigrationReport, migrate};
 pub use sled_backend::SledBackend;
+pub use verify::{RepairReport, VerifyReport};
 
 use crate::address::{Address, Addresser, Namespace};
 use crate::codec::{self, CodecError};
@@ -32,6 +35,7 @@ use crate::normalize::NormalizedRequest;
 use crate::record::{EntryMeta, Record};
 use crate::secret::StoreSecret;
 use committer::Committer;
+use integrity::Tally;
 use layout::{Found, Layout};
 use sled_backend::SledOpenError;
 
@@ -50,6 +54,9 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Whether `put` waits for its entry to be fsync'd (see `Durability`).
     pub durability: Durability,
+    /// Open a store whose integrity check failed instead of refusing (for `cache verify` and
+    /// `cache repair`, which report or fix the damage); the findings are in `Store::damage`.
+    pub accept_damage: bool,
 }
 
 impl Default for StoreOptions {
@@ -61,6 +68,7 @@ impl Default for StoreOptions {
             max_bytes: None,
             cache_bytes: 64 * 1024 * 1024,
             durability: Durability::Durable,
+            accept_damage: false,
         }
     }
 }
@@ -88,6 +96,12 @@ pub enum StoreOpenError {
     InUse { path: PathBuf },
     #[error("store at {path} is damaged: {reason}; restore it from a backup")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "store at {path} has lost entries: {}. Nothing was served from it. Run `holdfast cache verify` to see \
+         what is missing, then restore a backup or run `holdfast cache repair` to go on with what still opens",
+        .problems.join("; ")
+    )]
+    Damaged { path: PathBuf, problems: Vec<String> },
     #[error("cannot open store at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -126,6 +140,9 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// Reads that found a tampered or corrupt value since the store was opened.
     pub tampered: u64,
+    /// Entries the integrity record expected but the store no longer holds, as last found by
+    /// an open or `cache verify` (0 when nothing is known to be lost).
+    pub lost: u64,
 }
 
 pub struct Store {
@@ -144,6 +161,17 @@ pub struct Store {
     committer: Arc<Committer>,
     /// The committer's thread, joined on drop so the backend is closed when the store is.
     commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Count and digest of the entries present; its lock also orders every write that adds
+    /// or removes an entry, so the record written with each one is exact.
+    tally: Arc<Mutex<Tally>>,
+    /// Key of the integrity record's MAC and digest.
+    tally_key: crate::secret::SecretKey,
+    /// What the integrity check at open found wrong (empty: nothing).
+    damage: Vec<String>,
+    /// Entries expected but missing, as last found (for /metrics).
+    lost: AtomicU64,
+    /// The entries an open-time scan counted (after an unclean close), for the check at open.
+    scanned: Option<Tally>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,7 +218,13 @@ impl Store {
                         });
                     }
                 }
-                Self::assemble(path, Arc::new(backend), keyring, options)
+                let accept_damage = options.accept_damage;
+                let mut store = Self::assemble(path, Arc::new(backend), keyring, options)?;
+                store.check_at_open()?;
+                if !store.damage.is_empty() && !accept_damage {
+                    return Err(StoreOpenError::Damaged { path: path.to_owned(), problems: store.damage.clone() });
+                }
+                Ok(store)
             }
         }
     }
@@ -210,7 +244,11 @@ impl Store {
         let backend = open_sled(layout, &options)?;
         let path = &layout.root;
         backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
+        let tally_key = keyring.snapshot().tally_key();
+        backend.put_tally(&Tally::default().seal(tally_key.expose())).map_err(|e| corrupt(path, e))?;
         backend.flush().map_err(|e| corrupt(path, e))?;
+        integrity::write_file(path, tally_key.expose(), &Tally::default())
+            .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
         layout.write_marker(FORMAT_VERSION)?;
         Self::assemble(path, Arc::new(backend), keyring, options)
     }
@@ -232,10 +270,12 @@ impl Store {
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
         let flusher = backend.clone();
-        let (committer, thread) =
-            Committer::start(options.durability, Box::new(move || flusher.flush()), Box::new(|| {}))
-                .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
-        let store = Self {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally_key = keyring.snapshot().tally_key();
+        let idle = integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned());
+        let (committer, thread) = Committer::start(options.durability, Box::new(move || flusher.flush()), idle)
+            .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
+        let mut store = Self {
             backend,
             keyring,
             path: path.to_owned(),
@@ -247,6 +287,11 @@ impl Store {
             served: Mutex::new(std::collections::HashMap::new()),
             committer,
             commit_thread: Mutex::new(Some(thread)),
+            tally,
+            tally_key,
+            damage: Vec::new(),
+            lost: AtomicU64::new(0),
+            scanned: None,
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -256,13 +301,16 @@ impl Store {
         let (entries, bytes) = match saved.as_deref().and_then(parse_totals) {
             Some(totals) => totals,
             None => {
-                let (mut entries, mut bytes) = (0, 0);
+                let (mut entries, mut bytes, mut scanned) = (0, 0, Tally::default());
+                let key = *store.tally_key.expose();
                 store
-                    .for_each_meta(|_, meta| {
+                    .for_each_meta(|address, meta| {
                         entries += 1;
                         bytes += meta.size;
+                        scanned.apply(&key, &address.0, true);
                     })
                     .map_err(|e| corrupt(&e))?;
+                store.scanned = Some(scanned);
                 (entries, bytes)
             }
         };
@@ -392,10 +440,20 @@ impl Store {
             key_id,
             expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
         };
-        let previous = self
-            .backend
-            .put_entry(address.as_bytes(), &codec::encode(&meta).map_err(StoreError::Encode)?, &sealed)?
-            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
+        let encoded = codec::encode(&meta).map_err(StoreError::Encode)?;
+        let previous = {
+            let mut tally = self.lock_tally();
+            let existed = self.backend.get_meta(address.as_bytes())?.is_some();
+            let mut next = *tally;
+            if !existed {
+                next.apply(self.tally_key.expose(), address.as_bytes(), true);
+            }
+            let previous =
+                self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &next.seal(self.tally_key.expose()))?;
+            *tally = next;
+            previous
+        }
+        .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
         match previous {
             Some(old) => {
                 self.bytes.fetch_sub(old.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -459,7 +517,21 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
-        let Some(removed) = self.backend.delete_entry(address.as_bytes())? else { return Ok(false) };
+        let removed = {
+            let mut tally = self.lock_tally();
+            let had_meta = self.backend.get_meta(address.as_bytes())?.is_some();
+            if !had_meta && self.backend.get_value(address.as_bytes())?.is_none() {
+                return Ok(false);
+            }
+            let mut next = *tally;
+            if had_meta {
+                next.apply(self.tally_key.expose(), address.as_bytes(), false);
+            }
+            let removed = self.backend.delete_entry(address.as_bytes(), &next.seal(self.tally_key.expose()))?;
+            *tally = next;
+            removed
+        };
+        let Some(removed) = removed else { return Ok(false) };
         self.entries.fetch_sub(1.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
         if let Ok(m) = codec::decode::<EntryMeta>(&removed) {
             self.bytes.fetch_sub(m.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
@@ -562,7 +634,18 @@ impl Store {
             bytes: self.bytes.load(Ordering::Relaxed),
             disk_bytes: self.backend.size_on_disk().unwrap_or(0),
             tampered: self.tampered.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the integrity check at open found wrong (only ever non-empty when the store was
+    /// opened with `accept_damage`).
+    pub fn damage(&self) -> &[String] {
+        &self.damage
+    }
+
+    fn lock_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes every completed write durable now (`put` in durable mode already waits for its
@@ -592,10 +675,44 @@ impl Drop for Store {
         if let Err(e) = self.backend.put_setting(TOTALS_SETTING, &totals) {
             tracing::warn!(error = %e, "could not save the store's totals; the next open will count them");
         }
-        if let Err(e) = self.flush() {
-            tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed");
+        match self.flush() {
+            // Only a damaged store opened for inspection keeps its old record: writing the
+            // current one would hide from the next open what `cache verify` was shown.
+            Ok(()) if self.damage.is_empty() => {
+                let tally = *self.lock_tally();
+                if let Err(e) = integrity::write_file(&self.path, self.tally_key.expose(), &tally) {
+                    tracing::warn!(error = %e, "could not write the store's integrity record");
+                }
+            }
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed"),
         }
     }
+}
+
+/// The committer's housekeeping: about once a second, if entries were added or removed since
+/// the last time, flush and then write the file copy of the integrity record. The snapshot is
+/// taken before the flush, so the file never claims more than the database has made durable.
+fn integrity_writer(
+    backend: Arc<dyn Backend>,
+    tally: Arc<Mutex<Tally>>,
+    key: crate::secret::SecretKey,
+    dir: PathBuf,
+) -> Box<dyn FnMut() + Send> {
+    let mut written: Option<Tally> = None;
+    Box::new(move || {
+        let snapshot = *tally.lock().unwrap_or_else(|e| e.into_inner());
+        if written == Some(snapshot) || (written.is_none() && snapshot.generation == 0) {
+            return;
+        }
+        if backend.flush().is_err() {
+            return;
+        }
+        match integrity::write_file(&dir, key.expose(), &snapshot) {
+            Ok(()) => written = Some(snapshot),
+            Err(e) => tracing::warn!(error = %e, "could not write the store's integrity record"),
+        }
+    })
 }
 
 fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, StoreOpenError> {

@@ -127,8 +127,9 @@ async fn an_open_breaker_skips_the_provider_then_probes_and_closes() {
     let (a, b, c) = three().await;
     let mut cfg = config(&a, &b, &c, "");
     cfg.providers[0].retry.attempts = 1;
-    // Long enough that the "while open" requests below finish inside it on a loaded machine.
-    cfg.providers[0].breaker.cooldown = Duration::from_millis(1500);
+    // Long enough that the "while open" requests below finish inside it on a loaded machine
+    // (each stored answer now waits for an fsync, and the torture suite runs alongside).
+    cfg.providers[0].breaker.cooldown = Duration::from_millis(4000);
     let proxy = start_proxy(cfg).await;
     a.set_fault(Fault::Status(503));
     for i in 0..3 {
@@ -151,7 +152,7 @@ async fn an_open_breaker_skips_the_provider_then_probes_and_closes() {
 
     // After the cooldown one probe goes through; a's recovery closes the breaker.
     a.set_fault(Fault::None);
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    tokio::time::sleep(Duration::from_millis(4100)).await;
     let r = post(&proxy, "/v1/chat/completions", &chat("probe", false), &[]).await;
     assert_eq!(header(&r, "x-holdfast-provider"), "a");
     let health: Value = http().get(format!("{}/admin/health", proxy.url)).send().await.unwrap().json().await.unwrap();

@@ -89,14 +89,14 @@ fn flipping_any_byte_of_a_stored_value_is_detected() {
     for i in 0..original.len() {
         let mut bad = original.clone();
         bad[i] ^= 0x80;
-        backend.put_entry(raw, &meta, &bad).unwrap();
+        backend.put_entry(raw, &meta, &bad, &backend.get_tally().unwrap().unwrap()).unwrap();
         match store.get(&address) {
             Err(StoreError::Tampered { address: a, .. }) => assert_eq!(a, address),
             other => panic!("flip at byte {i} (of {}) gave {other:?}", original.len()),
         }
     }
     assert_eq!(store.stats().tampered, original.len() as u64);
-    backend.put_entry(raw, &meta, &original).unwrap();
+    backend.put_entry(raw, &meta, &original, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert_eq!(answer_of(&store.get(&address).unwrap().unwrap().record), "secret answer");
 }
 
@@ -109,7 +109,7 @@ fn value_copied_to_another_address_is_detected() {
     store.put(&b, &record(req_b, "answer B")).unwrap();
     let value_a = backend.get_value(a.as_bytes()).unwrap().unwrap();
     let meta_b = backend.get_meta(b.as_bytes()).unwrap().unwrap();
-    backend.put_entry(b.as_bytes(), &meta_b, &value_a).unwrap();
+    backend.put_entry(b.as_bytes(), &meta_b, &value_a, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert!(matches!(store.get(&b), Err(StoreError::Tampered { .. })));
     assert_eq!(answer_of(&store.get(&a).unwrap().unwrap().record), "answer A");
 }
@@ -120,7 +120,7 @@ fn corrupt_metadata_is_reported_not_returned() {
     let (a, req) = chat_request(&store, "meta");
     store.put(&a, &record(req, "x")).unwrap();
     let value = backend.get_value(a.as_bytes()).unwrap().unwrap();
-    backend.put_entry(a.as_bytes(), &[0xFF; 3], &value).unwrap();
+    backend.put_entry(a.as_bytes(), &[0xFF; 3], &value, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert!(matches!(store.get(&a), Err(StoreError::Tampered { .. })));
 }
 
