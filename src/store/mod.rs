@@ -122,6 +122,11 @@ pub enum StoreError {
     Keyring(#[from] KeyringError),
     #[error("key {id} still seals {records} records; re-encrypt them first (`holdfast keys rotate --reencrypt`)")]
     KeyInUse { id: u32, records: u64 },
+    #[error(
+        "the disk holding the store has {free} bytes free and {needed} are kept in reserve; answers are \
+         served but not stored until space is freed (no restart needed)"
+    )]
+    DiskFull { free: u64, needed: u64 },
 }
 
 /// A record together with its bookkeeping.
@@ -172,7 +177,15 @@ pub struct Store {
     lost: AtomicU64,
     /// The entries an open-time scan counted (after an unclean close), for the check at open.
     scanned: Option<Tally>,
+    /// Why the last write was refused or failed (`None` once a write succeeds again), for
+    /// /readyz.
+    write_failure: Mutex<Option<String>>,
 }
+
+/// Space kept free on the store's filesystem. Below it, answers are served but not stored: a
+/// write sled cannot finish for lack of space poisons the whole database (every later write,
+/// and some reads, fail until it is reopened), so it is refused before it starts.
+pub const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -292,6 +305,7 @@ impl Store {
             damage: Vec::new(),
             lost: AtomicU64::new(0),
             scanned: None,
+            write_failure: Mutex::new(None),
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -394,6 +408,10 @@ impl Store {
 
     /// Writes the served notes taken since the last call into the entries' metadata.
     pub fn flush_served(&self) -> Result<usize, StoreError> {
+        if self.check_space(0).is_err() {
+            // Kept in memory until space returns: a failed write would poison the database.
+            return Ok(0);
+        }
         let pending = std::mem::take(&mut *self.served.lock().unwrap_or_else(|e| e.into_inner()));
         let written = pending.len();
         for (address, (times, last)) in pending {
@@ -418,7 +436,39 @@ impl Store {
         let now = now_ms();
         self.put_as_of(address, record, now, now, 0)?;
         let generation = self.committer.written();
-        Ok(self.committer.wait(generation)?)
+        self.committer.wait(generation).inspect_err(|e| self.note_write_failure(e.to_string()))?;
+        *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(())
+    }
+
+    /// Refuses a write of about `incoming` bytes that would leave less than `MIN_FREE_BYTES`
+    /// free. If the free space cannot be read, the write is tried.
+    fn check_space(&self, incoming: u64) -> Result<(), StoreError> {
+        let Ok(free) = fs2::available_space(&self.path) else { return Ok(()) };
+        let needed = MIN_FREE_BYTES.saturating_add(incoming.saturating_mul(2));
+        if free < needed {
+            let e = StoreError::DiskFull { free, needed };
+            self.note_write_failure(e.to_string());
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn note_write_failure(&self, reason: String) {
+        *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Whether a new answer could be stored now: `Err` says why not (a full disk, a failing
+    /// one). For /readyz; it never writes.
+    pub fn writable(&self) -> Result<(), String> {
+        match self.check_space(0) {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => match self.write_failure.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                // The space is back; the next write will tell whether the failure was space.
+                Some(reason) if !reason.contains("bytes free") => Err(reason),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// As `put`, keeping bookkeeping from elsewhere (an imported entry keeps its history).
@@ -432,6 +482,7 @@ impl Store {
         times_served: u64,
     ) -> Result<(), StoreError> {
         let (sealed, key_id) = self.seal(address, record)?;
+        self.check_space(sealed.len() as u64)?;
         let meta = EntryMeta {
             created_ms,
             last_served_ms,

@@ -10,6 +10,7 @@
 //! - `disk_full`: a tiny tmpfs fills up while serving; recording resumes without a restart.
 
 mod corrupt;
+mod disk_full;
 mod kill;
 
 use std::io::{BufRead, BufReader};
