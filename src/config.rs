@@ -28,6 +28,10 @@ pub struct Config {
     /// Largest request body accepted, e.g. "10MiB".
     #[serde(default = "default_max_request", deserialize_with = "de_size")]
     pub max_request_bytes: u64,
+    /// Largest answer stored, e.g. "64MiB". A larger one is still relayed to the client, but
+    /// neither buffered whole nor stored.
+    #[serde(default = "default_max_response", deserialize_with = "de_size")]
+    pub max_response_bytes: u64,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -382,6 +386,9 @@ fn default_listen() -> String {
 fn default_max_request() -> u64 {
     10 * 1024 * 1024
 }
+fn default_max_response() -> u64 {
+    64 * 1024 * 1024
+}
 fn default_log_level() -> String {
     "info".into()
 }
@@ -570,6 +577,9 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             problems.push("max_request_bytes: must be more than 0".into());
+        }
+        if self.max_response_bytes == 0 {
+            problems.push("max_response_bytes: must be more than 0".into());
         }
         if self.providers.is_empty() {
             problems.push("providers: at least one [[providers]] entry is needed".into());

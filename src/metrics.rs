@@ -31,6 +31,8 @@ pub struct Metrics {
     store_errors: AtomicU64,
     /// Streams from upstream that ended before completing (never stored).
     streams_interrupted: AtomicU64,
+    /// Answers relayed but not stored because they exceeded `max_response_bytes`.
+    answers_too_large: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +75,10 @@ impl Metrics {
 
     pub fn count_stream_interrupted(&self) {
         self.streams_interrupted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_answer_too_large(&self) {
+        self.answers_too_large.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn render(&self, store: &StoreStats) -> String {
@@ -132,6 +138,12 @@ impl Metrics {
                 "counter",
                 "Upstream streams that ended before completion.",
                 self.streams_interrupted.load(Ordering::Relaxed),
+            ),
+            (
+                "holdfast_answers_too_large_total",
+                "counter",
+                "Answers relayed but not stored because they exceeded max_response_bytes.",
+                self.answers_too_large.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in gauges {

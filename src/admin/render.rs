@@ -176,7 +176,15 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
         AdminRequest::AuditList { .. } | AdminRequest::AuditSearch { .. } => entry_rows(result),
         AdminRequest::AuditShow { .. } => serde_json::to_string_pretty(result).unwrap_or_default() + "\n",
         AdminRequest::AuditExport | AdminRequest::CacheExport { .. } => {
-            format!("exported {} entries to {}\n", s(&result["exported"]), s(&result["path"]))
+            let mut text = format!("exported {} entries to {}\n", s(&result["exported"]), s(&result["path"]));
+            let skipped = result["skipped_too_large"].as_u64().unwrap_or(0);
+            if skipped > 0 {
+                let _ = writeln!(
+                    text,
+                    "left out {skipped} entries larger than a bundle frame (256 MiB); they stay in the store"
+                );
+            }
+            text
         }
         AdminRequest::AuditTrail { verify } => {
             let rows = result["entries"]

@@ -41,8 +41,17 @@ pub fn relay(
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
         let started = Instant::now();
-        let mut recording =
-            Recording { kind, splitter: SseSplitter::new(), events: Vec::new(), failed: false, completed: false };
+        let limit = exchange.state.config.max_response_bytes;
+        let mut recording = Recording {
+            kind,
+            splitter: SseSplitter::new(),
+            events: Vec::new(),
+            failed: false,
+            completed: false,
+            recorded_bytes: 0,
+            limit,
+            too_large: false,
+        };
         let mut client_gone = false;
         let mut chunks = upstream.bytes_stream();
         let outcome = loop {
@@ -136,6 +145,12 @@ struct Recording {
     failed: bool,
     /// The terminal event arrived.
     completed: bool,
+    /// Bytes of the events kept so far.
+    recorded_bytes: u64,
+    /// `max_response_bytes`: beyond it nothing more is kept and the answer is not stored.
+    limit: u64,
+    /// The answer passed `limit`: its events were dropped; it is relayed, never stored.
+    too_large: bool,
 }
 
 impl Recording {
@@ -143,10 +158,26 @@ impl Recording {
         let event = parse_event(&raw);
         self.failed |= is_error_event(self.kind, &event);
         self.completed |= is_terminal(self.kind, &event);
+        if self.too_large {
+            return;
+        }
+        self.recorded_bytes += raw.len() as u64;
+        if self.recorded_bytes > self.limit {
+            // Keeping the rest would hold the whole answer in memory; it could not be stored.
+            self.too_large = true;
+            self.events = Vec::new();
+            return;
+        }
         self.events.push(raw);
     }
 
     async fn store(&mut self, exchange: &Exchange, content_type: &str, started: Instant) {
+        if self.too_large {
+            exchange.state.metrics.count_answer_too_large();
+            tracing::warn!(address = %exchange.address, limit = self.limit,
+                "answer larger than max_response_bytes: relayed, not stored");
+            return;
+        }
         if self.failed || !exchange.policy.may_store() {
             return;
         }

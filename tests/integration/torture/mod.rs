@@ -12,6 +12,7 @@
 mod corrupt;
 mod disk_full;
 mod kill;
+mod large_answer;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
