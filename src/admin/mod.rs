@@ -690,6 +690,8 @@ impl Admin {
                 progress(imported, 0);
             }
         }
+        // Writes no longer evict inline; an import over budget trims here, once.
+        self.store.evict_to_budget()?;
         self.store.flush()?;
         Ok(json!({
             "imported": imported,

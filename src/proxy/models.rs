@@ -44,15 +44,17 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
     };
     let request = NormalizedRequest { endpoint: PATH.to_owned(), canonical: Bytes::from_static(tag) };
     let (namespace, address) = state.locate(headers, &request);
-    let stored_list = || -> Option<Vec<Value>> {
-        let entry = state.store.get(&address).ok()??;
+    // Store reads and writes run off the async workers: they may wait on the disk.
+    let stored_list = || async {
+        let store = state.store.clone();
+        let entry = tokio::task::spawn_blocking(move || store.get(&address)).await.ok()?.ok()??;
         let ResponseBody::Complete(body) = &entry.record.response.body else {
             return None;
         };
         serde_json::from_slice::<Value>(body).ok()?.get("data")?.as_array().cloned()
     };
     if policy.mode == CacheMode::Replay {
-        let data = stored_list().ok_or(ApiError::NotRecorded { address: address.to_hex() })?;
+        let data = stored_list().await.ok_or(ApiError::NotRecorded { address: address.to_hex() })?;
         return Ok((respond(dialect, data, "hit", &address), "hit"));
     }
 
@@ -72,7 +74,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
     }
     if data.is_empty() && any_failed {
         if policy.may_serve_stale()
-            && let Some(list) = stored_list()
+            && let Some(list) = stored_list().await
         {
             return Ok((respond(dialect, list, "stale", &address), "stale"));
         }
@@ -80,7 +82,7 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
     }
     if any_failed {
         // Some providers are down: keep showing the models they had.
-        for item in stored_list().unwrap_or_default() {
+        for item in stored_list().await.unwrap_or_default() {
             if !data.iter().any(|d| d.get("id") == item.get("id")) {
                 data.push(item);
             }
@@ -102,9 +104,17 @@ async fn answer(state: &AppState, headers: &HeaderMap, dialect: Dialect) -> Resu
             upstream_latency_ms: 0,
             usage: None,
         };
-        if let Err(e) = state.store.put(&address, &record) {
-            state.metrics.count_store_error();
-            tracing::warn!(error = %e, "could not keep the model list");
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&address, &record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                state.metrics.count_store_error();
+                tracing::warn!(error = %e, "could not keep the model list");
+            }
+            Err(e) => {
+                state.metrics.count_store_error();
+                tracing::warn!(error = %e, "model list store task failed");
+            }
         }
     }
     Ok((respond(dialect, data, "miss", &address), "miss"))

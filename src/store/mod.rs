@@ -180,6 +180,9 @@ pub struct Store {
     /// Why the last write was refused or failed (`None` once a write succeeds again), for
     /// /readyz.
     write_failure: Mutex<Option<String>>,
+    /// Signalled by a write that takes the store over its size budget; the server's evictor
+    /// task waits on it (`eviction_wanted`) and runs `evict_to_budget` off the request path.
+    eviction: tokio::sync::Notify,
 }
 
 /// Space kept free on the store's filesystem. Below it, answers are served but not stored: a
@@ -306,6 +309,7 @@ impl Store {
             lost: AtomicU64::new(0),
             scanned: None,
             write_failure: Mutex::new(None),
+            eviction: tokio::sync::Notify::new(),
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -514,8 +518,10 @@ impl Store {
             }
         }
         self.bytes.fetch_add(meta.size, Ordering::Relaxed);
-        if self.options.max_bytes.is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max) {
-            self.evict_to_budget()?;
+        if self.over_budget() {
+            // Never here: eviction scans and sorts every entry (seconds at a million), and the
+            // client is waiting for its last byte. The server's evictor task does it.
+            self.eviction.notify_one();
         }
         Ok(())
     }
@@ -624,6 +630,17 @@ impl Store {
             removed += u64::from(self.delete(&address)?);
         }
         Ok(removed)
+    }
+
+    /// Whether the sealed bytes are over `max_bytes`.
+    pub fn over_budget(&self) -> bool {
+        self.options.max_bytes.is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max)
+    }
+
+    /// Resolves when a write has taken the store over its budget (at once if one did since
+    /// the last call).
+    pub async fn eviction_wanted(&self) {
+        self.eviction.notified().await;
     }
 
     /// Evicts least recently served entries until the store is back to 90% of its budget (the

@@ -305,6 +305,9 @@ fn size_budget_evicts_least_recently_served_first() {
         store.put(&address, &record(request, "x".repeat(1000).as_str())).unwrap();
         addresses.push(address);
     }
+    // Eviction is never done inside `put` (the client is waiting); the store only asks for it.
+    assert!(store.over_budget(), "put must not evict on the request path");
+    assert!(store.evict_to_budget().unwrap() > 0);
     assert!(store.stats().bytes <= one * 10, "{} > {}", store.stats().bytes, one * 10);
     assert!(store.get(&addresses[0]).unwrap().is_some(), "recently served entry was evicted");
     assert!(store.get(&addresses[1]).unwrap().is_none(), "least recently served entry survived");
