@@ -10,6 +10,7 @@ mod committer;
 mod integrity;
 mod layout;
 mod migrate;
+mod reopen;
 mod sled_backend;
 mod verify;
 
@@ -183,6 +184,24 @@ pub struct Store {
     /// Signalled by a write that takes the store over its size budget; the server's evictor
     /// task waits on it (`eviction_wanted`) and runs `evict_to_budget` off the request path.
     eviction: tokio::sync::Notify,
+    /// The same backend, typed, for the sled store: reopened after a sticky write failure.
+    reopenable: Option<Arc<reopen::Reopenable>>,
+}
+
+/// A backend and, when it can be reopened, its handle for that.
+struct Handle {
+    backend: Arc<dyn Backend>,
+    reopenable: Option<Arc<reopen::Reopenable>>,
+}
+
+/// Wraps the sled backend so the committer can reopen it after a failed write.
+fn reopenable(backend: SledBackend, layout: &Layout, options: &StoreOptions) -> Handle {
+    let (layout, options) = (layout.clone(), options.clone());
+    let opener: reopen::Opener = Box::new(move || {
+        open_sled(&layout, &options).map(|b| Arc::new(b) as Arc<dyn Backend>).map_err(|e| e.to_string())
+    });
+    let reopenable = Arc::new(reopen::Reopenable::new(Arc::new(backend), opener));
+    Handle { backend: reopenable.clone(), reopenable: Some(reopenable) }
 }
 
 /// Space kept free on the store's filesystem. Below it, answers are served but not stored: a
@@ -235,7 +254,8 @@ impl Store {
                     }
                 }
                 let accept_damage = options.accept_damage;
-                let mut store = Self::assemble(path, Arc::new(backend), keyring, options)?;
+                let reopenable = reopenable(backend, &layout, &options);
+                let mut store = Self::assemble(path, reopenable, keyring, options)?;
                 store.check_at_open()?;
                 if !store.damage.is_empty() && !accept_damage {
                     return Err(StoreOpenError::Damaged { path: path.to_owned(), problems: store.damage.clone() });
@@ -266,7 +286,8 @@ impl Store {
         integrity::write_file(path, tally_key.expose(), &Tally::default())
             .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
         layout.write_marker(FORMAT_VERSION)?;
-        Self::assemble(path, Arc::new(backend), keyring, options)
+        let reopenable = reopenable(backend, layout, &options);
+        Self::assemble(path, reopenable, keyring, options)
     }
 
     /// Wraps an already opened backend (a test double, or a future network backend).
@@ -276,19 +297,26 @@ impl Store {
         keyring: Keyring,
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
-        Self::assemble(path, backend, keyring, options)
+        Self::assemble(path, Handle { backend, reopenable: None }, keyring, options)
     }
 
-    fn assemble(
-        path: &Path,
-        backend: Arc<dyn Backend>,
-        keyring: Keyring,
-        options: StoreOptions,
-    ) -> Result<Self, StoreOpenError> {
+    fn assemble(path: &Path, handle: Handle, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreOpenError> {
+        let Handle { backend, reopenable } = handle;
         let flusher = backend.clone();
         let tally = Arc::new(Mutex::new(Tally::default()));
         let tally_key = keyring.snapshot().tally_key();
-        let idle = integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned());
+        let mut write_integrity = integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned());
+        let healer = reopenable.clone();
+        let idle: Box<dyn FnMut() + Send> = Box::new(move || {
+            if let Some(healer) = &healer {
+                match healer.try_reopen() {
+                    Ok(true) => tracing::warn!("the database was reopened after a write failure; recording resumes"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "the database failed a write and cannot be reopened yet"),
+                }
+            }
+            write_integrity();
+        });
         let (committer, thread) = Committer::start(options.durability, Box::new(move || flusher.flush()), idle)
             .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
         let mut store = Self {
@@ -310,6 +338,7 @@ impl Store {
             scanned: None,
             write_failure: Mutex::new(None),
             eviction: tokio::sync::Notify::new(),
+            reopenable,
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -458,6 +487,24 @@ impl Store {
         Ok(())
     }
 
+    /// After a reopen the database holds what it had made durable, which may be less than the
+    /// counters say: take the integrity record and the totals from it again.
+    fn reload(&self, tally: &mut Tally) -> Result<(), StoreError> {
+        if let Some(bytes) = self.backend.get_tally()?
+            && let Ok(t) = Tally::open(self.tally_key.expose(), &bytes)
+        {
+            *tally = t;
+        }
+        let (mut entries, mut bytes) = (0, 0);
+        self.for_each_meta(|_, meta| {
+            entries += 1;
+            bytes += meta.size;
+        })?;
+        self.entries.store(entries, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn note_write_failure(&self, reason: String) {
         *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
@@ -465,6 +512,9 @@ impl Store {
     /// Whether a new answer could be stored now: `Err` says why not (a full disk, a failing
     /// one). For /readyz; it never writes.
     pub fn writable(&self) -> Result<(), String> {
+        if self.reopenable.as_ref().is_some_and(|r| r.failed()) {
+            return Err("a write failed; the database is reopened every second until it works".into());
+        }
         match self.check_space(0) {
             Err(e) => Err(e.to_string()),
             Ok(()) => match self.write_failure.lock().unwrap_or_else(|e| e.into_inner()).clone() {
@@ -498,6 +548,9 @@ impl Store {
         let encoded = codec::encode(&meta).map_err(StoreError::Encode)?;
         let previous = {
             let mut tally = self.lock_tally();
+            if self.reopenable.as_ref().is_some_and(|r| r.take_reopened()) {
+                self.reload(&mut tally)?;
+            }
             let existed = self.backend.get_meta(address.as_bytes())?.is_some();
             let mut next = *tally;
             if !existed {
