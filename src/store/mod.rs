@@ -305,7 +305,14 @@ impl Store {
         keyring: Keyring,
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
-        Self::assemble(path, Handle { backend, reopenable: None }, keyring, options)
+        let store = Self::assemble(path, Handle { backend, reopenable: None }, keyring, options)?;
+        // Carry on from the backend's integrity record, so the next write extends it.
+        if let Ok(Some(bytes)) = store.backend.get_tally()
+            && let Ok(tally) = Tally::open(store.tally_key.expose(), &bytes)
+        {
+            *store.lock_tally() = tally;
+        }
+        Ok(store)
     }
 
     fn assemble(path: &Path, handle: Handle, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreOpenError> {

@@ -122,6 +122,10 @@ fn corrupt_metadata_is_reported_not_returned() {
     let value = backend.get_value(a.as_bytes()).unwrap().unwrap();
     backend.put_entry(a.as_bytes(), &[0xFF; 3], &value, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert!(matches!(store.get(&a), Err(StoreError::Tampered { .. })));
+    // Scans skip it, but verify names it and counts it as missing.
+    let report = store.verify(&|_, _| {});
+    assert!(report.failed() && report.bad.iter().any(|(address, _)| *address == a.to_hex()), "{report:?}");
+    assert_eq!((report.expected, report.readable, report.missing), (1, 0, 1), "{report:?}");
 }
 
 #[test]

@@ -88,7 +88,8 @@ fn every_corruption_is_reported_by_verify_and_none_panics() {
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             let what = format!("{} {damage:?}", relative.display());
-            if std::env::var("SWEEP_VERBOSE").is_ok() {
+            // `HOLDFAST_SWEEP_VERBOSE=1` prints what verify said about every case.
+            if std::env::var_os("HOLDFAST_SWEEP_VERBOSE").is_some() {
                 eprintln!(
                     "{what}: {:?} {} {}",
                     out.status.code(),
