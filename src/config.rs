@@ -31,6 +31,10 @@ pub struct Config {
     /// Largest request body accepted, e.g. "10MiB".
     #[serde(default = "default_max_request", deserialize_with = "de_size")]
     pub max_request_bytes: u64,
+    /// Largest answer stored, e.g. "64MiB". A larger one is still relayed to the client, but
+    /// neither buffered whole nor stored.
+    #[serde(default = "default_max_response", deserialize_with = "de_size")]
+    pub max_response_bytes: u64,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -210,11 +214,39 @@ pub struct StoreConfig {
     /// Memory for the database's page cache, e.g. "64MiB".
     #[serde(default = "default_cache_memory", deserialize_with = "de_size")]
     pub cache_memory: u64,
+    /// When a stored answer is on disk: `durable` (fsync'd before the client's last byte) or
+    /// `relaxed` (within 200 ms after; a crash may lose that window).
+    #[serde(default)]
+    pub durability: StoreDurability,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: default_store_path(), retention: None, max_size: None, cache_memory: default_cache_memory() }
+        Self {
+            path: default_store_path(),
+            retention: None,
+            max_size: None,
+            cache_memory: default_cache_memory(),
+            durability: StoreDurability::default(),
+        }
+    }
+}
+
+/// `store.durability`; see docs/operations.md for what each guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreDurability {
+    #[default]
+    Durable,
+    Relaxed,
+}
+
+impl StoreDurability {
+    pub fn to_store(self) -> crate::store::Durability {
+        match self {
+            Self::Durable => crate::store::Durability::Durable,
+            Self::Relaxed => crate::store::Durability::Relaxed,
+        }
     }
 }
 
@@ -395,6 +427,9 @@ fn default_listen() -> String {
 }
 fn default_max_request() -> u64 {
     10 * 1024 * 1024
+}
+fn default_max_response() -> u64 {
+    64 * 1024 * 1024
 }
 fn default_log_level() -> String {
     "info".into()
@@ -594,6 +629,9 @@ impl Config {
         }
         if self.max_request_bytes == 0 {
             problems.push("max_request_bytes: must be more than 0".into());
+        }
+        if self.max_response_bytes == 0 {
+            problems.push("max_response_bytes: must be more than 0".into());
         }
         if self.providers.is_empty() {
             problems.push("providers: at least one [[providers]] entry is needed".into());

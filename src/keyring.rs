@@ -180,6 +180,12 @@ impl KeySet {
         SecretKey::from_bytes(blake3::derive_key("holdfast 2026-11 access trail v1", self.address_key.expose()))
     }
 
+    /// Keys the store's integrity record (`store/integrity.rs`). Derived from the address key,
+    /// which never rotates, so the record stays valid across data-key rotations.
+    pub fn tally_key(&self) -> SecretKey {
+        SecretKey::from_bytes(blake3::derive_key("holdfast 2026-12 store tally v1", self.address_key.expose()))
+    }
+
     /// The tenant namespace key, for an export bundle (so an importing replica can adopt it).
     pub fn namespace_key(&self) -> &SecretKey {
         &self.namespace_key
@@ -219,7 +225,7 @@ impl std::fmt::Debug for Keyring {
 }
 
 fn now_ms() -> u64 {
-    crate::store::now_ms()
+    crate::clock::now_ms()
 }
 
 impl Keyring {

@@ -25,6 +25,7 @@
 //! - [`codec`]: the binary encoding (bincode 2) of records and keyrings, in one place.
 //! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
 //! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up.
+//! - [`clock`]: wall-clock milliseconds, shared by the store and the keyring.
 //! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
 //!
 //! Operating the store, shared by the CLI and the server's admin API:
@@ -38,6 +39,7 @@ pub mod address;
 pub mod admin;
 pub mod audit;
 pub mod bundle;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod convert;

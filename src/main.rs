@@ -10,7 +10,7 @@ use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector
 use holdfast::audit::AuditFilter;
 use holdfast::config::{Config, parse_duration};
 use holdfast::secret::{SecretError, StoreSecret, resolve_secret};
-use holdfast::store::{Store, StoreOptions};
+use holdfast::store::{Store, StoreOpenError, StoreOptions};
 use zeroize::Zeroizing;
 
 /// The request path allocates for every JSON value, header and record; glibc's allocator
@@ -190,8 +190,16 @@ enum CacheCommand {
         #[command(flatten)]
         out: Output,
     },
-    /// Open every record; name each tampered or corrupt one (exit 3 if any)
+    /// Open every record; name each tampered or corrupt one and count missing ones (exit 3 if any)
+    ///
+    /// Also checks the store's integrity record: entries that were stored but are gone (a
+    /// damaged or rolled-back database) are counted as missing. Nothing is changed.
     Verify(#[command(flatten)] Output),
+    /// Keep every entry that still opens, remove the rest, and serve again; says how many were lost
+    ///
+    /// For a store that `serve` refuses because entries were lost. Restore a backup instead if
+    /// you have one: what repair removes is gone.
+    Repair(#[command(flatten)] Output),
     /// Write an encrypted bundle of every entry, to pre-seed another replica
     ///
     /// The bundle passphrase comes from --bundle-passphrase-file, HOLDFAST_BUNDLE_PASSPHRASE,
@@ -303,6 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (AdminRequest::CachePurge { selector }, out, None, None)
                 }
                 CacheCommand::Verify(out) => (AdminRequest::CacheVerify, out, None, None),
+                CacheCommand::Repair(out) => (AdminRequest::CacheRepair, out, None, None),
                 CacheCommand::Export { out, bundle_passphrase_file, output } => {
                     let passphrase = bundle_passphrase(bundle_passphrase_file, true)?;
                     (AdminRequest::CacheExport { passphrase }, output, None, Some(out))
@@ -360,9 +369,21 @@ fn admin_command(
                 retention: config.store.retention,
                 max_bytes: config.store.max_size,
                 cache_bytes: config.store.cache_memory,
+                durability: config.store.durability.to_store(),
+                // Verify and repair exist to look at a damaged store; everything else refuses it.
+                accept_damage: matches!(request, AdminRequest::CacheVerify | AdminRequest::CacheRepair),
                 ..StoreOptions::default()
             };
-            let store = Store::open(&config.store.path, &secret, options)?;
+            let store = match Store::open(&config.store.path, &secret, options) {
+                Ok(store) => store,
+                // A database too damaged to open is a verification failure, not a usage error.
+                Err(e @ StoreOpenError::Corrupt { .. }) if matches!(request, AdminRequest::CacheVerify) => {
+                    progress.finish();
+                    eprintln!("holdfast: verification failed: {}", chain(&e));
+                    return Ok(ExitCode::from(3));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let admin = Admin::open(Arc::new(store))?;
             admin.execute(&request, &Actor::local(), &report, output.as_deref(), input.as_deref())?
         }

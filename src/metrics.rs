@@ -35,6 +35,8 @@ pub struct Metrics {
     requests_shed: AtomicU64,
     /// Requests refused at the edge for a missing or unknown client key (`[clients]`).
     requests_unauthorized: AtomicU64,
+    /// Answers relayed but not stored because they exceeded `max_response_bytes`.
+    answers_too_large: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +89,10 @@ impl Metrics {
         self.requests_unauthorized.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn count_answer_too_large(&self) {
+        self.answers_too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self, store: &StoreStats) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP holdfast_requests_total Requests answered, by endpoint, provider and cache result.\n");
@@ -128,6 +134,12 @@ impl Metrics {
             ("holdfast_store_disk_bytes", "gauge", "Bytes the store occupies on disk.", store.disk_bytes),
             ("holdfast_store_tampered_total", "counter", "Stored entries that failed to open.", store.tampered),
             (
+                "holdfast_store_lost_entries",
+                "gauge",
+                "Entries the store's integrity record expects but that are gone, as last checked.",
+                store.lost,
+            ),
+            (
                 "holdfast_store_errors_total",
                 "counter",
                 "Store reads or writes that failed.",
@@ -150,6 +162,12 @@ impl Metrics {
                 "counter",
                 "Requests refused for a missing or unknown client key.",
                 self.requests_unauthorized.load(Ordering::Relaxed),
+            ),
+            (
+                "holdfast_answers_too_large_total",
+                "counter",
+                "Answers relayed but not stored because they exceeded max_response_bytes.",
+                self.answers_too_large.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in gauges {
@@ -198,7 +216,7 @@ mod tests {
         m.count_request("/v1/messages", "anthropic", "hit");
         m.observe_upstream_latency("openai", Duration::from_millis(300));
         m.count_upstream_failure("openai", "5xx");
-        let text = m.render(&StoreStats { entries: 3, bytes: 10, disk_bytes: 20, tampered: 1 });
+        let text = m.render(&StoreStats { entries: 3, bytes: 10, disk_bytes: 20, tampered: 1, lost: 0 });
         assert!(
             text.contains("holdfast_requests_total{endpoint=\"/v1/messages\",provider=\"anthropic\",cache=\"hit\"} 2")
         );

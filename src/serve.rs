@@ -52,6 +52,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
         retention: config.store.retention,
         max_bytes: config.store.max_size,
         cache_bytes: config.store.cache_memory,
+        durability: config.store.durability.to_store(),
         ..StoreOptions::default()
     };
     let path = config.store.path.clone();
@@ -108,6 +109,9 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
         spawn_purger(store.clone());
     }
     spawn_served_writer(store.clone());
+    if config.store.max_size.is_some() {
+        spawn_evictor(store.clone());
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -207,6 +211,27 @@ fn spawn_served_writer(store: Arc<Store>) {
             let store = store.clone();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_served()).await {
                 tracing::warn!(error = %e, "could not write served counts");
+            }
+        }
+    });
+}
+
+/// Evicts down to the size budget whenever a write signals it went over (and once at start),
+/// off the request path and the async workers.
+fn spawn_evictor(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut first = true;
+        loop {
+            if !first {
+                store.eviction_wanted().await;
+            }
+            first = false;
+            if !store.over_budget() {
+                continue;
+            }
+            let worker = store.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || worker.evict_to_budget()).await {
+                tracing::error!(error = %e, "evicting to the size budget failed");
             }
         }
     });

@@ -176,7 +176,15 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
         AdminRequest::AuditList { .. } | AdminRequest::AuditSearch { .. } => entry_rows(result),
         AdminRequest::AuditShow { .. } => serde_json::to_string_pretty(result).unwrap_or_default() + "\n",
         AdminRequest::AuditExport | AdminRequest::CacheExport { .. } => {
-            format!("exported {} entries to {}\n", s(&result["exported"]), s(&result["path"]))
+            let mut text = format!("exported {} entries to {}\n", s(&result["exported"]), s(&result["path"]));
+            let skipped = result["skipped_too_large"].as_u64().unwrap_or(0);
+            if skipped > 0 {
+                let _ = writeln!(
+                    text,
+                    "left out {skipped} entries larger than a bundle frame (256 MiB); they stay in the store"
+                );
+            }
+            text
         }
         AdminRequest::AuditTrail { verify } => {
             let rows = result["entries"]
@@ -237,7 +245,34 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
             for b in &bad {
                 let _ = writeln!(text, "TAMPERED OR CORRUPT {}: {}", s(&b["address"]), s(&b["reason"]));
             }
+            for p in result["problems"].as_array().into_iter().flatten() {
+                let _ = writeln!(text, "DAMAGED STORE: {}", s(p));
+            }
             let _ = writeln!(text, "checked {} entries: {} bad", s(&result["checked"]), bad.len());
+            let missing = result["missing"].as_u64().unwrap_or(0);
+            if missing > 0 {
+                let _ = writeln!(
+                    text,
+                    "{missing} of {} expected entries are missing or do not open; restore a backup, or run \
+                     `holdfast cache repair` to go on with the {} that open",
+                    s(&result["expected"]),
+                    s(&result["readable"])
+                );
+            }
+            text
+        }
+        AdminRequest::CacheRepair => {
+            let mut text = String::new();
+            for p in result["problems"].as_array().into_iter().flatten() {
+                let _ = writeln!(text, "found: {}", s(p));
+            }
+            let _ = writeln!(
+                text,
+                "kept {} entries, removed {} that did not open; {} entries are lost",
+                s(&result["kept"]),
+                s(&result["removed"]),
+                s(&result["lost"])
+            );
             text
         }
         AdminRequest::CacheImport { .. } => {

@@ -104,8 +104,9 @@ impl Exchange {
     }
 }
 
-/// Seals and stores an upstream answer off the async workers. Failures are logged and
-/// counted, never passed to the client: the answer itself is fine.
+/// Seals and stores an upstream answer off the async workers, returning once the store says
+/// it is kept (fsync'd, in durable mode): callers send the client's last byte after this.
+/// Failures are logged and counted, never passed to the client: the answer itself is fine.
 pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency: Duration) {
     let state = exchange.state.clone();
     let address = exchange.address;

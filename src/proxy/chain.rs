@@ -283,6 +283,15 @@ async fn forward(
         return Ok((out, result, provider.name().to_owned()));
     }
 
+    if !translated && !wants_stream && response.content_length().is_some_and(|n| n > state.config.max_response_bytes) {
+        // Too large to store (max_response_bytes): relayed as it arrives, never buffered whole.
+        state.metrics.count_answer_too_large();
+        tracing::warn!(address = %exchange.address, "answer larger than max_response_bytes: relayed, not stored");
+        let mut out = stored::response(status, Body::from_stream(response.bytes_stream()), &upstream_type);
+        out.headers_mut().extend(passed_headers);
+        decorate(&mut out, CacheResult::Bypass, &exchange.address, provider.name(), None, None);
+        return Ok((out, CacheResult::Bypass, provider.name().to_owned()));
+    }
     let body = response.bytes().await.map_err(|e| classify(&e))?;
     state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
     let is_json = upstream_type.contains("json");

@@ -170,9 +170,18 @@ pub async fn run_with_limits(
 
 async fn readyz(State(state): State<AppState>) -> Response {
     // A read of an address that cannot exist exercises the whole read path without side effects.
-    match state.store.get(&Address([0; 32])) {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store not readable: {e}\n")).into_response(),
+    // Not writable is not ready either: answers still flow, but nothing new is kept for the
+    // next outage, which a load balancer or an operator must hear about.
+    let store = state.store.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        store.get(&Address([0; 32])).map_err(|e| format!("store not readable: {e}"))?;
+        store.writable().map_err(|e| format!("store not writable: {e}"))
+    })
+    .await;
+    match checked {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(reason)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store check failed: {e}\n")).into_response(),
     }
 }
 

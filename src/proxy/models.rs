@@ -81,15 +81,17 @@ async fn answer(
         version: NORMALIZATION_VERSION,
     };
     let (namespace, address) = state.locate(headers, &request);
-    let stored_page = || -> Option<Page> {
-        let entry = state.store.get(&address).ok()??;
+    // Store reads and writes run off the async workers: they may wait on the disk.
+    let stored_page = || async {
+        let store = state.store.clone();
+        let entry = tokio::task::spawn_blocking(move || store.get(&address)).await.ok()?.ok()??;
         let ResponseBody::Complete(body) = &entry.record.response.body else {
             return None;
         };
         Page::from_json(&serde_json::from_slice::<Value>(body).ok()?)
     };
     if policy.mode == CacheMode::Replay {
-        let page = stored_page().ok_or(ApiError::NotRecorded { address: address.to_hex() })?;
+        let page = stored_page().await.ok_or(ApiError::NotRecorded { address: address.to_hex() })?;
         return Ok((respond(dialect, page, "hit", &address), "hit"));
     }
 
@@ -115,7 +117,7 @@ async fn answer(
     }
     if page.data.is_empty() && any_failed {
         if policy.may_serve_stale()
-            && let Some(stored) = stored_page()
+            && let Some(stored) = stored_page().await
         {
             return Ok((respond(dialect, stored, "stale", &address), "stale"));
         }
@@ -123,7 +125,7 @@ async fn answer(
     }
     if any_failed {
         // Some providers are down: keep showing the models they had.
-        if let Some(stored) = stored_page() {
+        if let Some(stored) = stored_page().await {
             stored.data.into_iter().for_each(|item| page.add(item));
         }
     }
@@ -151,9 +153,17 @@ async fn answer(
             upstream_latency_ms: 0,
             usage: None,
         };
-        if let Err(e) = state.store.put(&address, &record) {
-            state.metrics.count_store_error();
-            tracing::warn!(error = %e, "could not keep the model list");
+        let store = state.store.clone();
+        match tokio::task::spawn_blocking(move || store.put(&address, &record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                state.metrics.count_store_error();
+                tracing::warn!(error = %e, "could not keep the model list");
+            }
+            Err(e) => {
+                state.metrics.count_store_error();
+                tracing::warn!(error = %e, "model list store task failed");
+            }
         }
     }
     Ok((respond(dialect, page, "miss", &address), "miss"))

@@ -50,7 +50,15 @@ pub fn relay(exchange: Arc<Exchange>, mut reader: Reader, head: Vec<Bytes>, plan
     tokio::spawn(async move {
         let started = Instant::now();
         let RelayPlan { kind, content_type, include_usage, permits, retry } = plan;
-        let mut recording = Recording { kind, events: Vec::new(), failed: false, completed: false };
+        let mut recording = Recording {
+            kind,
+            events: Vec::new(),
+            failed: false,
+            completed: false,
+            recorded_bytes: 0,
+            limit: exchange.state.config.max_response_bytes,
+            too_large: false,
+        };
         let mut client = Client { tx, gone: false, kind, include_usage };
         let mut head = VecDeque::from(head);
         let outcome = loop {
@@ -163,6 +171,12 @@ struct Recording {
     failed: bool,
     /// The terminal event arrived.
     completed: bool,
+    /// Bytes of the events kept so far.
+    recorded_bytes: u64,
+    /// `max_response_bytes`: beyond it nothing more is kept and the answer is not stored.
+    limit: u64,
+    /// The answer passed `limit`: its events were dropped; it is relayed, never stored.
+    too_large: bool,
 }
 
 impl Recording {
@@ -170,10 +184,26 @@ impl Recording {
         let event = parse_event(&raw);
         self.failed |= is_error_event(self.kind, &event);
         self.completed |= is_terminal(self.kind, &event);
+        if self.too_large {
+            return;
+        }
+        self.recorded_bytes += raw.len() as u64;
+        if self.recorded_bytes > self.limit {
+            // Keeping the rest would hold the whole answer in memory; it could not be stored.
+            self.too_large = true;
+            self.events = Vec::new();
+            return;
+        }
         self.events.push(raw);
     }
 
     async fn store(&mut self, exchange: &Exchange, content_type: &str, started: Instant) {
+        if self.too_large {
+            exchange.state.metrics.count_answer_too_large();
+            tracing::warn!(address = %exchange.address, limit = self.limit,
+                "answer larger than max_response_bytes: relayed, not stored");
+            return;
+        }
         if self.failed || !exchange.policy.may_store() {
             return;
         }

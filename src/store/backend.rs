@@ -27,10 +27,16 @@ pub trait Backend: Send + Sync {
     /// The plaintext metadata stored at `address`.
     fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
 
-    /// Writes value and metadata together: after a crash both are there or neither is.
-    /// Returns the metadata it replaced, read in the same atomic step, so callers can keep
-    /// exact counts under concurrent writers.
-    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Writes value, metadata and the store's sealed integrity record (`tally`) together:
+    /// after a crash all three are there or none is. Returns the metadata it replaced, read
+    /// in the same atomic step, so callers can keep exact counts under concurrent writers.
+    fn put_entry(
+        &self,
+        address: &RawAddress,
+        meta: &[u8],
+        value: &[u8],
+        tally: &[u8],
+    ) -> Result<Option<Vec<u8>>, BackendError>;
 
     /// Replaces the value only if it is still `expected` (compare-and-swap), together with its
     /// metadata. Returns whether it was replaced. Key rotation re-seals through this so that a
@@ -47,8 +53,19 @@ pub trait Backend: Send + Sync {
     /// updates; does nothing if there is no entry.
     fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError>;
 
-    /// Removes value and metadata together. Returns the metadata removed, if there was an entry.
-    fn delete_entry(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Removes value and metadata together, writing `tally` in the same atomic step. Returns
+    /// the metadata removed, if there was an entry.
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// The sealed integrity record last written with an entry (or by `put_tally`).
+    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Replaces the integrity record alone (creation, an upgrade, `cache repair`).
+    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError>;
+
+    /// Up to `limit` addresses that have a sealed value, in order, after `after`. `cache verify`
+    /// walks these too: a value whose metadata was lost is invisible to `scan_meta`.
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError>;
 
     /// Up to `limit` entries' metadata in address order, starting after `after`. Paged so a
     /// network backend can serve it and so no caller holds an iterator across calls.

@@ -4,22 +4,37 @@
 //! `Store` seals every record under the keyring's active data key and keeps it in a `Backend`
 //! (sled by default). Reads open and authenticate; a value that fails is reported as tampered,
 //! counted, and never returned.
+//!
+//! - `write`: put (durable), delete, re-seal, served notes, the free-space reserve, eviction.
+//! - `committer`: group commit — one fsync for every answer completing together.
+//! - `integrity`: the sealed count and digest that tell "entries missing" from "store empty".
+//! - `verify`: the check at open, `cache verify` and `cache repair`.
+//! - `reopen`: reopening the database after a sticky write failure, without a restart.
+//! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
+//! - `layout`, `migrate`: the store directory and format upgrades.
 
 mod backend;
+mod committer;
+mod integrity;
 mod layout;
 mod migrate;
+mod reopen;
 mod sled_backend;
+mod verify;
+mod write;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use crate::clock::now_ms;
 pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
+pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
 pub use layout::FORMAT_VERSION;
 pub use migrate::{MigrationReport, migrate};
 pub use sled_backend::SledBackend;
+pub use verify::{RepairReport, VerifyReport};
 
 use crate::address::{Address, Addresser, Namespace};
 use crate::codec::{self, CodecError};
@@ -28,13 +43,10 @@ use crate::keyring::{KdfParams, Keyring, KeyringError};
 use crate::normalize::NormalizedRequest;
 use crate::record::{EntryMeta, Record};
 use crate::secret::StoreSecret;
+use committer::Committer;
+use integrity::Tally;
 use layout::{Found, Layout};
 use sled_backend::SledOpenError;
-
-/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// How a store is opened and kept.
 #[derive(Debug, Clone)]
@@ -49,6 +61,11 @@ pub struct StoreOptions {
     pub max_bytes: Option<u64>,
     /// Memory for the database's page cache.
     pub cache_bytes: u64,
+    /// Whether `put` waits for its entry to be fsync'd (see `Durability`).
+    pub durability: Durability,
+    /// Open a store whose integrity check failed instead of refusing (for `cache verify` and
+    /// `cache repair`, which report or fix the damage); the findings are in `Store::damage`.
+    pub accept_damage: bool,
 }
 
 impl Default for StoreOptions {
@@ -59,6 +76,8 @@ impl Default for StoreOptions {
             retention: None,
             max_bytes: None,
             cache_bytes: 64 * 1024 * 1024,
+            durability: Durability::Durable,
+            accept_damage: false,
         }
     }
 }
@@ -86,6 +105,12 @@ pub enum StoreOpenError {
     InUse { path: PathBuf },
     #[error("store at {path} is damaged: {reason}; restore it from a backup")]
     Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "store at {path} has lost entries: {}. Nothing was served from it. Run `holdfast cache verify` to see \
+         what is missing, then restore a backup or run `holdfast cache repair` to go on with what still opens",
+        .problems.join("; ")
+    )]
+    Damaged { path: PathBuf, problems: Vec<String> },
     #[error("cannot open store at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -106,6 +131,11 @@ pub enum StoreError {
     Keyring(#[from] KeyringError),
     #[error("key {id} still seals {records} records; re-encrypt them first (`holdfast keys rotate --reencrypt`)")]
     KeyInUse { id: u32, records: u64 },
+    #[error(
+        "the disk holding the store has {free} bytes free and {needed} are kept in reserve; answers are \
+         served but not stored until space is freed (no restart needed)"
+    )]
+    DiskFull { free: u64, needed: u64 },
 }
 
 /// A record together with its bookkeeping.
@@ -124,6 +154,9 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// Reads that found a tampered or corrupt value since the store was opened.
     pub tampered: u64,
+    /// Entries the integrity record expected but the store no longer holds, as last found by
+    /// an open or `cache verify` (0 when nothing is known to be lost).
+    pub lost: u64,
 }
 
 pub struct Store {
@@ -138,7 +171,51 @@ pub struct Store {
     evicting: Mutex<()>,
     /// Served notes not yet written: address → (times served, last served ms).
     served: Mutex<std::collections::HashMap<Address, (u64, u64)>>,
+    /// Group commit: `put` waits on it until its entry is durable.
+    committer: Arc<Committer>,
+    /// The committer's thread, joined on drop so the backend is closed when the store is.
+    commit_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Count and digest of the entries present; its lock also orders every write that adds
+    /// or removes an entry, so the record written with each one is exact.
+    tally: Arc<Mutex<Tally>>,
+    /// Key of the integrity record's MAC and digest.
+    tally_key: crate::secret::SecretKey,
+    /// What the integrity check at open found wrong (empty: nothing).
+    damage: Vec<String>,
+    /// Entries expected but missing, as last found (for /metrics).
+    lost: AtomicU64,
+    /// The entries an open-time scan counted (after an unclean close), for the check at open.
+    scanned: Option<Tally>,
+    /// Why the last write was refused or failed (`None` once a write succeeds again), for
+    /// /readyz.
+    write_failure: Mutex<Option<String>>,
+    /// Signalled by a write that takes the store over its size budget; the server's evictor
+    /// task waits on it (`eviction_wanted`) and runs `evict_to_budget` off the request path.
+    eviction: tokio::sync::Notify,
+    /// The same backend, typed, for the sled store: reopened after a sticky write failure.
+    reopenable: Option<Arc<reopen::Reopenable>>,
 }
+
+/// A backend and, when it can be reopened, its handle for that.
+struct Handle {
+    backend: Arc<dyn Backend>,
+    reopenable: Option<Arc<reopen::Reopenable>>,
+}
+
+/// Wraps the sled backend so the committer can reopen it after a failed write.
+fn reopenable(backend: SledBackend, layout: &Layout, options: &StoreOptions) -> Handle {
+    let (layout, options) = (layout.clone(), options.clone());
+    let opener: reopen::Opener = Box::new(move || {
+        open_sled(&layout, &options).map(|b| Arc::new(b) as Arc<dyn Backend>).map_err(|e| e.to_string())
+    });
+    let reopenable = Arc::new(reopen::Reopenable::new(Arc::new(backend), opener));
+    Handle { backend: reopenable.clone(), reopenable: Some(reopenable) }
+}
+
+/// Space kept free on the store's filesystem. Below it, answers are served but not stored: a
+/// write sled cannot finish for lack of space poisons the whole database (every later write,
+/// and some reads, fail until it is reopened), so it is refused before it starts.
+pub const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,7 +261,14 @@ impl Store {
                         });
                     }
                 }
-                Self::assemble(path, Arc::new(backend), keyring, options)
+                let accept_damage = options.accept_damage;
+                let reopenable = reopenable(backend, &layout, &options);
+                let mut store = Self::assemble(path, reopenable, keyring, options)?;
+                store.check_at_open()?;
+                if !store.damage.is_empty() && !accept_damage {
+                    return Err(StoreOpenError::Damaged { path: path.to_owned(), problems: store.damage.clone() });
+                }
+                Ok(store)
             }
         }
     }
@@ -204,9 +288,14 @@ impl Store {
         let backend = open_sled(layout, &options)?;
         let path = &layout.root;
         backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
+        let tally_key = keyring.snapshot().tally_key();
+        backend.put_tally(&Tally::default().seal(tally_key.expose())).map_err(|e| corrupt(path, e))?;
         backend.flush().map_err(|e| corrupt(path, e))?;
+        integrity::write_file(path, tally_key.expose(), &Tally::default())
+            .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
         layout.write_marker(FORMAT_VERSION)?;
-        Self::assemble(path, Arc::new(backend), keyring, options)
+        let reopenable = reopenable(backend, layout, &options);
+        Self::assemble(path, reopenable, keyring, options)
     }
 
     /// Wraps an already opened backend (a test double, or a future network backend).
@@ -216,16 +305,36 @@ impl Store {
         keyring: Keyring,
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
-        Self::assemble(path, backend, keyring, options)
+        let store = Self::assemble(path, Handle { backend, reopenable: None }, keyring, options)?;
+        // Carry on from the backend's integrity record, so the next write extends it.
+        if let Ok(Some(bytes)) = store.backend.get_tally()
+            && let Ok(tally) = Tally::open(store.tally_key.expose(), &bytes)
+        {
+            *store.lock_tally() = tally;
+        }
+        Ok(store)
     }
 
-    fn assemble(
-        path: &Path,
-        backend: Arc<dyn Backend>,
-        keyring: Keyring,
-        options: StoreOptions,
-    ) -> Result<Self, StoreOpenError> {
-        let store = Self {
+    fn assemble(path: &Path, handle: Handle, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreOpenError> {
+        let Handle { backend, reopenable } = handle;
+        let flusher = backend.clone();
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally_key = keyring.snapshot().tally_key();
+        let mut write_integrity = integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned());
+        let healer = reopenable.clone();
+        let idle: Box<dyn FnMut() + Send> = Box::new(move || {
+            if let Some(healer) = &healer {
+                match healer.try_reopen() {
+                    Ok(true) => tracing::warn!("the database was reopened after a write failure; recording resumes"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "the database failed a write and cannot be reopened yet"),
+                }
+            }
+            write_integrity();
+        });
+        let (committer, thread) = Committer::start(options.durability, Box::new(move || flusher.flush()), idle)
+            .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
+        let mut store = Self {
             backend,
             keyring,
             path: path.to_owned(),
@@ -235,6 +344,16 @@ impl Store {
             tampered: AtomicU64::new(0),
             evicting: Mutex::new(()),
             served: Mutex::new(std::collections::HashMap::new()),
+            committer,
+            commit_thread: Mutex::new(Some(thread)),
+            tally,
+            tally_key,
+            damage: Vec::new(),
+            lost: AtomicU64::new(0),
+            scanned: None,
+            write_failure: Mutex::new(None),
+            eviction: tokio::sync::Notify::new(),
+            reopenable,
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
@@ -244,13 +363,16 @@ impl Store {
         let (entries, bytes) = match saved.as_deref().and_then(parse_totals) {
             Some(totals) => totals,
             None => {
-                let (mut entries, mut bytes) = (0, 0);
+                let (mut entries, mut bytes, mut scanned) = (0, 0, Tally::default());
+                let key = *store.tally_key.expose();
                 store
-                    .for_each_meta(|_, meta| {
+                    .for_each_meta(|address, meta| {
                         entries += 1;
                         bytes += meta.size;
+                        scanned.apply(&key, &address.0, true);
                     })
                     .map_err(|e| corrupt(&e))?;
+                store.scanned = Some(scanned);
                 (entries, bytes)
             }
         };
@@ -317,209 +439,6 @@ impl Store {
         StoreError::Tampered { address: *address, reason }
     }
 
-    /// Notes that the entry was served to a client (for `audit list` and eviction order).
-    ///
-    /// Only noted in memory here: a database write on every hit would cost more than the hit
-    /// itself. `flush_served` writes the notes (the server does so every second, and `flush`,
-    /// eviction and admin commands do so first), so a crash loses at most the last second's
-    /// counts, never an entry.
-    pub fn mark_served(&self, address: &Address) -> Result<(), StoreError> {
-        let now = now_ms();
-        let mut pending = self.served.lock().unwrap_or_else(|e| e.into_inner());
-        let note = pending.entry(*address).or_insert((0, 0));
-        note.0 += 1;
-        note.1 = note.1.max(now);
-        Ok(())
-    }
-
-    /// Writes the served notes taken since the last call into the entries' metadata.
-    pub fn flush_served(&self) -> Result<usize, StoreError> {
-        let pending = std::mem::take(&mut *self.served.lock().unwrap_or_else(|e| e.into_inner()));
-        let written = pending.len();
-        for (address, (times, last)) in pending {
-            self.backend.update_meta(address.as_bytes(), &|old| {
-                let mut meta: EntryMeta = codec::decode(old).ok()?;
-                meta.times_served += times;
-                meta.last_served_ms = meta.last_served_ms.max(last);
-                codec::encode(&meta).ok()
-            })?;
-        }
-        Ok(written)
-    }
-
-    /// Seals and stores `record` at `address`, replacing any earlier entry there.
-    pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
-        let now = now_ms();
-        self.put_as_of(address, record, now, now, 0)
-    }
-
-    /// As `put`, keeping bookkeeping from elsewhere (an imported entry keeps its history).
-    pub fn put_as_of(
-        &self,
-        address: &Address,
-        record: &Record,
-        created_ms: u64,
-        last_served_ms: u64,
-        times_served: u64,
-    ) -> Result<(), StoreError> {
-        let (sealed, key_id) = self.seal(address, record)?;
-        let meta = EntryMeta {
-            created_ms,
-            last_served_ms,
-            times_served,
-            size: sealed.len() as u64,
-            key_id,
-            expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
-        };
-        let previous = self
-            .backend
-            .put_entry(address.as_bytes(), &codec::encode(&meta).map_err(StoreError::Encode)?, &sealed)?
-            .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
-        match previous {
-            Some(old) => {
-                self.bytes.fetch_sub(old.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            }
-            None => {
-                self.entries.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.bytes.fetch_add(meta.size, Ordering::Relaxed);
-        if self.options.max_bytes.is_some_and(|max| self.bytes.load(Ordering::Relaxed) > max) {
-            self.evict_to_budget()?;
-        }
-        Ok(())
-    }
-
-    fn seal(&self, address: &Address, record: &Record) -> Result<(Vec<u8>, u32), StoreError> {
-        let plaintext = zeroize::Zeroizing::new(codec::encode(record).map_err(StoreError::Encode)?);
-        let (keys, key_id) = self.keyring.key_for_seal()?;
-        let key = keys.data_key(key_id).ok_or(KeyringError::UnknownKey(key_id))?;
-        Ok((crypto::seal(key, address, &plaintext), key_id))
-    }
-
-    /// Re-seals the entry at `address` under the active data key if it is sealed under another.
-    /// Compare-and-swap: if the entry changed meanwhile (a fresh answer was stored), the fresh
-    /// one wins and nothing is written. Returns whether it re-sealed.
-    pub fn reseal(&self, address: &Address) -> Result<bool, StoreError> {
-        let Some(old_value) = self.backend.get_value(address.as_bytes())? else { return Ok(false) };
-        let Some(old_meta) = self.backend.get_meta(address.as_bytes())? else { return Ok(false) };
-        let meta: EntryMeta = self.decode_meta(address, &old_meta)?;
-        let active = self.keyring.snapshot().active_id();
-        if crypto::envelope_key_id(&old_value).ok() == Some(active) {
-            return Ok(false);
-        }
-        let record = self.open_value(address, &mut old_value.clone())?;
-        let (sealed, key_id) = self.seal(address, &record)?;
-        let new_meta = EntryMeta { size: sealed.len() as u64, key_id, ..meta };
-        let encoded = codec::encode(&new_meta).map_err(StoreError::Encode)?;
-        let replaced = self.backend.replace_entry(address.as_bytes(), &old_value, &encoded, &sealed)?;
-        if replaced {
-            let delta = new_meta.size as i64 - meta.size as i64;
-            if delta >= 0 {
-                self.bytes.fetch_add(delta as u64, Ordering::Relaxed);
-            } else {
-                self.bytes.fetch_sub((-delta as u64).min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-            }
-        }
-        Ok(replaced)
-    }
-
-    /// Destroys data key `id` once no entry is sealed under it.
-    pub fn retire_key(&self, id: u32) -> Result<(), StoreError> {
-        if self.keyring.snapshot().active_id() == id {
-            return Err(KeyringError::ActiveKey(id).into());
-        }
-        let records = self.count_by_key()?.get(&id).copied().unwrap_or(0);
-        if records > 0 {
-            return Err(StoreError::KeyInUse { id, records });
-        }
-        Ok(self.keyring.retire(id)?)
-    }
-
-    /// Deletes the entry at `address`. Returns whether there was one.
-    pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
-        let Some(removed) = self.backend.delete_entry(address.as_bytes())? else { return Ok(false) };
-        self.entries.fetch_sub(1.min(self.entries.load(Ordering::Relaxed)), Ordering::Relaxed);
-        if let Ok(m) = codec::decode::<EntryMeta>(&removed) {
-            self.bytes.fetch_sub(m.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
-        }
-        Ok(true)
-    }
-
-    /// Visits every entry's metadata in address order, a page at a time. An undecodable
-    /// metadata value is reported as tampered and skipped.
-    pub fn for_each_meta(&self, mut visit: impl FnMut(Address, EntryMeta)) -> Result<(), StoreError> {
-        let mut after: Option<RawAddress> = None;
-        loop {
-            let page = self.backend.scan_meta(after.as_ref(), SCAN_PAGE)?;
-            let Some((last, _)) = page.last() else {
-                return Ok(());
-            };
-            after = Some(*last);
-            for (raw, bytes) in page {
-                let address = Address(raw);
-                match self.decode_meta(&address, &bytes) {
-                    Ok(meta) => visit(address, meta),
-                    Err(_) => continue,
-                }
-            }
-        }
-    }
-
-    /// Deletes every expired entry. Returns how many went.
-    pub fn purge_expired(&self) -> Result<u64, StoreError> {
-        let now = now_ms();
-        let mut expired = Vec::new();
-        self.for_each_meta(|a, m| {
-            if m.is_expired(now) {
-                expired.push(a);
-            }
-        })?;
-        let mut removed = 0;
-        for address in expired {
-            removed += u64::from(self.delete(&address)?);
-        }
-        Ok(removed)
-    }
-
-    /// Evicts least recently served entries until the store is back to 90% of its budget (the
-    /// slack stops every further write from triggering another full scan).
-    pub fn evict_to_budget(&self) -> Result<u64, StoreError> {
-        let Some(max) = self.options.max_bytes else {
-            return Ok(0);
-        };
-        let Ok(_guard) = self.evicting.try_lock() else {
-            return Ok(0);
-        };
-        self.flush_served()?;
-        let mut all = Vec::new();
-        self.for_each_meta(|a, m| all.push((m.last_served_ms, m.size, a)))?;
-        let mut total: u64 = all.iter().map(|(_, size, _)| size).sum();
-        let target = max - max / 10;
-        all.sort_unstable();
-        let mut evicted = 0;
-        for (_, size, address) in all {
-            if total <= target {
-                break;
-            }
-            if self.delete(&address)? {
-                evicted += 1;
-            }
-            total = total.saturating_sub(size);
-        }
-        if evicted > 0 {
-            tracing::info!(evicted, budget_bytes = max, "evicted least recently served entries");
-        }
-        Ok(evicted)
-    }
-
-    /// How many entries each data key seals (for `keys list` and rotation progress).
-    pub fn count_by_key(&self) -> Result<BTreeMap<u32, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        self.for_each_meta(|_, m| *counts.entry(m.key_id).or_insert(0) += 1)?;
-        Ok(counts)
-    }
-
     /// A store-wide setting (e.g. the marker of an unfinished re-encryption).
     pub fn setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.backend.get_setting(name)?)
@@ -541,10 +460,22 @@ impl Store {
             bytes: self.bytes.load(Ordering::Relaxed),
             disk_bytes: self.backend.size_on_disk().unwrap_or(0),
             tampered: self.tampered.load(Ordering::Relaxed),
+            lost: self.lost.load(Ordering::Relaxed),
         }
     }
 
-    /// Makes every completed write durable (sled also flushes on its own every 500 ms).
+    /// What the integrity check at open found wrong (only ever non-empty when the store was
+    /// opened with `accept_damage`).
+    pub fn damage(&self) -> &[String] {
+        &self.damage
+    }
+
+    fn lock_tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every completed write durable now (`put` in durable mode already waits for its
+    /// own entry; this is for bulk writers and shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.flush_served()?;
         Ok(self.backend.flush()?)
@@ -561,15 +492,53 @@ fn parse_totals(bytes: &[u8]) -> Option<(u64, u64)> {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.committer.stop();
+        if let Some(thread) = self.commit_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
         let mut totals = self.entries.load(Ordering::Relaxed).to_be_bytes().to_vec();
         totals.extend_from_slice(&self.bytes.load(Ordering::Relaxed).to_be_bytes());
         if let Err(e) = self.backend.put_setting(TOTALS_SETTING, &totals) {
             tracing::warn!(error = %e, "could not save the store's totals; the next open will count them");
         }
-        if let Err(e) = self.flush() {
-            tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed");
+        match self.flush() {
+            // Only a damaged store opened for inspection keeps its old record: writing the
+            // current one would hide from the next open what `cache verify` was shown.
+            Ok(()) if self.damage.is_empty() => {
+                let tally = *self.lock_tally();
+                if let Err(e) = integrity::write_file(&self.path, self.tally_key.expose(), &tally) {
+                    tracing::warn!(error = %e, "could not write the store's integrity record");
+                }
+            }
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, path = %self.path.display(), "final flush of the store failed"),
         }
     }
+}
+
+/// The committer's housekeeping: about once a second, if entries were added or removed since
+/// the last time, flush and then write the file copy of the integrity record. The snapshot is
+/// taken before the flush, so the file never claims more than the database has made durable.
+fn integrity_writer(
+    backend: Arc<dyn Backend>,
+    tally: Arc<Mutex<Tally>>,
+    key: crate::secret::SecretKey,
+    dir: PathBuf,
+) -> Box<dyn FnMut() + Send> {
+    let mut written: Option<Tally> = None;
+    Box::new(move || {
+        let snapshot = *tally.lock().unwrap_or_else(|e| e.into_inner());
+        if written == Some(snapshot) || (written.is_none() && snapshot.generation == 0) {
+            return;
+        }
+        if backend.flush().is_err() {
+            return;
+        }
+        match integrity::write_file(&dir, key.expose(), &snapshot) {
+            Ok(()) => written = Some(snapshot),
+            Err(e) => tracing::warn!(error = %e, "could not write the store's integrity record"),
+        }
+    })
 }
 
 fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, StoreOpenError> {

@@ -3,6 +3,12 @@
 //! One tree, `entries`, holds both halves of every entry under prefixed keys, so a batch on
 //! that one tree writes them atomically: `m‖address` → metadata, `v‖address` → sealed value.
 //! All metadata sorts before all values, so scanning metadata never reads a sealed value.
+//! The store's integrity record sits in the same tree under the one-byte key `t` (between the
+//! two ranges), so each entry's transaction writes it too.
+//!
+//! sled 0.34 panics on some damaged files (e.g. "tried to serialize Uninitialized"); every call
+//! into it is wrapped in `catch_unwind` so a damaged database is an error the operator can act
+//! on, never a crash of the server or of `cache verify`.
 //! A second tree, `settings`, holds store-wide settings such as the format version.
 
 use std::ops::Bound;
@@ -15,6 +21,19 @@ use crate::address::ADDRESS_LEN;
 
 const META: u8 = b'm';
 const VALUE: u8 = b'v';
+const TALLY: &[u8] = b"t";
+
+/// Runs a sled call, turning a panic inside sled into a corruption error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(BackendError::Corrupt(format!("the database failed during {what}: {reason}")))
+    })
+}
 
 pub struct SledBackend {
     db: sled::Db,
@@ -56,14 +75,24 @@ fn err(e: sled::Error) -> BackendError {
 impl SledBackend {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, SledOpenError> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => SledOpenError::Locked,
-            sled::Error::Io(io) => SledOpenError::Io(io),
-            other => SledOpenError::Corrupt(other.to_string()),
-        })?;
-        let entries = db.open_tree("entries").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
-        let settings = db.open_tree("settings").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
-        Ok(Self { db, entries, settings })
+        let opened = std::panic::catch_unwind(|| {
+            let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => SledOpenError::Locked,
+                sled::Error::Io(io) => SledOpenError::Io(io),
+                other => SledOpenError::Corrupt(other.to_string()),
+            })?;
+            let entries = db.open_tree("entries").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
+            let settings = db.open_tree("settings").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
+            Ok(Self { db, entries, settings })
+        });
+        opened.unwrap_or_else(|panic| {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(SledOpenError::Corrupt(format!("sled failed while recovering the database: {reason}")))
+        })
     }
 
     /// Names of the trees in the database besides sled's default one; a store has exactly ours.
@@ -79,22 +108,31 @@ impl SledBackend {
 
 impl Backend for SledBackend {
     fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.entries.get(key(VALUE, address)).map_err(err)?.map(|v| v.to_vec()))
+        guarded("a read", || Ok(self.entries.get(key(VALUE, address)).map_err(err)?.map(|v| v.to_vec())))
     }
 
     fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.entries.get(key(META, address)).map_err(err)?.map(|v| v.to_vec()))
+        guarded("a read", || Ok(self.entries.get(key(META, address)).map_err(err)?.map(|v| v.to_vec())))
     }
 
-    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn put_entry(
+        &self,
+        address: &RawAddress,
+        meta: &[u8],
+        value: &[u8],
+        tally: &[u8],
+    ) -> Result<Option<Vec<u8>>, BackendError> {
         let (mkey, vkey) = (key(META, address), key(VALUE, address));
-        self.entries
-            .transaction(|tx| {
-                let previous = tx.insert(&mkey[..], meta)?;
-                tx.insert(&vkey[..], value)?;
-                Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
-            })
-            .map_err(tx_err)
+        guarded("a write", || {
+            self.entries
+                .transaction(|tx| {
+                    let previous = tx.insert(&mkey[..], meta)?;
+                    tx.insert(&vkey[..], value)?;
+                    tx.insert(TALLY, tally)?;
+                    Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
+                })
+                .map_err(tx_err)
+        })
     }
 
     fn replace_entry(
@@ -105,65 +143,102 @@ impl Backend for SledBackend {
         value: &[u8],
     ) -> Result<bool, BackendError> {
         let (mkey, vkey) = (key(META, address), key(VALUE, address));
-        let outcome = self.entries.transaction(|tx| {
-            match tx.get(vkey)? {
-                Some(current) if current.as_ref() == expected => {}
-                _ => return Ok(false),
-            }
-            tx.insert(&mkey[..], meta)?;
-            tx.insert(&vkey[..], value)?;
-            Ok::<bool, ConflictableTransactionError<()>>(true)
-        });
-        outcome.map_err(tx_err)
+        guarded("a write", || {
+            let outcome = self.entries.transaction(|tx| {
+                match tx.get(vkey)? {
+                    Some(current) if current.as_ref() == expected => {}
+                    _ => return Ok(false),
+                }
+                tx.insert(&mkey[..], meta)?;
+                tx.insert(&vkey[..], value)?;
+                Ok::<bool, ConflictableTransactionError<()>>(true)
+            });
+            outcome.map_err(tx_err)
+        })
     }
 
     fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
-        self.entries
-            .update_and_fetch(key(META, address), |old| old.map(|o| update(o).unwrap_or_else(|| o.to_vec())))
-            .map(|_| ())
-            .map_err(err)
+        guarded("a write", || {
+            self.entries
+                .update_and_fetch(key(META, address), |old| old.map(|o| update(o).unwrap_or_else(|| o.to_vec())))
+                .map(|_| ())
+                .map_err(err)
+        })
     }
 
-    fn delete_entry(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let (mkey, vkey) = (key(META, address), key(VALUE, address));
-        self.entries
-            .transaction(|tx| {
-                let previous = tx.remove(&mkey[..])?;
-                tx.remove(&vkey[..])?;
-                Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
-            })
-            .map_err(tx_err)
+        guarded("a delete", || {
+            self.entries
+                .transaction(|tx| {
+                    let previous = tx.remove(&mkey[..])?;
+                    tx.remove(&vkey[..])?;
+                    tx.insert(TALLY, tally)?;
+                    Ok::<_, ConflictableTransactionError<()>>(previous.map(|p| p.to_vec()))
+                })
+                .map_err(tx_err)
+        })
+    }
+
+    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        guarded("a read", || Ok(self.entries.get(TALLY).map_err(err)?.map(|v| v.to_vec())))
+    }
+
+    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError> {
+        guarded("a write", || self.entries.insert(TALLY, tally).map(|_| ()).map_err(err))
     }
 
     fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
-        let start = match after {
-            Some(a) => Bound::Excluded(key(META, a).to_vec()),
-            None => Bound::Included(vec![META]),
-        };
-        let end = Bound::Excluded(vec![META + 1]);
-        let mut out = Vec::with_capacity(limit.min(4096));
-        for item in self.entries.range::<Vec<u8>, _>((start, end)).take(limit) {
-            let (k, v) = item.map_err(err)?;
-            let address: RawAddress =
-                k[1..].try_into().map_err(|_| BackendError::Corrupt(format!("metadata key of {} bytes", k.len())))?;
-            out.push((address, v.to_vec()));
-        }
-        Ok(out)
+        guarded("a scan", || {
+            let mut out = Vec::with_capacity(limit.min(4096));
+            for item in self.entries.range::<Vec<u8>, _>(range(META, after)).take(limit) {
+                let (k, v) = item.map_err(err)?;
+                out.push((address_of(&k)?, v.to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+        guarded("a scan", || {
+            let mut out = Vec::with_capacity(limit.min(4096));
+            // Keys only: sled still reads each value, but nothing is copied out.
+            for item in self.entries.range::<Vec<u8>, _>(range(VALUE, after)).take(limit) {
+                let (k, _) = item.map_err(err)?;
+                out.push(address_of(&k)?);
+            }
+            Ok(out)
+        })
     }
 
     fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.settings.get(name).map_err(err)?.map(|v| v.to_vec()))
+        guarded("a read", || Ok(self.settings.get(name).map_err(err)?.map(|v| v.to_vec())))
     }
 
     fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
-        self.settings.insert(name, value).map(|_| ()).map_err(err)
+        guarded("a write", || self.settings.insert(name, value).map(|_| ()).map_err(err))
     }
 
     fn flush(&self) -> Result<(), BackendError> {
-        self.db.flush().map(|_| ()).map_err(err)
+        guarded("a flush", || self.db.flush().map(|_| ()).map_err(err))
     }
 
     fn size_on_disk(&self) -> Result<u64, BackendError> {
-        self.db.size_on_disk().map_err(err)
+        guarded("a size check", || self.db.size_on_disk().map_err(err))
     }
+}
+
+/// The keys of one prefix, after `after` if given.
+fn range(prefix: u8, after: Option<&RawAddress>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let start = match after {
+        Some(a) => Bound::Excluded(key(prefix, a).to_vec()),
+        None => Bound::Included(vec![prefix]),
+    };
+    (start, Bound::Excluded(vec![prefix + 1]))
+}
+
+fn address_of(k: &[u8]) -> Result<RawAddress, BackendError> {
+    k.get(1..)
+        .and_then(|a| a.try_into().ok())
+        .ok_or_else(|| BackendError::Corrupt(format!("entry key of {} bytes", k.len())))
 }

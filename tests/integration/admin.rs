@@ -265,7 +265,7 @@ fn cache_stats_verify_and_purge() {
         let mut value = backend.get_value(raw.as_bytes()).unwrap().unwrap();
         let meta = backend.get_meta(raw.as_bytes()).unwrap().unwrap();
         value[30] ^= 1;
-        backend.put_entry(raw.as_bytes(), &meta, &value).unwrap();
+        backend.put_entry(raw.as_bytes(), &meta, &value, &backend.get_tally().unwrap().unwrap()).unwrap();
         backend.flush().unwrap();
     }
     let out = holdfast(&f, &["cache", "verify"]);

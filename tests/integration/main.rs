@@ -17,3 +17,4 @@ mod resilience;
 mod sdk_compat;
 mod store;
 mod streams;
+mod torture;

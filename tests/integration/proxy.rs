@@ -483,7 +483,7 @@ impl holdfast::store::Backend for BrokenBackend {
     fn get_meta(&self, _: &[u8; 32]) -> Result<Option<Vec<u8>>, BackendError> {
         Err(BackendError::Io("disk on fire".into()))
     }
-    fn put_entry(&self, _: &[u8; 32], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn put_entry(&self, _: &[u8; 32], _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Err(BackendError::Io("No space left on device".into()))
     }
     fn replace_entry(&self, _: &[u8; 32], _: &[u8], _: &[u8], _: &[u8]) -> Result<bool, BackendError> {
@@ -492,8 +492,17 @@ impl holdfast::store::Backend for BrokenBackend {
     fn update_meta(&self, _: &[u8; 32], _: holdfast::store::MetaUpdate<'_>) -> Result<(), BackendError> {
         Err(BackendError::Io("No space left on device".into()))
     }
-    fn delete_entry(&self, _: &[u8; 32]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn delete_entry(&self, _: &[u8; 32], _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Err(BackendError::Io("disk on fire".into()))
+    }
+    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        Err(BackendError::Io("disk on fire".into()))
+    }
+    fn put_tally(&self, _: &[u8]) -> Result<(), BackendError> {
+        Err(BackendError::Io("No space left on device".into()))
+    }
+    fn scan_values(&self, _: Option<&[u8; 32]>, _: usize) -> Result<Vec<[u8; 32]>, BackendError> {
+        Ok(Vec::new())
     }
     fn scan_meta(&self, _: Option<&[u8; 32]>, _: usize) -> Result<Vec<([u8; 32], Vec<u8>)>, BackendError> {
         Ok(Vec::new())

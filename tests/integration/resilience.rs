@@ -128,7 +128,8 @@ async fn an_open_breaker_skips_the_provider_then_probes_and_closes() {
     let mut cfg = config(&a, &b, &c, "");
     cfg.providers[0].retry.attempts = 1;
     // Long enough that the "while open" requests below finish inside it on a loaded machine
-    // (1.5 s was not, with the whole suite running on 2 shared cores).
+    // (1.5 s was not, with the whole suite running on 2 shared cores, each stored answer
+    // waiting for an fsync and the torture suite alongside).
     cfg.providers[0].breaker.cooldown = Duration::from_millis(4000);
     let proxy = start_proxy(cfg).await;
     a.set_fault(Fault::Status(503));

@@ -89,14 +89,14 @@ fn flipping_any_byte_of_a_stored_value_is_detected() {
     for i in 0..original.len() {
         let mut bad = original.clone();
         bad[i] ^= 0x80;
-        backend.put_entry(raw, &meta, &bad).unwrap();
+        backend.put_entry(raw, &meta, &bad, &backend.get_tally().unwrap().unwrap()).unwrap();
         match store.get(&address) {
             Err(StoreError::Tampered { address: a, .. }) => assert_eq!(a, address),
             other => panic!("flip at byte {i} (of {}) gave {other:?}", original.len()),
         }
     }
     assert_eq!(store.stats().tampered, original.len() as u64);
-    backend.put_entry(raw, &meta, &original).unwrap();
+    backend.put_entry(raw, &meta, &original, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert_eq!(answer_of(&store.get(&address).unwrap().unwrap().record), "secret answer");
 }
 
@@ -109,7 +109,7 @@ fn value_copied_to_another_address_is_detected() {
     store.put(&b, &record(req_b, "answer B")).unwrap();
     let value_a = backend.get_value(a.as_bytes()).unwrap().unwrap();
     let meta_b = backend.get_meta(b.as_bytes()).unwrap().unwrap();
-    backend.put_entry(b.as_bytes(), &meta_b, &value_a).unwrap();
+    backend.put_entry(b.as_bytes(), &meta_b, &value_a, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert!(matches!(store.get(&b), Err(StoreError::Tampered { .. })));
     assert_eq!(answer_of(&store.get(&a).unwrap().unwrap().record), "answer A");
 }
@@ -120,8 +120,12 @@ fn corrupt_metadata_is_reported_not_returned() {
     let (a, req) = chat_request(&store, "meta");
     store.put(&a, &record(req, "x")).unwrap();
     let value = backend.get_value(a.as_bytes()).unwrap().unwrap();
-    backend.put_entry(a.as_bytes(), &[0xFF; 3], &value).unwrap();
+    backend.put_entry(a.as_bytes(), &[0xFF; 3], &value, &backend.get_tally().unwrap().unwrap()).unwrap();
     assert!(matches!(store.get(&a), Err(StoreError::Tampered { .. })));
+    // Scans skip it, but verify names it and counts it as missing.
+    let report = store.verify(&|_, _| {});
+    assert!(report.failed() && report.bad.iter().any(|(address, _)| *address == a.to_hex()), "{report:?}");
+    assert_eq!((report.expected, report.readable, report.missing), (1, 0, 1), "{report:?}");
 }
 
 #[test]
@@ -305,6 +309,9 @@ fn size_budget_evicts_least_recently_served_first() {
         store.put(&address, &record(request, "x".repeat(1000).as_str())).unwrap();
         addresses.push(address);
     }
+    // Eviction is never done inside `put` (the client is waiting); the store only asks for it.
+    assert!(store.over_budget(), "put must not evict on the request path");
+    assert!(store.evict_to_budget().unwrap() > 0);
     assert!(store.stats().bytes <= one * 10, "{} > {}", store.stats().bytes, one * 10);
     assert!(store.get(&addresses[0]).unwrap().is_some(), "recently served entry was evicted");
     assert!(store.get(&addresses[1]).unwrap().is_none(), "least recently served entry survived");
