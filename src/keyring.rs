@@ -180,6 +180,13 @@ impl KeySet {
         SecretKey::from_bytes(blake3::derive_key("holdfast 2026-11 access trail v1", self.address_key.expose()))
     }
 
+    /// This keyring's identity, kept in its database's settings so that a keyring from another
+    /// store is refused by name. Derived from the address key, which never rotates and which
+    /// a passphrase change does not touch.
+    pub fn identity(&self) -> [u8; 32] {
+        blake3::derive_key("holdfast 2026-12 keyring identity v1", self.address_key.expose())
+    }
+
     /// Keys the store's integrity record (`store/integrity.rs`). Derived from the address key,
     /// which never rotates, so the record stays valid across data-key rotations.
     pub fn tally_key(&self) -> SecretKey {

@@ -6,8 +6,13 @@
 //!
 //! # Layout
 //! In the order a request flows through them:
+//! - [`serve`]: `holdfast serve`'s start-up: hardening, store, both listeners, warnings.
 //! - [`config`]: the TOML configuration, its defaults and validation.
-//! - [`proxy`]: the HTTP front end (endpoints, cache modes, relay, fallback) and `serve`.
+//! - [`hardening`]: core dumps off, process not dumpable, open-file limit raised.
+//! - [`server`]: the bounded, timed HTTP/1.1 connection loop under both listeners.
+//! - [`credential`]: the client's credential by one rule; client keys (`[clients]`).
+//! - [`proxy`]: the HTTP front end (guard, endpoints, cache modes, single-flight, relay,
+//!   fallback, passthrough).
 //! - [`resilience`]: backoff with jitter and circuit breakers, used by the proxy's chain.
 //! - [`upstream`]: routing a model to its targets, upstream requests, failure classes.
 //! - [`translate`]: OpenAI chat ⇄ Anthropic messages, for failover across dialects.
@@ -29,7 +34,7 @@
 //! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
 //!
 //! Operating the store, shared by the CLI and the server's admin API:
-//! - [`admin`]: keys, audit and cache commands; the admin API and its client.
+//! - [`admin`]: keys, audit and cache commands; the admin listener and its client.
 //! - [`audit`]: listing and searching stored prompts; the tamper-evident access trail.
 //! - [`bundle`]: the encrypted export bundle that moves entries between replicas.
 

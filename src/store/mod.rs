@@ -111,6 +111,11 @@ pub enum StoreOpenError {
         .problems.join("; ")
     )]
     Damaged { path: PathBuf, problems: Vec<String> },
+    #[error(
+        "the keyring at {path}/keyring belongs to another store: its keys are not this database's. \
+         Put this store's own keyring file back (nothing was changed)"
+    )]
+    ForeignKeyring { path: PathBuf },
     #[error("cannot open store at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -261,6 +266,15 @@ impl Store {
                         });
                     }
                 }
+                let identity = keyring.snapshot().identity();
+                let recorded = backend.get_setting(KEYRING_IDENTITY_SETTING).map_err(|e| corrupt(path, e))?;
+                if recorded.as_deref().is_some_and(|r| r != identity) {
+                    return Err(StoreOpenError::ForeignKeyring { path: path.to_owned() });
+                }
+                if recorded.is_none() {
+                    // Stores made before the identity was kept learn it at their first open.
+                    backend.put_setting(KEYRING_IDENTITY_SETTING, &identity).map_err(|e| corrupt(path, e))?;
+                }
                 let accept_damage = options.accept_damage;
                 let reopenable = reopenable(backend, &layout, &options);
                 let mut store = Self::assemble(path, reopenable, keyring, options)?;
@@ -288,6 +302,8 @@ impl Store {
         let backend = open_sled(layout, &options)?;
         let path = &layout.root;
         backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
+        let identity = keyring.snapshot().identity();
+        backend.put_setting(KEYRING_IDENTITY_SETTING, &identity).map_err(|e| corrupt(path, e))?;
         let tally_key = keyring.snapshot().tally_key();
         backend.put_tally(&Tally::default().seal(tally_key.expose())).map_err(|e| corrupt(path, e))?;
         backend.flush().map_err(|e| corrupt(path, e))?;
@@ -481,6 +497,9 @@ impl Store {
         Ok(self.backend.flush()?)
     }
 }
+
+/// The identity of the keyring this database belongs to (`KeySet::identity`).
+const KEYRING_IDENTITY_SETTING: &str = "keyring_identity";
 
 /// Entry count and sealed bytes, saved by a clean close: 16 bytes, both u64 big-endian.
 const TOTALS_SETTING: &str = "totals";

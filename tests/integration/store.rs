@@ -413,3 +413,24 @@ fn killed_writer_leaves_a_store_that_reopens_cleanly() {
     assert!(seen as u64 > durable, "only {seen} records after the crash; {durable} were durable");
     assert_eq!(reported, 0, "sled's atomic batches should leave no torn entries");
 }
+
+#[test]
+fn another_stores_keyring_is_refused_by_name_and_writes_nothing_under_it() {
+    let (dir_a, store_a) = new_store();
+    let (dir_b, store_b) = new_store();
+    let (address, request) = chat_request(&store_a, "bound to its keyring");
+    store_a.put(&address, &record(request, "only store A can read this")).unwrap();
+    let (path_a, path_b) = (store_a.path().to_owned(), store_b.path().to_owned());
+    drop(store_a);
+    drop(store_b);
+    let own = std::fs::read(path_a.join("keyring")).unwrap();
+    // Same passphrase, so B's keyring unlocks: only the binding can tell it is foreign.
+    std::fs::copy(path_b.join("keyring"), path_a.join("keyring")).unwrap();
+    let err = Store::open(&path_a, &passphrase(), StoreOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("belongs to another store"), "{err}");
+    // Nothing was written under the foreign keys: with its own keyring back, A is whole.
+    std::fs::write(path_a.join("keyring"), own).unwrap();
+    let store_a = reopen(&path_a);
+    assert_eq!(answer_of(&store_a.get(&address).unwrap().unwrap().record), "only store A can read this");
+    drop((dir_a, dir_b));
+}
