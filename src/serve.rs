@@ -123,8 +123,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     };
     let admin = start_admin(&config, &store, &limits, stopped(stop_rx.clone())).await?;
     let state = AppState::with_client_keys(config, store.clone(), upstreams, client_keys);
-    let proxy_limits = limits;
-    proxy::run_with_limits(listener, state, proxy_limits, stopped(stop_rx)).await?;
+    proxy::run_with_limits(listener, state, limits, stopped(stop_rx)).await?;
     if let Some(admin) = admin {
         let _ = admin.await;
     }

@@ -163,7 +163,8 @@ pub async fn serve(
             }
         });
     }
-    drop(listener_cleanup(&listener));
+    // A Unix socket left behind would make the next start think another server is there.
+    let _ = listener_cleanup(&listener);
     let _ = stop_tx.send(true);
     let open = tasks.len();
     let drained =
