@@ -71,8 +71,8 @@ pub fn answer_of(record: &Record) -> String {
     v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
 }
 
-/// Every file under `dir`, with its bytes.
-pub fn read_tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+/// Every regular file under `dir`, sorted.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
@@ -81,13 +81,23 @@ pub fn read_tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push((path, bytes));
+                out.push(path);
             }
         }
     }
     out.sort();
     out
+}
+
+/// Every file under `dir`, with its bytes.
+pub fn read_tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect()
 }
 
 /// A proxy serving on 127.0.0.1:0 in front of a fake upstream, on a real store in a temp dir.

@@ -181,23 +181,7 @@ pub fn verify(dir: &Path, config: &Path) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
-/// Every regular file under `dir`.
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
+pub use crate::common::files_under;
 
 /// Copies the directory tree `from` to `to`.
 pub fn copy_tree(from: &Path, to: &Path) {
