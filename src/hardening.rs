@@ -33,7 +33,18 @@ pub fn apply() -> Hardening {
     let not_dumpable = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).is_ok();
     #[cfg(not(target_os = "linux"))]
     let not_dumpable = false;
-    Hardening { core_dumps_off, not_dumpable, open_files: crate::server::raise_open_file_limit() }
+    Hardening { core_dumps_off, not_dumpable, open_files: raise_open_file_limit() }
+}
+
+/// Raises the soft open-file limit to the hard one, so connection caps (not EMFILE) decide
+/// how many clients are served; returns the limit now in force.
+fn raise_open_file_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let current = getrlimit(Resource::Nofile);
+    match setrlimit(Resource::Nofile, Rlimit { current: current.maximum, maximum: current.maximum }) {
+        Ok(()) => current.maximum,
+        Err(_) => current.current,
+    }
 }
 
 impl Hardening {

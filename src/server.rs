@@ -424,18 +424,6 @@ impl RateLimitedLog {
     }
 }
 
-/// Raises the soft open-file limit to the hard one, so connection caps (not EMFILE) decide
-/// how many clients are served; returns the limit now in force.
-pub fn raise_open_file_limit() -> Option<u64> {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let current = getrlimit(Resource::Nofile);
-    let raised = rustix::process::Rlimit { current: current.maximum, maximum: current.maximum };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => current.maximum,
-        Err(_) => current.current,
-    }
-}
-
 /// The connection cap that fits the open-file limit: each client connection may need an
 /// upstream one too, and the store and logs need a few of their own.
 pub fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {

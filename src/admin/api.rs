@@ -88,8 +88,13 @@ impl AdminState {
         lock(&self.0.outputs).retain(|_, (_, made)| made.elapsed() < OUTPUT_TTL);
     }
 
-    /// The token's bearer check; a failure is logged (rate-limited) and is `None` (answer with
-    /// `unauthorized()`).
+    /// Who is calling, if the request carries the token; a failure is logged (rate-limited)
+    /// and is `None` (answer with `unauthorized()`).
+    fn caller(&self, request: &Request) -> Option<Actor> {
+        let peer = request.extensions().get::<Peer>().cloned().unwrap_or_else(|| Peer("unknown".into()));
+        self.authenticate(request.headers(), &peer)
+    }
+
     fn authenticate(&self, headers: &HeaderMap, peer: &Peer) -> Option<Actor> {
         let presented = headers
             .get("authorization")
@@ -169,8 +174,7 @@ pub fn tls_acceptor(
 }
 
 async fn execute(State(state): State<AdminState>, request: Request) -> Response {
-    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_else(|| Peer("unknown".into()));
-    let Some(actor) = state.authenticate(request.headers(), &peer) else {
+    let Some(actor) = state.caller(&request) else {
         return unauthorized();
     };
     state.forget_stale_outputs();
@@ -295,8 +299,7 @@ fn run_command(
 /// A token check and nothing else: the client asks before it streams an upload, so a wrong
 /// token is a clear 401 rather than a connection cut mid-upload.
 async fn ping(State(state): State<AdminState>, request: Request) -> Response {
-    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_else(|| Peer("unknown".into()));
-    match state.authenticate(request.headers(), &peer) {
+    match state.caller(&request) {
         Some(_) => (StatusCode::OK, [("content-type", "application/json")], r#"{"ok":true}"#).into_response(),
         None => unauthorized(),
     }
@@ -304,8 +307,7 @@ async fn ping(State(state): State<AdminState>, request: Request) -> Response {
 
 /// An export, raw, once; its scratch file goes when the download ends.
 async fn fetch_output(State(state): State<AdminState>, UrlPath(id): UrlPath<String>, request: Request) -> Response {
-    let peer = request.extensions().get::<Peer>().cloned().unwrap_or_else(|| Peer("unknown".into()));
-    if state.authenticate(request.headers(), &peer).is_none() {
+    if state.caller(&request).is_none() {
         return unauthorized();
     }
     state.forget_stale_outputs();

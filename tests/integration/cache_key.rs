@@ -286,26 +286,16 @@ async fn serve_stale_stores_stateful_answers_for_outages_but_never_serves_them_f
 async fn incomplete_responses_reach_the_client_but_are_never_stored() {
     let upstream = FakeUpstream::start().await;
     let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    let ask =
+        |body: &Value| http().post(format!("{}{RESPONSES}", proxy.url)).bearer_auth("sk-key-test").json(body).send();
     for stream in [true, false] {
         let body = with(responses(), json!({"max_output_tokens": 1, "stream": stream}));
-        let response = http()
-            .post(format!("{}{RESPONSES}", proxy.url))
-            .bearer_auth("sk-key-test")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = ask(&body).await.unwrap();
         assert_eq!(response.status(), 200);
         let text = response.text().await.unwrap();
         assert!(text.contains("incomplete"), "the client sees the provider's answer as it came: {text}");
         upstream.set_fault(Fault::Status(503));
-        let down = http()
-            .post(format!("{}{RESPONSES}", proxy.url))
-            .bearer_auth("sk-key-test")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let down = ask(&body).await.unwrap();
         assert_eq!(down.status(), 503, "stream={stream}: nothing was stored to serve");
         upstream.set_fault(Fault::None);
     }
