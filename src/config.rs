@@ -69,11 +69,15 @@ pub struct ResilienceConfig {
     /// Kept back from the deadline so a stored answer can still be served in time.
     #[serde(default = "default_stale_reserve", deserialize_with = "de_duration")]
     pub stale_reserve: Duration,
+    /// A stream that breaks after text reached the client is continued on the next target
+    /// (see `proxy::rescue`) instead of ending in an error.
+    #[serde(default = "default_true")]
+    pub resume_streams: bool,
 }
 
 impl Default for ResilienceConfig {
     fn default() -> Self {
-        Self { deadline: default_deadline(), stale_reserve: default_stale_reserve() }
+        Self { deadline: default_deadline(), stale_reserve: default_stale_reserve(), resume_streams: true }
     }
 }
 
@@ -414,11 +418,20 @@ pub struct ProviderConfig {
     /// picks the rules a translated request follows. Absent: `translate::DEFAULT_ANTHROPIC_VERSION`.
     #[serde(default)]
     pub anthropic_version: Option<String>,
+    /// Whether the provider continues a final assistant message (a prefill) rather than
+    /// answering after it; stream rescue asks it to. Absent: Anthropic does, an
+    /// OpenAI-compatible server is not assumed to (llama.cpp's server does: say so here).
+    #[serde(default)]
+    pub prefill: Option<bool>,
 }
 
 impl ProviderConfig {
     pub fn serves(&self, model: &str) -> bool {
         self.models.iter().any(|pattern| glob_match(pattern, model))
+    }
+
+    pub fn continues_prefill(&self) -> bool {
+        self.prefill.unwrap_or(self.api == Api::Anthropic)
     }
 }
 
@@ -528,6 +541,7 @@ fn default_providers() -> Vec<ProviderConfig> {
         retry: RetryConfig::default(),
         breaker: BreakerConfig::default(),
         anthropic_version: None,
+        prefill: None,
     };
     vec![
         provider(

@@ -31,6 +31,7 @@ pub struct Metrics {
     store_errors: AtomicU64,
     /// Streams from upstream that ended before completing (never stored).
     streams_interrupted: AtomicU64,
+    streams_rescued: AtomicU64,
     /// Requests refused at the edge because `limits.max_in_flight` were being answered.
     requests_shed: AtomicU64,
     /// Requests refused at the edge for a missing or unknown client key (`[clients]`).
@@ -79,6 +80,10 @@ impl Metrics {
 
     pub fn count_stream_interrupted(&self) {
         self.streams_interrupted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_stream_rescued(&self) {
+        self.streams_rescued.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_shed(&self) {
@@ -148,8 +153,14 @@ impl Metrics {
             (
                 "holdfast_streams_interrupted_total",
                 "counter",
-                "Upstream streams that ended before completion.",
+                "Client streams that ended before completion (no target could continue them).",
                 self.streams_interrupted.load(Ordering::Relaxed),
+            ),
+            (
+                "holdfast_streams_rescued_total",
+                "counter",
+                "Streams that broke mid-answer and were completed by another target.",
+                self.streams_rescued.load(Ordering::Relaxed),
             ),
             (
                 "holdfast_requests_shed_total",

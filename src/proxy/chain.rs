@@ -11,10 +11,12 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+use super::AppInner;
 use super::answer::{Answer, CacheResult, Exchange, decorate, store_record};
 use super::reader::Reader;
 use super::relay::{RelayPlan, relay};
 use super::request::{Endpoint, ParsedRequest};
+use super::rescue::Rescue;
 use super::stored;
 use crate::normalize::Dialect;
 use crate::record::{ResponseBody, StoredResponse};
@@ -23,7 +25,7 @@ use crate::resilience::breaker::Transition;
 use crate::resilience::verdict::AttemptPermits;
 use crate::sse::StreamKind;
 use crate::translate::{self, StreamTranslator};
-use crate::upstream::{RETURNED_HEADERS, Target, UpstreamFailure, classify};
+use crate::upstream::{Provider, RETURNED_HEADERS, Target, UpstreamFailure, classify};
 
 /// What the chain did, for `x-holdfast-attempts` and the fallback decision.
 pub struct ChainOutcome {
@@ -47,8 +49,9 @@ pub async fn run(
     let mut attempts = 0;
     let mut last: Option<UpstreamFailure> = None;
     let mut last_provider = None;
-    'targets: for target in targets {
+    'targets: for (position, target) in targets.iter().enumerate() {
         let provider = target.provider;
+        let rest = &targets[position + 1..];
         let name = provider.name().to_owned();
         let client = base.endpoint.dialect();
         let translated = provider.dialect() != client;
@@ -63,26 +66,14 @@ pub async fn run(
         };
         let path = target_path(base.endpoint, provider.dialect(), query);
         let exchange = Arc::new(Exchange { provider_name: name.clone(), ..base.clone() });
-        let provider_key = name.clone();
-        let model_key = format!("{name}/{}", target.model);
-        let breaker_config = &provider.config.breaker;
         for retry in 0..provider.config.retry.attempts {
             // Permits report the attempt's outcome below; dropped unreported (the client left
             // mid-attempt), they release a half-open probe slot without a verdict.
-            let (provider_permit, t1) = state.breakers.admit(&provider_key, breaker_config);
-            log_transition(t1);
-            let Some(provider_permit) = provider_permit else {
-                tracing::debug!(provider = %name, "circuit open; skipping without a connection attempt");
+            let Some(admitted) = admit(state, provider, &target.model) else {
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
-            let (model_permit, t2) = state.breakers.admit(&model_key, breaker_config);
-            log_transition(t2);
-            let Some(model_permit) = model_permit else {
-                note_skip(&mut last, UpstreamFailure::CircuitOpen);
-                continue 'targets;
-            };
-            let mut permits = Some(AttemptPermits { provider: provider_permit, model: model_permit });
+            let mut permits = Some(admitted);
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
                 last = Some(UpstreamFailure::Timeout("deadline"));
@@ -90,7 +81,8 @@ pub async fn run(
             };
             attempts += 1;
             last_provider = Some(name.clone());
-            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed, translated, &mut permits);
+            let upstream = Upstream { target, path: &path, body: body.clone(), translated, rest };
+            let attempt = forward(&exchange, upstream, headers, query, parsed, &mut permits);
             let result =
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
@@ -167,8 +159,24 @@ fn log_transition(t: Option<Transition>) {
     }
 }
 
+/// The permits of one attempt on `provider` for `model`: its provider-wide and its model
+/// breaker must both let it through. `None` when either is open.
+pub(super) fn admit(state: &AppInner, provider: &Provider, model: &str) -> Option<AttemptPermits> {
+    let config = &provider.config.breaker;
+    let (provider_permit, t1) = state.breakers.admit(provider.name(), config);
+    log_transition(t1);
+    let Some(provider_permit) = provider_permit else {
+        tracing::debug!(provider = %provider.name(), "circuit open; skipping without a connection attempt");
+        return None;
+    };
+    let (model_permit, t2) = state.breakers.admit(&format!("{}/{model}", provider.name()), config);
+    log_transition(t2);
+    let model_permit = model_permit?;
+    Some(AttemptPermits { provider: provider_permit, model: model_permit })
+}
+
 /// The stream dialect a chat target of `dialect` answers in (cross-dialect failover is chat only).
-fn stream_kind_of(dialect: Dialect) -> StreamKind {
+pub(super) fn stream_kind_of(dialect: Dialect) -> StreamKind {
     match dialect {
         Dialect::OpenAi => StreamKind::ChatCompletions,
         Dialect::Anthropic => StreamKind::Messages,
@@ -176,7 +184,7 @@ fn stream_kind_of(dialect: Dialect) -> StreamKind {
 }
 
 /// The API path a target of `target` dialect is asked on.
-fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> String {
+pub(super) fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> String {
     let path = match (endpoint.dialect() == target, endpoint) {
         (true, _) => endpoint.path(),
         (false, Endpoint::ChatCompletions) => Endpoint::Messages.path(),
@@ -191,7 +199,7 @@ fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> Stri
 /// The body to send to a target: the client's bytes untouched when nothing changes, else the
 /// JSON with the target's model, translated for a target of the other dialect (following the
 /// rules of the `anthropic_version` an Anthropic target will be sent).
-fn prepare_body(
+pub(super) fn prepare_body(
     endpoint: Endpoint,
     target: Dialect,
     parsed: &ParsedRequest,
@@ -227,21 +235,31 @@ fn prepare_body(
     serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string())
 }
 
+/// Where one attempt goes and what it sends.
+struct Upstream<'t, 'p> {
+    target: &'t Target<'p>,
+    /// API path (and query) on the target.
+    path: &'t str,
+    body: Bytes,
+    /// The target speaks the other dialect: its answer is translated back.
+    translated: bool,
+    /// The route's targets after this one, which may continue a stream that breaks.
+    rest: &'t [Target<'p>],
+}
+
 /// One attempt: send, then relay (streams) or read, check, translate and store (whole answers).
 /// A stream is accepted only once its first content arrived, so a failure before it is an
 /// ordinary failed attempt; its `permits` then go with the relay, which reports its outcome.
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     exchange: &Arc<Exchange>,
-    target: &Target<'_>,
+    upstream: Upstream<'_, '_>,
     headers: &HeaderMap,
-    path: &str,
-    body: Bytes,
+    query: Option<&str>,
     parsed: &ParsedRequest,
-    translated: bool,
     permits: &mut Option<AttemptPermits>,
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
+    let Upstream { target, path, body, translated, rest } = upstream;
     let provider = target.provider;
     let wants_stream = parsed.wants_stream;
     let form = parsed.form();
@@ -269,12 +287,18 @@ async fn forward(
         let Some(permits) = permits.take() else {
             return Err(UpstreamFailure::Invalid("attempt without breaker permits".into()));
         };
+        let continuable = matches!(kind, StreamKind::ChatCompletions | StreamKind::Messages);
+        let rescue = (state.config.resilience.resume_streams && continuable).then(|| {
+            let targets = rest.iter().map(|t| (t.provider.name().to_owned(), t.model.clone())).collect();
+            Rescue::new(targets, headers.clone(), query.map(str::to_owned), parsed.raw.clone())
+        });
         let plan = RelayPlan {
             kind,
             content_type: content_type.clone(),
             include_usage: parsed.include_usage,
             permits,
             retry: provider.config.retry.clone(),
+            rescue,
         };
         let body = relay(exchange.clone(), reader, head, plan);
         let mut out = stored::response(status, body, &content_type);

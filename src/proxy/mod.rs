@@ -25,6 +25,7 @@ mod passthrough;
 mod reader;
 mod relay;
 mod request;
+mod rescue;
 mod stored;
 
 use std::future::Future;

@@ -122,6 +122,9 @@ impl Reader {
                             Some(UpstreamFailure::Invalid("upstream sent an event larger than 16 MiB".into()));
                     }
                 }
+                // Cut after the finish reason: everything was said but the closing events
+                // (the usage report, the terminal event). As complete as a clean close.
+                Some(Err(_)) if self.upstream_finished && self.failure.is_none() => self.at_end(),
                 Some(Err(e)) => {
                     self.failure.get_or_insert(match classify(&e) {
                         UpstreamFailure::Connect(cause) => UpstreamFailure::Connect(format!("stream cut: {cause}")),

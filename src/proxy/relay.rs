@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 
 use super::answer::{Exchange, store_record};
 use super::reader::Reader;
+use super::rescue::{Delivered, Rescue, Spliced, Splicer};
 use crate::config::RetryConfig;
 use crate::record::{ResponseBody, StoredResponse};
 use crate::resilience::breaker::Transition;
 use crate::resilience::verdict::AttemptPermits;
 use crate::sse::{StreamKind, error_event, is_error_event, is_terminal, is_usage_only, parse_event};
+use crate::upstream::UpstreamFailure;
 
 /// Buffered events between the upstream reader and a slow client. Small: backpressure should
 /// reach the provider rather than memory.
@@ -40,16 +42,42 @@ pub struct RelayPlan {
     pub permits: AttemptPermits,
     /// The target's retry policy, which decides whether a failure is an outage.
     pub retry: RetryConfig,
+    /// Where a stream that breaks mid-answer may be continued (`resume_streams`).
+    pub rescue: Option<Rescue>,
+}
+
+/// The stream being relayed: the first target's, or a continuation of it.
+struct Source {
+    reader: Reader,
+    /// Events read before the stream was accepted, relayed first.
+    head: VecDeque<Bytes>,
+    /// Rewrites a continuation's events into the client's stream; `None` for the first.
+    splicer: Option<Splicer>,
+    /// Reported when this source ends.
+    permits: Option<AttemptPermits>,
+    retry: RetryConfig,
+    provider: String,
+}
+
+impl Source {
+    /// Reports this source's failure to its breakers and the metrics.
+    fn fail(&mut self, exchange: &Exchange, failure: &UpstreamFailure) {
+        exchange.state.metrics.count_upstream_failure(&self.provider, failure.label());
+        if let Some(permits) = self.permits.take() {
+            log_transitions(permits.fail(failure, &self.retry));
+        }
+    }
 }
 
 /// Relays `head` (the events read before the attempt was accepted) and then the rest of
 /// `reader`, on a task of its own, so the provider's answer is read (and recorded) to the end
-/// even if the client leaves.
-pub fn relay(exchange: Arc<Exchange>, mut reader: Reader, head: Vec<Bytes>, plan: RelayPlan) -> Body {
+/// even if the client leaves. A stream that breaks after text reached the client is continued
+/// on the plan's rescue targets when one can (see `rescue`).
+pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: RelayPlan) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, io::Error>>(CHANNEL_DEPTH);
     tokio::spawn(async move {
         let started = Instant::now();
-        let RelayPlan { kind, content_type, include_usage, permits, retry } = plan;
+        let RelayPlan { kind, content_type, include_usage, permits, retry, mut rescue } = plan;
         let mut recording = Recording {
             kind,
             events: Vec::new(),
@@ -60,49 +88,98 @@ pub fn relay(exchange: Arc<Exchange>, mut reader: Reader, head: Vec<Bytes>, plan
             too_large: false,
         };
         let mut client = Client { tx, gone: false, kind, include_usage };
-        let mut head = VecDeque::from(head);
+        let mut delivered = Delivered::new(kind);
+        let mut source = Source {
+            reader,
+            head: VecDeque::from(head),
+            splicer: None,
+            permits: Some(permits),
+            retry,
+            provider: exchange.provider_name.clone(),
+        };
+        // The failure that broke the client's stream first, and the continuations that followed it.
+        let mut broken: Option<UpstreamFailure> = None;
+        let mut splices: Vec<String> = Vec::new();
         let outcome = loop {
-            let next = match head.pop_front() {
+            let next = match source.head.pop_front() {
                 Some(event) => Ok(Some(event)),
-                None => reader.next().await,
+                None => source.reader.next().await,
             };
-            match next {
+            let failure = match next {
                 Ok(Some(event)) => {
+                    let event = match source.splicer.as_mut().map(|s| s.adapt(event.clone())) {
+                        None => event,
+                        Some(Spliced::Relay(Some(event))) => event,
+                        Some(Spliced::Relay(None)) => continue,
+                        Some(Spliced::Diverged) => {
+                            // The target answered, just differently: not a fault of it.
+                            if let Some(permits) = source.permits.take() {
+                                log_transitions(permits.succeed());
+                            }
+                            tracing::info!(provider = %source.provider,
+                                "restarted answer does not begin with the text already delivered; not spliced");
+                            match next_source(&exchange, &mut rescue, &delivered, &mut splices).await {
+                                Some(next) => {
+                                    source = next;
+                                    continue;
+                                }
+                                None => break Err(broken.take()),
+                            }
+                        }
+                    };
+                    delivered.observe(&event);
                     let was_complete = recording.completed;
                     recording.take(event.clone());
                     if recording.completed && !was_complete {
-                        recording.store(&exchange, &content_type, started).await;
+                        recording.store(&exchange, &content_type, started, &splices).await;
                     }
                     client.send(event).await;
+                    continue;
                 }
                 // The reader only ends cleanly after the upstream's terminal event, which the
                 // translator turns into the client's.
                 Ok(None) if recording.completed => break Ok(()),
-                Ok(None) => {
-                    break Err(crate::upstream::UpstreamFailure::Invalid("stream ended before its final event".into()));
-                }
-                Err(failure) => break Err(failure),
+                Ok(None) => UpstreamFailure::Invalid("stream ended before its final event".into()),
+                Err(failure) => failure,
+            };
+            source.fail(&exchange, &failure);
+            tracing::warn!(address = %exchange.address, provider = %source.provider, reason = %failure.reason(),
+                "stream broke mid-answer");
+            broken.get_or_insert(failure);
+            if recording.failed || !delivered.can_continue() {
+                break Err(broken.take());
+            }
+            match next_source(&exchange, &mut rescue, &delivered, &mut splices).await {
+                Some(next) => source = next,
+                None => break Err(broken.take()),
             }
         };
         exchange.state.metrics.observe_upstream_latency(&exchange.provider_name, started.elapsed());
         match outcome {
             Ok(()) => {
-                log_transitions(permits.succeed());
-                if reader.completed_without_terminal {
-                    tracing::info!(address = %exchange.address, provider = %exchange.provider_name,
+                if let Some(permits) = source.permits.take() {
+                    log_transitions(permits.succeed());
+                }
+                if source.reader.completed_without_terminal {
+                    tracing::info!(address = %exchange.address, provider = %source.provider,
                         "upstream closed a finished stream without its terminal event; added it");
+                }
+                if !splices.is_empty() {
+                    exchange.state.metrics.count_stream_rescued();
+                    tracing::warn!(address = %exchange.address, provider = %exchange.provider_name,
+                        continued_by = %splices.join(", "), "stream broke mid-answer and was continued");
                 }
             }
             Err(failure) => {
-                let reason = failure.reason();
-                exchange.state.metrics.count_upstream_failure(&exchange.provider_name, failure.label());
-                log_transitions(permits.fail(&failure, &retry));
+                let reason = failure.as_ref().map_or_else(|| "unknown".to_owned(), UpstreamFailure::reason);
                 exchange.state.metrics.count_stream_interrupted();
                 tracing::warn!(address = %exchange.address, provider = %exchange.provider_name, %reason,
                     "stream interrupted; nothing stored, client stream ended with an error");
                 if !recording.failed {
+                    let tried =
+                        if splices.is_empty() && rescue.is_none() { "" } else { "; no other target could continue it" };
                     let message = format!(
-                        "upstream {} failed mid-stream ({reason}); the answer above is incomplete",
+                        "upstream {} failed mid-stream ({reason}){tried}; the answer above is incomplete",
                         exchange.provider_name
                     );
                     client.send(error_event(kind, "upstream_stream_interrupted", &message)).await;
@@ -112,6 +189,27 @@ pub fn relay(exchange: Arc<Exchange>, mut reader: Reader, head: Vec<Bytes>, plan
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// The next target's continuation of the client's stream, noting it in `splices`.
+async fn next_source(
+    exchange: &Exchange,
+    rescue: &mut Option<Rescue>,
+    delivered: &Delivered,
+    splices: &mut Vec<String>,
+) -> Option<Source> {
+    let continuation = rescue.as_mut()?.next(exchange, delivered).await?;
+    tracing::info!(address = %exchange.address, provider = %continuation.provider, mode = continuation.mode.as_str(),
+        delivered_chars = delivered.text.chars().count(), "continuing the broken stream");
+    splices.push(format!("{} ({})", continuation.provider, continuation.mode.as_str()));
+    Some(Source {
+        reader: continuation.reader,
+        head: VecDeque::from(continuation.head),
+        splicer: Some(continuation.splicer),
+        permits: Some(continuation.permits),
+        retry: continuation.retry,
+        provider: continuation.provider,
+    })
 }
 
 fn log_transitions(transitions: [Option<Transition>; 2]) {
@@ -197,7 +295,8 @@ impl Recording {
         self.events.push(raw);
     }
 
-    async fn store(&mut self, exchange: &Exchange, content_type: &str, started: Instant) {
+    /// `splices`: the continuations the answer was made whole with, if it broke.
+    async fn store(&mut self, exchange: &Exchange, content_type: &str, started: Instant, splices: &[String]) {
         if self.too_large {
             exchange.state.metrics.count_answer_too_large();
             tracing::warn!(address = %exchange.address, limit = self.limit,
@@ -212,6 +311,13 @@ impl Recording {
             content_type: content_type.to_owned(),
             body: ResponseBody::Stream(std::mem::take(&mut self.events)),
         };
-        store_record(exchange, response, started.elapsed()).await;
+        if splices.is_empty() {
+            store_record(exchange, response, started.elapsed()).await;
+            return;
+        }
+        // The entry says who answered: the first provider, then each continuation.
+        let provider_name = format!("{} + {}", exchange.provider_name, splices.join(" + "));
+        let spliced = Exchange { provider_name, ..exchange.clone() };
+        store_record(&spliced, response, started.elapsed()).await;
     }
 }

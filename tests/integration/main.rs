@@ -13,6 +13,7 @@ mod fuzz;
 mod normalization;
 mod passthrough;
 mod proxy;
+mod rescue;
 mod resilience;
 mod sdk_compat;
 mod store;

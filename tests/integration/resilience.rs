@@ -214,14 +214,28 @@ async fn a_hanging_upstream_is_answered_within_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_is_never_retried_once_bytes_went_to_the_client() {
+async fn a_started_stream_is_continued_never_sent_again_from_the_start() {
     let (a, b, c) = three().await;
     let proxy = start_proxy(config(&a, &b, &c, "")).await;
     a.set_fault(Fault::CutStream);
     let r = post(&proxy, "/v1/chat/completions", &chat("cut after start", true), &[]).await;
     assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("the stream is continued by b and ends cleanly");
+    let said: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(said, "echo: cut after start", "each character once: {text}");
+    assert_eq!((a.calls(), b.calls()), (1, 1), "a is not asked again; b continues what the client has");
+    // With rescue off, a started stream is neither retried nor failed over.
+    let mut off = config(&a, &b, &c, "");
+    off.resilience.resume_streams = false;
+    let proxy = start_proxy(off).await;
+    let r = post(&proxy, "/v1/chat/completions", &chat("cut again", true), &[]).await;
     assert!(r.bytes().await.is_err());
-    assert_eq!((a.calls(), b.calls()), (1, 0), "a started stream must not be retried or failed over");
+    assert_eq!((a.calls(), b.calls()), (2, 1));
     // Before the first byte it may be: a 503 on the stream request is retried, then b answers.
     a.set_fault(Fault::Status(503));
     let r = post(&proxy, "/v1/chat/completions", &chat("fails before start", true), &[]).await;

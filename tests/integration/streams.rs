@@ -149,7 +149,8 @@ async fn a_slow_first_token_fails_over_before_the_client_sees_a_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stream_ends_within_the_idle_limit_naming_the_stall() {
     let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
-    let proxy = start_proxy(two(&a, &b, "300ms", "")).await;
+    // Without rescue (rescue.rs has the stall continued on b).
+    let proxy = start_proxy(two(&a, &b, "300ms", "[resilience]\nresume_streams = false\n")).await;
     a.set_fault(Fault::StallAfter(3));
     let started = Instant::now();
     let r = post(&proxy.url, "/v1/chat/completions", &chat("stall after a few words", true)).await;

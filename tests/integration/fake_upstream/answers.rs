@@ -45,7 +45,15 @@ pub(super) struct Answer {
 impl Answer {
     /// `tools`: whether this endpoint answers the trigger word with a tool call.
     fn new(request: &Value, prompt: &str, tools: bool) -> Answer {
-        let text = format!("echo: {prompt}");
+        let whole = format!("echo: {prompt}");
+        // A final assistant message is a prefill: the fake continues it, as a model would, by
+        // answering only the rest of its answer (after the prefix, less leading whitespace the
+        // prefix may have lost).
+        let prefix = prefill_of(request);
+        let text = match whole.strip_prefix(prefix.as_str()) {
+            Some(rest) if !prefix.is_empty() => rest.to_owned(),
+            _ => whole,
+        };
         let tool_call = tools && prompt.contains(TOOL_TRIGGER);
         // For a tool call the "answer" is its arguments.
         let output_tokens = if tool_call { words(TOOL_ARGUMENTS) } else { words(&text) };
@@ -80,6 +88,17 @@ pub(super) fn words(text: &str) -> usize {
 pub(super) fn pieces(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     chars.chunks(PIECE_CHARS).map(|piece| piece.iter().collect()).collect()
+}
+
+/// The text of a final assistant message (empty when the last message is not the assistant's).
+pub(super) fn prefill_of(request: &Value) -> String {
+    let last = request.get("messages").and_then(Value::as_array).and_then(|m| m.last());
+    match last {
+        Some(m) if m.get("role").and_then(Value::as_str) == Some("assistant") => {
+            content_text(m.get("content").unwrap_or(&Value::Null))
+        }
+        _ => String::new(),
+    }
 }
 
 pub(super) fn wants_stream(request: &Value) -> bool {
