@@ -194,3 +194,23 @@ async fn when_nobody_can_continue_the_error_names_the_original_failure() {
     assert!(!clean, "{sse}");
     assert_eq!(f.calls(), 0, "nobody was asked to continue a tool call");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_read_a_rescued_stream_as_one_answer() {
+    let Some(python) = crate::sdk_compat::sdk_python() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide the SDK venv (.ci/run creates .ci/venv)");
+        eprintln!("SKIPPED the_official_sdks_read_a_rescued_stream_as_one_answer: no SDK venv; run .ci/run once");
+        return;
+    };
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    // Both dialects start on `a` (an OpenAI server; Anthropic clients are translated) and are
+    // continued by `b` (Anthropic, by prefill).
+    let proxy = start_proxy(route(&[("a", "openai", &a, ""), ("b", "anthropic", &b, "")], "")).await;
+    a.set_fault(Fault::CutAfter(4));
+    let url = proxy.url.clone();
+    let (ok, output) =
+        tokio::task::spawn_blocking(move || crate::sdk_compat::run_phase(&python, &url, "rescue")).await.unwrap();
+    assert!(ok && output.contains("2 passed, 0 failed"), "SDKs on rescued streams:\n{output}");
+    assert_eq!(a.calls(), 3, "every stream began on a");
+    assert!(metric(&proxy, "holdfast_streams_rescued_total").await.ends_with(" 3"), "each was rescued");
+}

@@ -9,7 +9,7 @@ use crate::common::*;
 use crate::fake_upstream::FakeUpstream;
 
 /// The interpreter with the SDKs installed: `HOLDFAST_SDK_PYTHON`, else `.ci/venv`.
-fn sdk_python() -> Option<PathBuf> {
+pub fn sdk_python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("HOLDFAST_SDK_PYTHON") {
         return Some(PathBuf::from(p));
     }
@@ -17,7 +17,7 @@ fn sdk_python() -> Option<PathBuf> {
     venv.is_file().then_some(venv)
 }
 
-fn run_phase(python: &PathBuf, url: &str, phase: &str) -> (bool, String) {
+pub fn run_phase(python: &PathBuf, url: &str, phase: &str) -> (bool, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/compat.py");
     let out = Command::new(python)
         .arg(script)

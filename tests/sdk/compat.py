@@ -4,7 +4,8 @@
 Run as `python tests/sdk/compat.py` with
   HOLDFAST_URL    the proxy's root, e.g. http://127.0.0.1:8080 (no /v1)
   HOLDFAST_PHASE  "live"   (fake upstream up: answers come from upstream and are recorded), or
-                  "replay" (fake upstream down: answers come from Holdfast's store)
+                  "replay" (fake upstream down: answers come from Holdfast's store), or
+                  "rescue" (the first target cuts every stream mid-answer; the next continues it)
 Optional: HOLDFAST_SDK_TIMEOUT (seconds per request, default 30).
 
 The proxy sits in front of the fake upstream (/work/specs/fake-upstream.md): the answer is
@@ -59,9 +60,9 @@ PHASE = os.environ.get("HOLDFAST_PHASE", "").strip()
 TIMEOUT = float(os.environ.get("HOLDFAST_SDK_TIMEOUT", "30"))
 LIVE = PHASE == "live"
 
-if not URL or PHASE not in ("live", "replay"):
+if not URL or PHASE not in ("live", "replay", "rescue"):
     print(
-        "usage: HOLDFAST_URL=http://127.0.0.1:PORT HOLDFAST_PHASE=live|replay python tests/sdk/compat.py",
+        "usage: HOLDFAST_URL=http://127.0.0.1:PORT HOLDFAST_PHASE=live|replay|rescue python tests/sdk/compat.py",
         file=sys.stderr,
     )
     sys.exit(2)
@@ -346,6 +347,32 @@ CHECKS = [
      make_form_check(prompt, recorded))
     for prompt, recorded in FORMS.items()
 ]
+
+# The rescue phase: every stream breaks on its first target after a few words and is continued by
+# the next; the SDKs must read one ordinary stream with the whole answer.
+RESCUE_PROMPT = "a long answer that breaks on its first target"
+
+
+def check_openai_rescued_stream():
+    text, finish = openai_stream_text(RESCUE_PROMPT)
+    expect(text, "echo: " + RESCUE_PROMPT, "concatenated deltas of the rescued stream")
+    expect(finish, "stop", "finish_reason of the rescued stream")
+    expect(readme_loop(RESCUE_PROMPT + " again"), "echo: " + RESCUE_PROMPT + " again", "README loop, rescued")
+
+
+def check_anthropic_rescued_stream():
+    text, final = anthropic_stream_text(RESCUE_PROMPT)
+    expect(text, "echo: " + RESCUE_PROMPT, "text_stream of the rescued stream")
+    expect(len(final.content), 1, "content blocks of the rescued message")
+    expect(final.content[0].text, "echo: " + RESCUE_PROMPT, "final message text")
+    expect(final.stop_reason, "end_turn", "stop_reason of the rescued message")
+
+
+if PHASE == "rescue":
+    CHECKS = [
+        ("openai stream rescued mid-answer", check_openai_rescued_stream),
+        ("anthropic stream rescued mid-answer", check_anthropic_rescued_stream),
+    ]
 
 
 def main():
