@@ -85,6 +85,9 @@ pub enum Fault {
     /// A 400 for any request that ends with an assistant message (a prefill), in the path's
     /// dialect; other requests are answered normally.
     RejectPrefill,
+    /// Answer normally, but as another model would: the text is `"said: " + prompt` instead of
+    /// `"echo: " + prompt` (a restarted answer that does not repeat the first one).
+    Paraphrase,
     /// Answer 200 `application/json` with a truncated JSON body.
     MalformedJson,
     /// Read the request, then reset the TCP connection (RST) without any response.
@@ -287,7 +290,7 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let bytes = axum::body::to_bytes(Body::new(body), usize::MAX).await.unwrap_or_default();
-    let parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
+    let mut parsed: Option<Value> = serde_json::from_slice(&bytes).ok();
 
     let (fault, models) = {
         let mut state = lock(shared);
@@ -332,6 +335,11 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
             return prefill_rejection(anthropic).into_response(Delivery::Whole);
         }
         Fault::RejectPrefill => {}
+        Fault::Paraphrase => {
+            if let Some(request) = parsed.as_mut() {
+                paraphrased(request);
+            }
+        }
         Fault::MalformedJson => {
             return Response::builder()
                 .status(StatusCode::OK)
@@ -341,6 +349,13 @@ async fn handle(shared: &Mutex<State>, reset: &Notify, request: Request<Incoming
         }
     }
     route(&parts.method, &path, parsed, &models).into_response(delivery)
+}
+
+/// Marks the request so that `Answer::new` answers `"said: " + prompt`.
+fn paraphrased(request: &mut Value) {
+    if let Some(object) = request.as_object_mut() {
+        object.insert("x_fake_paraphrase".into(), Value::Bool(true));
+    }
 }
 
 /// Whether the request's last message is the assistant's (a prefill to continue).

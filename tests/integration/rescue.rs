@@ -174,6 +174,19 @@ async fn when_nobody_can_continue_the_error_names_the_original_failure() {
     assert!(message.contains("no other target could continue it"), "{message}");
     assert_eq!(proxy.state.store.stats().entries, 0, "nothing stored");
 
+    // A restart that says something else is not spliced on: the client learns of the cut.
+    let (g, h) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let proxy = start_proxy(route(&[("g", "openai", &g, ""), ("h", "openai", &h, "")], "")).await;
+    g.set_fault(Fault::CutAfter(4));
+    h.set_fault(Fault::Paraphrase);
+    let (sse, clean) = read_stream(post(&proxy.url, "/v1/chat/completions", &chat(PROMPT, true)).await).await;
+    assert!(!clean, "{sse}");
+    assert_eq!(chat_text(&sse), "echo: tell me a", "nothing of the other answer reached the client");
+    let error = data_lines(&sse).into_iter().find(|v| v.get("error").is_some()).unwrap_or_else(|| panic!("{sse}"));
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("upstream g failed mid-stream") && message.contains("stream cut"), "{message}");
+    assert_eq!((h.calls(), proxy.state.store.stats().entries), (1, 0));
+
     // With rescue switched off the stream ends as before, without asking anybody else.
     let (c, d) = (FakeUpstream::start().await, FakeUpstream::start().await);
     let off = "[resilience]\nresume_streams = false";

@@ -45,7 +45,8 @@ pub(super) struct Answer {
 impl Answer {
     /// `tools`: whether this endpoint answers the trigger word with a tool call.
     fn new(request: &Value, prompt: &str, tools: bool) -> Answer {
-        let whole = format!("echo: {prompt}");
+        let paraphrase = request.get("x_fake_paraphrase").is_some();
+        let whole = if paraphrase { format!("said: {prompt}") } else { format!("echo: {prompt}") };
         // A final assistant message is a prefill: the fake continues it, as a model would, by
         // answering only the rest of its answer (after the prefix, less leading whitespace the
         // prefix may have lost).
