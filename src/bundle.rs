@@ -44,6 +44,9 @@
 //! - Frames are capped at 256 MiB on read, so a damaged length cannot make a reader allocate
 //!   gigabytes; Argon2 costs in a header are bounded for the same reason.
 
+// A bundle is a file from anywhere: no length or offset in it may index out of bounds.
+#![deny(clippy::indexing_slicing)]
+
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write as _};
@@ -304,7 +307,7 @@ impl BundleReader {
             path: path.to_owned(),
             source,
         })?;
-        if got < MAGIC.len() || &header[..MAGIC.len()] != MAGIC {
+        if got < MAGIC.len() || header.get(..MAGIC.len()) != Some(MAGIC.as_slice()) {
             return Err(corrupt("not a Holdfast bundle"));
         }
         if got < HEADER_LEN {
@@ -328,7 +331,7 @@ impl BundleReader {
         };
         cost.check_plausible().map_err(|e| corrupt(&e))?;
         let keys = derive_keys(passphrase, &header[22..CHECKED_LEN], cost).map_err(|e| corrupt(&e))?;
-        let stored_check = blake3::Hash::from_bytes(array32(&header[CHECKED_LEN..CHECKSUM_AT]));
+        let stored_check = blake3::Hash::from_bytes(array::<32>(&header[CHECKED_LEN..CHECKSUM_AT]));
         // `Hash` equality is constant-time.
         if key_check(&keys.check, &header[..CHECKED_LEN]) != stored_check {
             return Err(BundleError::WrongPassphrase { path: path.to_owned() });
@@ -385,10 +388,12 @@ impl BundleReader {
             return Err(self.truncated(format!("frame {index} is cut short")));
         }
         let tag_at = len - TAG_LEN;
-        let tag = Tag::try_from(&body[tag_at..]).map_err(|_| self.corrupt(format!("frame {index} has no tag")))?;
-        let nonce = Nonce::from(array12(&prefix[4..]));
+        let no_tag = || self.corrupt(format!("frame {index} has no tag"));
+        let tag = Tag::try_from(body.get(tag_at..).ok_or_else(no_tag)?).map_err(|_| no_tag())?;
+        let nonce = Nonce::from(array::<12>(&prefix[4..]));
         let aad = associated_data(index, &self.header_hash);
-        self.cipher.decrypt_inout_detached(&nonce, &aad, (&mut body[..tag_at]).into(), &tag).map_err(|_| {
+        let sealed = body.get_mut(..tag_at).ok_or_else(no_tag)?;
+        self.cipher.decrypt_inout_detached(&nonce, &aad, sealed.into(), &tag).map_err(|_| {
             self.corrupt(format!(
                 "frame {index} failed authentication: the bundle was altered, or frames were reordered, dropped \
                  or taken from another bundle"
@@ -398,7 +403,7 @@ impl BundleReader {
         match body.pop() {
             Some(KIND_DATA) => Ok(Some(body)),
             Some(KIND_END) => {
-                let count = (body.len() == 8).then(|| u64::from_be_bytes(array8(&body)));
+                let count = (body.len() == 8).then(|| u64::from_be_bytes(array::<8>(&body)));
                 if count != Some(index) {
                     return Err(self.corrupt(format!("the end frame does not count the {index} frames before it")));
                 }
@@ -433,8 +438,8 @@ impl BundleReader {
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.
 fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
+    while let Some(rest) = buf.get_mut(filled..).filter(|rest| !rest.is_empty()) {
+        match input.read(rest) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -444,26 +449,14 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// The first `N` bytes of `b`; callers pass slices already checked to be long enough, and a
+/// short one reads as zeros (which then fails the checksum or authentication) rather than panics.
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    b.get(..N).and_then(|head| head.try_into().ok()).unwrap_or([0; N])
+}
+
 fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn array8(b: &[u8]) -> [u8; 8] {
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&b[..8]);
-    out
-}
-
-fn array12(b: &[u8]) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out.copy_from_slice(&b[..12]);
-    out
-}
-
-fn array32(b: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&b[..32]);
-    out
+    u32::from_be_bytes(array(b))
 }
 
 #[cfg(test)]

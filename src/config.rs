@@ -567,7 +567,7 @@ fn default_providers() -> Vec<ProviderConfig> {
 
 impl Default for Config {
     fn default() -> Self {
-        // An empty document takes every default; parsing it cannot fail.
+        #[allow(clippy::expect_used, reason = "an empty document takes every default; a unit test parses it")]
         toml::from_str("").expect("defaults parse")
     }
 }

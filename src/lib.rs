@@ -38,6 +38,9 @@
 //! - [`audit`]: listing and searching stored prompts; the tamper-evident access trail.
 //! - [`bundle`]: the encrypted export bundle that moves entries between replicas.
 
+// No input may panic the server: nothing outside tests unwraps, expects or panics (clippy.toml
+// lets tests). Modules that parse untrusted bytes also deny indexing and slicing.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![forbid(unsafe_code)]
 
 pub mod address;

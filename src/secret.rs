@@ -122,7 +122,11 @@ impl StoreSecret {
 /// and key depends on it), so failure aborts instead of degrading.
 pub fn fill_random(buf: &mut [u8]) {
     if let Err(err) = getrandom::fill(buf) {
-        panic!("the operating system's random number generator failed: {err}");
+        // Not a panic: a request task's panic is caught and the process would go on without
+        // randomness.
+        tracing::error!(error = %err, "the operating system's random number generator failed; aborting");
+        eprintln!("holdfast: the operating system's random number generator failed: {err}");
+        std::process::abort();
     }
 }
 

@@ -36,6 +36,10 @@ use tower::ServiceExt as _;
 
 use crate::config::LimitsConfig;
 
+/// Largest read buffer a connection keeps (hyper's minimum is 8 KiB): enough for any request
+/// head a client sends in practice, which must fit in it whole.
+const READ_BUFFER_CAP: usize = 64 * 1024;
+
 /// Who is on the other end of a connection, for logs and the access trail: `ip:port`, or
 /// `unix` for a Unix-socket peer. Handlers read it as an `Extension<Peer>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,6 +241,9 @@ impl Connection {
         };
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(self.limits.header_read_timeout);
+        // hyper grows a connection's read buffer to 400 KiB by default and keeps it: thousands of
+        // slow uploads would hold that each. Bodies are copied out as they arrive (read_body).
+        http.max_buf_size(READ_BUFFER_CAP);
         let connection = http.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut tick = tokio::time::interval(Duration::from_secs(1).min(self.limits.idle_timeout));

@@ -36,6 +36,10 @@ pub struct LimitsConfig {
     /// with a 503 in the client's dialect.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Bytes of request bodies being received at once, across all connections; a body that
+    /// would pass it is refused with a 503, so slow uploads cannot hold unbounded memory.
+    #[serde(default = "default_max_body_buffer", deserialize_with = "de_size")]
+    pub max_body_buffer: u64,
     /// How long a shutdown waits for in-flight requests before it cuts them.
     #[serde(default = "default_shutdown_timeout", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
@@ -49,6 +53,7 @@ impl Default for LimitsConfig {
             body_read_timeout: default_body_read_timeout(),
             max_connections: default_max_connections(),
             max_in_flight: default_max_in_flight(),
+            max_body_buffer: default_max_body_buffer(),
             shutdown_timeout: default_shutdown_timeout(),
         }
     }
@@ -64,6 +69,9 @@ impl LimitsConfig {
             if value.is_zero() {
                 problems.push(format!("limits.{name}: must be longer than 0s"));
             }
+        }
+        if self.max_body_buffer == 0 {
+            problems.push("limits.max_body_buffer: must be at least 1 byte".into());
         }
         if self.max_connections == 0 || self.max_in_flight == 0 {
             problems.push("limits: max_connections and max_in_flight must be at least 1".into());
@@ -161,6 +169,9 @@ fn default_max_connections() -> usize {
 }
 fn default_max_in_flight() -> usize {
     10_000
+}
+fn default_max_body_buffer() -> u64 {
+    64 * 1024 * 1024
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)

@@ -38,6 +38,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("holdfast is answering as many requests as it may (limits.max_in_flight); retry shortly")]
     Overloaded,
+    #[error("holdfast is receiving as many request bytes as it may (limits.max_body_buffer); retry shortly")]
+    BodiesOverloaded,
     #[error("{0}")]
     BodyTimeout(String),
     #[error(
@@ -60,7 +62,7 @@ impl ApiError {
             | Self::Credential(_)
             | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::BodiesOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownModel { .. }
@@ -89,7 +91,7 @@ impl ApiError {
             Self::UpstreamTimeout { .. } => ("api_error", "timeout_error", "upstream_timeout"),
             Self::UpstreamInvalid { .. } => ("api_error", "api_error", "upstream_invalid"),
             Self::Unauthorized => ("invalid_request_error", "authentication_error", "invalid_api_key"),
-            Self::Overloaded => ("server_error", "overloaded_error", "overloaded"),
+            Self::Overloaded | Self::BodiesOverloaded => ("server_error", "overloaded_error", "overloaded"),
             Self::BodyTimeout(_) => ("invalid_request_error", "timeout_error", "request_timeout"),
             _ => ("invalid_request_error", "invalid_request_error", "invalid_request"),
         }

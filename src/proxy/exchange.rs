@@ -77,7 +77,7 @@ async fn answer(
     body: Body,
     trace: &mut Trace,
 ) -> Result<Answer, ApiError> {
-    let raw = request::read_body(headers, body, state.config.max_request_bytes).await?;
+    let raw = request::read_body(headers, body, state.config.max_request_bytes, &state.bodies).await?;
     let parsed = request::parse(endpoint, raw)?;
     let mut policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
     policy.stateful = Stateful::new(statefulness(endpoint.path(), &parsed.json), state.config.cache.stateful);

@@ -68,6 +68,8 @@ pub struct AppInner {
     /// Places for requests being answered (`limits.max_in_flight`); one is held per request
     /// until its body's last byte, and a request that finds none is shed with a 503.
     pub in_flight: Arc<Semaphore>,
+    /// Bytes of request bodies being received (`limits.max_body_buffer`).
+    pub bodies: request::BodyBudget,
     /// Identical requests in flight, sharing one upstream call.
     pub flights: Arc<flight::Flights>,
 }
@@ -90,6 +92,7 @@ impl AppState {
     /// As `new`, accepting only clients that present one of `client_keys`.
     pub fn with_client_keys(config: Config, store: Arc<Store>, upstreams: Upstreams, client_keys: ClientKeys) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
+        let bodies = request::BodyBudget::new(config.limits.max_body_buffer);
         Self(Arc::new(AppInner {
             config,
             store,
@@ -98,6 +101,7 @@ impl AppState {
             breakers: Breakers::default(),
             client_keys,
             in_flight,
+            bodies,
             flights: Arc::default(),
         }))
     }

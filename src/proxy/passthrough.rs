@@ -176,7 +176,7 @@ async fn forward(
         // HTTP/1.1: a request with neither header has no body.
         Outgoing::Read(Bytes::new())
     } else if is_json && declared.is_some_and(|n| n <= state.config.max_request_bytes) {
-        let bytes = read_body(headers, body, state.config.max_request_bytes).await?;
+        let bytes = read_body(headers, body, state.config.max_request_bytes, &state.bodies).await?;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         if let Some(m) = json.as_ref().and_then(|j| j.get("model")).and_then(Value::as_str).filter(|m| !m.is_empty()) {
             model = Some(m.to_owned());

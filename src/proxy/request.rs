@@ -2,11 +2,13 @@
 //! whether it wants a stream, every input of its cache key, and the cache policy from
 //! `x-holdfast-mode`, `Cache-Control` and whether the request is stateful.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::AppInner;
@@ -106,20 +108,77 @@ pub fn key_of(
 }
 
 /// Reads at most `limit` bytes; a larger body is refused before it is buffered whole.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, ApiError> {
+/// The bytes of request bodies being received at once (`limits.max_body_buffer`), shared by
+/// every connection: without it, each slow upload holds what it has sent so far, and thousands
+/// of them hold the process's memory.
+pub struct BodyBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl BodyBudget {
+    pub fn new(limit: u64) -> Self {
+        Self { limit, used: AtomicU64::new(0) }
+    }
+
+    /// Bytes held by bodies being received right now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One body's share of the budget, given back when the body has been read (or abandoned).
+struct BodyShare<'a> {
+    budget: &'a BodyBudget,
+    held: u64,
+}
+
+impl BodyShare<'_> {
+    fn take(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let before = self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.budget.limit {
+            self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(ApiError::BodiesOverloaded);
+        }
+        self.held += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for BodyShare<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes within the shared `budget`. Each chunk is
+/// copied out as it arrives, so the connection's read buffer is reused rather than pinned by
+/// the pieces of a body that trickles in.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64, budget: &BodyBudget) -> Result<Bytes, ApiError> {
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await.map_err(|e| {
-        let stalled = crate::server::BodyTimeout::find(&e).map(ToString::to_string);
-        let text = e.to_string();
-        match stalled {
-            Some(reason) => ApiError::BodyTimeout(reason),
-            None if text.contains("length limit") => ApiError::TooLarge { limit },
-            None => ApiError::BodyRead(text),
+    // A declared length is only a claim: start at most 16 KiB and grow with what arrives. The
+    // budget is charged for the buffer's capacity, which is what the body costs in memory.
+    let mut buffer = Vec::with_capacity(usize::try_from(declared.unwrap_or(0).min(16 * 1024)).unwrap_or(0));
+    let mut share = BodyShare { budget, held: 0 };
+    share.take(buffer.capacity() as u64)?;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| match crate::server::BodyTimeout::find(&e) {
+            Some(reason) => ApiError::BodyTimeout(reason.to_string()),
+            None => ApiError::BodyRead(e.to_string()),
+        })?;
+        if (buffer.len() + chunk.len()) as u64 > limit {
+            return Err(ApiError::TooLarge { limit });
         }
-    })
+        let before = buffer.capacity();
+        buffer.reserve(chunk.len());
+        share.take((buffer.capacity() - before) as u64)?;
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
 }
 
 pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> {

@@ -114,6 +114,48 @@ async fn a_stalled_request_body_gets_408_in_the_clients_dialect() {
 }
 
 #[tokio::test]
+async fn slow_uploads_share_one_byte_budget_and_give_it_back() {
+    let upstream = FakeUpstream::start().await;
+    // Room for about four half-sent bodies of 40 KiB (each also reserves a 16 KiB start).
+    let proxy = start_proxy(with_limits(&upstream.base_url(), "max_body_buffer = \"256KiB\"")).await;
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n";
+    let mut uploads = Vec::new();
+    let mut refused = None;
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr_of(&proxy.url)).await.unwrap();
+        s.write_all(head).await.unwrap();
+        s.write_all(&[b' '; 40 * 1024]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut probe = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut probe)).await {
+            Ok(Ok(n)) if n > 0 => {
+                refused = Some(String::from_utf8_lossy(&probe[..n]).into_owned());
+                break;
+            }
+            _ => uploads.push(s),
+        }
+    }
+    let answer = refused.expect("a slow upload beyond the budget is refused, not buffered");
+    assert!(answer.starts_with("HTTP/1.1 503") && answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("max_body_buffer"), "{answer}");
+    assert!((2..=8).contains(&uploads.len()), "the budget held {} uploads", uploads.len());
+    assert_eq!(upstream.calls(), 0);
+    // The uploads in progress give their share back when they go away: whole requests pass again.
+    drop(uploads);
+    let mut served = false;
+    for _ in 0..50 {
+        let r = http().post(format!("{}/v1/chat/completions", proxy.url)).json(&chat("budget back")).send().await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "the budget was never given back");
+    assert_eq!(proxy.state.bodies.used(), 0, "every share returned");
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_get_503_with_retry_after() {
     let upstream = FakeUpstream::start().await;
     let proxy = start_proxy(with_limits(&upstream.base_url(), "max_connections = 3")).await;
