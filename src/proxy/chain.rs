@@ -5,7 +5,7 @@
 //! so the client (and the store) only ever see the client's dialect.
 
 use axum::body::Body;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
@@ -73,15 +73,18 @@ pub async fn run(
             log_transition(t1);
             let Some(provider_permit) = provider_permit else {
                 tracing::debug!(provider = %name, "circuit open; skipping without a connection attempt");
+                base.span.skipped(&name, &target.model, "circuit_open");
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
             let (model_permit, t2) = state.breakers.admit(&model_key, breaker_config);
             log_transition(t2);
             let Some(model_permit) = model_permit else {
+                base.span.skipped(&name, &target.model, "circuit_open");
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
+            let probe = provider_permit.is_probe() || model_permit.is_probe();
             let mut permits = Some(AttemptPermits { provider: provider_permit, model: model_permit });
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
@@ -90,11 +93,20 @@ pub async fn run(
             };
             attempts += 1;
             last_provider = Some(name.clone());
-            let attempt = forward(&exchange, &target, headers, &path, body.clone(), parsed, translated, &mut permits);
+            let span = base.span.attempt(
+                base.endpoint.genai_operation(),
+                || provider.span_target(&target.model),
+                attempts,
+                probe,
+            );
+            let trace = span.upstream_headers();
+            let attempt =
+                forward(&exchange, &target, headers, &path, body.clone(), parsed, translated, &mut permits, trace);
             let result =
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
+                    span.succeeded(answer.0.status().as_u16());
                     // A stream's permits went with its relay, which reports when it ends.
                     if let Some(permits) = permits.take() {
                         permits.succeed().into_iter().for_each(log_transition);
@@ -103,6 +115,7 @@ pub async fn run(
                 }
                 Err(failure) => failure,
             };
+            span.failed(failure.label(), failure.status());
             state.metrics.count_upstream_failure(&name, failure.label());
             let retryable = failure.is_retryable(&provider.config.retry);
             // Outage-class failures (and statuses the operator lists as retryable, e.g. 408)
@@ -230,6 +243,7 @@ fn prepare_body(
 /// One attempt: send, then relay (streams) or read, check, translate and store (whole answers).
 /// A stream is accepted only once its first content arrived, so a failure before it is an
 /// ordinary failed attempt; its `permits` then go with the relay, which reports its outcome.
+/// `trace` holds the attempt's `traceparent` (and `tracestate`) for the provider.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     exchange: &Arc<Exchange>,
@@ -240,13 +254,14 @@ async fn forward(
     parsed: &ParsedRequest,
     translated: bool,
     permits: &mut Option<AttemptPermits>,
+    trace: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
     let provider = target.provider;
     let wants_stream = parsed.wants_stream;
     let form = parsed.form();
     let started = std::time::Instant::now();
-    let response = provider.send(reqwest::Method::POST, path, headers, Some(body), wants_stream).await?;
+    let response = provider.send_traced(reqwest::Method::POST, path, headers, trace, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
     let upstream_type =
         response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON).to_owned();

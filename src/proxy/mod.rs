@@ -53,6 +53,7 @@ use crate::normalize::NormalizedRequest;
 use crate::resilience::breaker::Breakers;
 use crate::server::{Listener, ServerLimits};
 use crate::store::Store;
+use crate::telemetry::Traces;
 use crate::upstream::Upstreams;
 
 /// Everything a request handler needs, shared by all of them.
@@ -69,6 +70,8 @@ pub struct AppInner {
     pub in_flight: Arc<Semaphore>,
     /// Identical requests in flight, sharing one upstream call.
     pub flights: Arc<flight::Flights>,
+    /// OpenTelemetry traces (`[telemetry]`); off unless an endpoint is configured.
+    pub traces: Traces,
 }
 
 #[derive(Clone)]
@@ -89,6 +92,7 @@ impl AppState {
     /// As `new`, accepting only clients that present one of `client_keys`.
     pub fn with_client_keys(config: Config, store: Arc<Store>, upstreams: Upstreams, client_keys: ClientKeys) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
+        let traces = Traces::from_config(&config.telemetry);
         Self(Arc::new(AppInner {
             config,
             store,
@@ -98,6 +102,7 @@ impl AppState {
             client_keys,
             in_flight,
             flights: Arc::default(),
+            traces,
         }))
     }
 }

@@ -11,6 +11,7 @@ mod fake_upstream;
 mod flight;
 mod fuzz;
 mod normalization;
+mod otel;
 mod passthrough;
 mod proxy;
 mod resilience;
