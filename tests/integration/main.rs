@@ -10,6 +10,7 @@ mod edge;
 mod fake_upstream;
 mod flight;
 mod fuzz;
+mod local_model;
 mod normalization;
 mod otel;
 mod passthrough;
