@@ -127,6 +127,12 @@ fn config(dead: &FakeUpstream, local: &str) -> holdfast::config::Config {
     config
 }
 
+/// A client patient enough for a model on shared CPUs (the suite runs beside it): the proxy's
+/// own deadline (120 s) decides, not the client.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(150)).build().unwrap()
+}
+
 fn header(r: &reqwest::Response, name: &str) -> String {
     r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
 }
@@ -140,7 +146,7 @@ async fn chat(proxy: &Proxy, question: &str, stream: bool) -> (String, String, S
         "temperature": 0,
         "stream": stream,
     });
-    let r = http().post(format!("{}/v1/chat/completions", proxy.url)).json(&body).send().await.unwrap();
+    let r = client().post(format!("{}/v1/chat/completions", proxy.url)).json(&body).send().await.unwrap();
     let (status, cache, provider) = (r.status(), header(&r, "x-holdfast-cache"), header(&r, "x-holdfast-provider"));
     let raw = r.text().await.unwrap();
     assert_eq!(status, 200, "{raw}");
@@ -167,7 +173,7 @@ async fn messages(proxy: &Proxy, question: &str) -> (String, String, String) {
         "temperature": 0,
         "messages": [{"role": "user", "content": question}],
     });
-    let r = http()
+    let r = client()
         .post(format!("{}/v1/messages", proxy.url))
         .header("anthropic-version", "2023-06-01")
         .json(&body)
