@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod edge;
+mod telemetry;
 pub use edge::{AdminConfig, AdminListen, ClientsConfig, LimitsConfig};
+pub use telemetry::TelemetryConfig;
 
 /// Why a configuration could not be used. Start-up only; never produced per request.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,9 @@ pub struct Config {
     /// Client authentication.
     #[serde(default)]
     pub clients: ClientsConfig,
+    /// OpenTelemetry traces (OTLP over HTTP).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -630,6 +635,7 @@ impl Config {
         if let Some(listen) = var("HOLDFAST_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
             self.admin.listen = listen;
         }
+        self.telemetry.apply_env(&var);
     }
 
     /// Checks everything serde cannot, reporting every problem with its key path.
@@ -709,6 +715,7 @@ impl Config {
         }
         self.limits.validate(&mut problems);
         self.admin.validate(&mut problems);
+        self.telemetry.validate(&mut problems);
         if self.clients.keys_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
             problems.push("clients.keys_env: name an environment variable".into());
         }

@@ -29,7 +29,8 @@
 //! - [`keyring`]: data keys and the address key, wrapped by an Argon2id- or raw-key-derived KEK.
 //! - [`codec`]: the binary encoding (bincode 2) of records and keyrings, in one place.
 //! - [`secret`]: zeroizing, unprintable wrappers for key material and passphrases.
-//! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up.
+//! - [`metrics`], [`telemetry`]: Prometheus text for `/metrics`; logging set-up and
+//!   OpenTelemetry traces (a span per request, attempt and store operation).
 //! - [`clock`]: wall-clock milliseconds, shared by the store and the keyring.
 //! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
 //!

@@ -223,7 +223,14 @@ enum CacheCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--version` also names the on-disk formats this build reads, so an operator can tell
+    // before an upgrade whether a store, bundle or keyring from another build will open.
+    let version: &'static str = Box::leak(version_text().into_boxed_str());
+    let matches = <Cli as clap::CommandFactory>::command().version(version).get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -234,6 +241,23 @@ fn main() -> ExitCode {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The build (package version, and the build id the packager set in `HOLDFAST_BUILD_ID` at
+/// compile time, e.g. a git commit) and the format versions it writes and reads.
+fn version_text() -> String {
+    let build = option_env!("HOLDFAST_BUILD_ID").filter(|id| !id.is_empty());
+    format!(
+        "{}{}\nstore format {} (opens only this one; `holdfast migrate` upgrades older stores)\n\
+         record envelope {}, keyring format {}, export bundle format {}, cache-key normalization {}",
+        env!("CARGO_PKG_VERSION"),
+        build.map(|id| format!(" (build {id})")).unwrap_or_default(),
+        holdfast::store::FORMAT_VERSION,
+        holdfast::crypto::ENVELOPE_VERSION,
+        holdfast::keyring::KEYRING_FORMAT,
+        holdfast::bundle::BUNDLE_FORMAT,
+        holdfast::normalize::NORMALIZATION_VERSION,
+    )
+}
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let globals = cli.globals();

@@ -123,10 +123,13 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     };
     let admin = start_admin(&config, &store, &limits, stopped(stop_rx.clone())).await?;
     let state = AppState::with_client_keys(config, store.clone(), upstreams, client_keys);
+    let traces = state.traces.clone();
     proxy::run_with_limits(listener, state, limits, stopped(stop_rx)).await?;
     if let Some(admin) = admin {
         let _ = admin.await;
     }
+    // The last batch of spans; the exporter's own timeout bounds the wait.
+    let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
     tracing::info!("shut down; flushing the store");
     store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     Ok(())

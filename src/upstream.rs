@@ -165,6 +165,14 @@ impl UpstreamFailure {
         Self::Status { status, headers, body: Bytes::from(shaped.to_string()) }
     }
 
+    /// The HTTP status of a provider's error answer, if it gave one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. } | Self::ProviderAuth { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     pub fn headers(&self) -> Option<&HeaderMap> {
         match self {
             Self::Status { headers, .. } | Self::ProviderAuth { headers, .. } => Some(headers),
@@ -217,6 +225,21 @@ impl Provider {
         match self.config.api {
             Api::Openai => Dialect::OpenAi,
             Api::Anthropic => Dialect::Anthropic,
+        }
+    }
+
+    /// Where attempts to this provider go, as a trace span names it (no credentials, no path).
+    pub fn span_target<'a>(&'a self, model: &'a str) -> crate::telemetry::AttemptTarget<'a> {
+        let url = reqwest::Url::parse(&self.config.base_url).ok();
+        crate::telemetry::AttemptTarget {
+            provider: self.name(),
+            api: match self.config.api {
+                Api::Openai => "openai",
+                Api::Anthropic => "anthropic",
+            },
+            model,
+            host: url.as_ref().and_then(|u| u.host_str().map(str::to_owned)),
+            port: url.as_ref().and_then(reqwest::Url::port_or_known_default),
         }
     }
 
@@ -290,7 +313,24 @@ impl Provider {
         body: Option<Bytes>,
         stream: bool,
     ) -> Result<reqwest::Response, UpstreamFailure> {
-        let mut request = self.client.request(method, self.url(path)).headers(self.headers(client_headers));
+        self.send_traced(method, path, client_headers, Vec::new(), body, stream).await
+    }
+
+    /// As `send`, with the W3C trace-context headers of the attempt (`traceparent`,
+    /// `tracestate`): they say where in a trace the call sits, never what it asks, so they
+    /// go upstream although they are not part of the cache key.
+    pub async fn send_traced(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        client_headers: &HeaderMap,
+        trace_headers: Vec<(HeaderName, HeaderValue)>,
+        body: Option<Bytes>,
+        stream: bool,
+    ) -> Result<reqwest::Response, UpstreamFailure> {
+        let mut headers = self.headers(client_headers);
+        headers.extend(trace_headers.into_iter().map(|(name, value)| (Some(name), value)));
+        let mut request = self.client.request(method, self.url(path)).headers(headers);
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body);
         }

@@ -15,6 +15,7 @@ use crate::address::{Address, Namespace};
 use crate::normalize::NormalizedRequest;
 use crate::record::{Record, StoredResponse, Usage};
 use crate::store::now_ms;
+use crate::telemetry::RequestSpan;
 
 /// What a request carries through its life; shared with the stream relay task.
 #[derive(Clone)]
@@ -29,6 +30,8 @@ pub struct Exchange {
     /// Model the client asked for (the record keeps the one the provider reports, if any).
     pub model: String,
     pub provider_name: String,
+    /// The request's trace span (a no-op when tracing is off).
+    pub span: RequestSpan,
 }
 
 /// How an answer relates to the store, as `x-holdfast-cache` reports it.
@@ -113,6 +116,7 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
     let mut record = exchange.record_with(response);
     record.upstream_latency_ms = u32::try_from(latency.as_millis()).unwrap_or(u32::MAX);
     let store = state.store.clone();
+    let store_span = exchange.span.store("put");
     let outcome = tokio::task::spawn_blocking(move || {
         let mut by_id = None;
         if let Some(json) = record.answer_json() {
@@ -121,7 +125,7 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
             {
                 // A Responses answer cut short (token limit, content filter) is not complete.
                 tracing::info!(%address, "incomplete response not stored");
-                return Ok(());
+                return Ok(None);
             }
             record.usage = usage_of(&json);
             if let Some(model) = json.get("model").and_then(Value::as_str) {
@@ -135,11 +139,16 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
             let namespace = crate::address::Namespace::from_hash(by_id.namespace);
             store.put(&store.address(&namespace, &by_id.request), &by_id)?;
         }
-        Ok::<(), crate::store::StoreError>(())
+        Ok::<_, crate::store::StoreError>(record.usage)
     })
     .await;
+    store_span.written(!matches!(outcome, Ok(Ok(_))));
     match outcome {
-        Ok(Ok(())) => {}
+        Ok(Ok(usage)) => {
+            if let Some(usage) = usage {
+                exchange.span.usage(usage.input_tokens, usage.output_tokens);
+            }
+        }
         Ok(Err(e)) => {
             state.metrics.count_store_error();
             tracing::error!(%address, error = %e, "could not store the answer; it was served but will not be kept");

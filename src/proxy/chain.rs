@@ -5,7 +5,7 @@
 //! so the client (and the store) only ever see the client's dialect.
 
 use axum::body::Body;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use bytes::Bytes;
 use serde_json::Value;
 use std::sync::Arc;
@@ -70,9 +70,11 @@ pub async fn run(
             // Permits report the attempt's outcome below; dropped unreported (the client left
             // mid-attempt), they release a half-open probe slot without a verdict.
             let Some(admitted) = admit(state, provider, &target.model) else {
+                base.span.skipped(&name, &target.model, "circuit_open");
                 note_skip(&mut last, UpstreamFailure::CircuitOpen);
                 continue 'targets;
             };
+            let probe = admitted.provider.is_probe() || admitted.model.is_probe();
             let mut permits = Some(admitted);
             let Some(budget) = deadline.checked_duration_since(Instant::now()).and_then(|d| d.checked_sub(reserve))
             else {
@@ -81,12 +83,20 @@ pub async fn run(
             };
             attempts += 1;
             last_provider = Some(name.clone());
-            let upstream = Upstream { target, path: &path, body: body.clone(), translated, rest };
+            let span = base.span.attempt(
+                base.endpoint.genai_operation(),
+                || provider.span_target(&target.model),
+                attempts,
+                probe,
+            );
+            let trace = span.upstream_headers();
+            let upstream = Upstream { target, path: &path, body: body.clone(), translated, rest, trace };
             let attempt = forward(&exchange, upstream, headers, query, parsed, &mut permits);
             let result =
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
+                    span.succeeded(answer.0.status().as_u16());
                     // A stream's permits went with its relay, which reports when it ends.
                     if let Some(permits) = permits.take() {
                         permits.succeed().into_iter().for_each(log_transition);
@@ -95,6 +105,7 @@ pub async fn run(
                 }
                 Err(failure) => failure,
             };
+            span.failed(failure.label(), failure.status());
             state.metrics.count_upstream_failure(&name, failure.label());
             let retryable = failure.is_retryable(&provider.config.retry);
             // Outage-class failures (and statuses the operator lists as retryable, e.g. 408)
@@ -245,6 +256,8 @@ struct Upstream<'t, 'p> {
     translated: bool,
     /// The route's targets after this one, which may continue a stream that breaks.
     rest: &'t [Target<'p>],
+    /// The attempt's `traceparent` (and `tracestate`) for the provider.
+    trace: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// One attempt: send, then relay (streams) or read, check, translate and store (whole answers).
@@ -259,12 +272,12 @@ async fn forward(
     permits: &mut Option<AttemptPermits>,
 ) -> Result<Answer, UpstreamFailure> {
     let state = &exchange.state;
-    let Upstream { target, path, body, translated, rest } = upstream;
+    let Upstream { target, path, body, translated, rest, trace } = upstream;
     let provider = target.provider;
     let wants_stream = parsed.wants_stream;
     let form = parsed.form();
     let started = std::time::Instant::now();
-    let response = provider.send(reqwest::Method::POST, path, headers, Some(body), wants_stream).await?;
+    let response = provider.send_traced(reqwest::Method::POST, path, headers, trace, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
     let upstream_type =
         response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON).to_owned();

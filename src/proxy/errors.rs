@@ -76,6 +76,11 @@ impl ApiError {
         }
     }
 
+    /// A short class of the error (OpenAI's `code`), e.g. for a trace's `error.type`.
+    pub fn code(&self) -> &'static str {
+        self.kinds().2
+    }
+
     /// OpenAI's `error.type` / Anthropic's `error.type`, and OpenAI's `code`.
     fn kinds(&self) -> (&'static str, &'static str, &'static str) {
         match self {

@@ -19,16 +19,19 @@ use crate::address::Address;
 use crate::config::CacheMode;
 use crate::normalize::statefulness;
 use crate::store::{Entry, now_ms};
+use crate::telemetry::{Outcome, RequestSpan};
 use crate::upstream::{RETURNED_HEADERS, UpstreamFailure};
 
 pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let span = state.traces.request("POST", endpoint.path(), &headers);
     let mut trace = Trace::default();
-    let outcome = answer(&state, endpoint, &uri, &headers, body, &mut trace).await;
+    let outcome = answer(&state, endpoint, &uri, &headers, body, &mut trace, &span).await;
     let (mut response, result, provider) = match outcome {
         Ok(ok) => ok,
         Err(err) => {
             tracing::info!(endpoint = endpoint.path(), error = %err, "request answered with an error");
+            let error_type = err.code();
             let mut response = err.into_dialect_response(endpoint.dialect());
             if let Some(a) = &trace.address {
                 // The store was consulted (or could have been) and had nothing to give.
@@ -44,7 +47,14 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
                 set_header(&mut response, "x-should-retry", "false");
             }
             state.metrics.count_request(endpoint.path(), "-", "error");
-            return response;
+            span.answered(Outcome {
+                cache_result: "error",
+                attempts: trace.attempts,
+                provider: trace.provider.as_deref(),
+                status: response.status().as_u16(),
+                error_type: Some(error_type),
+            });
+            return span.end_with_body(response);
         }
     };
     if trace.attempts > 0 {
@@ -58,7 +68,15 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
     state.metrics.count_request(endpoint.path(), &provider, result.as_str());
     tracing::debug!(endpoint = endpoint.path(), %provider, cache = result.as_str(),
         status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "answered");
-    response
+    let status = response.status().as_u16();
+    span.answered(Outcome {
+        cache_result: result.as_str(),
+        attempts: trace.attempts,
+        provider: Some(&provider),
+        status,
+        error_type: (status >= 400).then_some("upstream_status"),
+    });
+    span.end_with_body(response)
 }
 
 /// What is known about a request when it ends in an error, for the error's headers.
@@ -76,30 +94,34 @@ async fn answer(
     headers: &HeaderMap,
     body: Body,
     trace: &mut Trace,
+    span: &RequestSpan,
 ) -> Result<Answer, ApiError> {
     let raw = request::read_body(headers, body, state.config.max_request_bytes, &state.bodies).await?;
     let parsed = request::parse(endpoint, raw)?;
+    span.asked(endpoint.genai_operation(), &parsed.model, parsed.wants_stream);
     let mut policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
     policy.stateful = Stateful::new(statefulness(endpoint.path(), &parsed.json), state.config.cache.stateful);
     let deadline = tokio::time::Instant::now() + policy.deadline;
     let normalized = request::key_of(state, endpoint, &parsed, headers, uri.query())?;
     let (namespace, address) = state.locate(headers, &normalized);
     trace.address = Some(address);
+    span.tenant(namespace.hash());
 
     if policy.mode == CacheMode::Replay {
         if let Stateful::Bypass(reason) = policy.stateful {
             return Err(ApiError::StatefulNotReplayed { reason });
         }
-        return match lookup(state, &address) {
-            Some(entry) => serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
+        return match lookup(state, &address, span) {
+            Some(entry) => serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None, span)
                 .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
             None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
     }
     if policy.may_serve_fresh()
-        && let Some(entry) = lookup(state, &address)
+        && let Some(entry) = lookup(state, &address, span)
         && age_of(&entry) <= policy.fresh_for
-        && let Some(answer) = serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None)
+        && let Some(answer) =
+            serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None, span)
     {
         return Ok(answer);
     }
@@ -117,6 +139,7 @@ async fn answer(
         namespace,
         model: parsed.model.clone(),
         provider_name: String::new(),
+        span: span.clone(),
     };
     // Identical requests in flight share one upstream call (see `flight`).
     let mut leader = None;
@@ -160,10 +183,18 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Resu
     let servable = failure.kind().is_some_and(|k| state.config.cache.serve_stale_on.contains(&k));
     if servable
         && exchange.policy.may_serve_stale()
-        && let Some(entry) = lookup(state, &exchange.address)
+        && let Some(entry) = lookup(state, &exchange.address, &exchange.span)
         && exchange.policy.stale_if_error.is_none_or(|limit| age_of(&entry) <= limit)
-        && let Some(answer) =
-            serve_entry(state, &entry, exchange.endpoint, form, CacheResult::Stale, &exchange.address, Some(&reason))
+        && let Some(answer) = serve_entry(
+            state,
+            &entry,
+            exchange.endpoint,
+            form,
+            CacheResult::Stale,
+            &exchange.address,
+            Some(&reason),
+            &exchange.span,
+        )
     {
         return Ok(answer);
     }
@@ -199,8 +230,11 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Resu
 /// AES-GCM), while a `spawn_blocking` round trip made the in-process 1 KiB hit 33.8 µs instead
 /// of 9.1 µs (`cargo bench --bench hit_path`, docs/performance.md). Writes, which wait for an
 /// fsync, always run on blocking threads (`store_record`).
-fn lookup(state: &AppState, address: &Address) -> Option<Entry> {
-    match state.store.get(address) {
+fn lookup(state: &AppState, address: &Address, span: &RequestSpan) -> Option<Entry> {
+    let store_span = span.store("get");
+    let read = state.store.get(address);
+    store_span.read(matches!(read, Ok(Some(_))), read.is_err());
+    match read {
         Ok(entry) => entry,
         Err(e) => {
             state.metrics.count_store_error();
@@ -215,6 +249,7 @@ fn age_of(entry: &Entry) -> Duration {
 }
 
 /// Builds the answer for a stored entry, or `None` if it cannot be given in the form asked.
+#[allow(clippy::too_many_arguments)]
 fn serve_entry(
     state: &AppState,
     entry: &Entry,
@@ -223,6 +258,7 @@ fn serve_entry(
     result: CacheResult,
     address: &Address,
     upstream_error: Option<&str>,
+    span: &RequestSpan,
 ) -> Option<Answer> {
     let (body, content_type) = match stored::body_for(&entry.record, endpoint, form) {
         Ok(b) => b,
@@ -232,6 +268,9 @@ fn serve_entry(
         }
     };
     let mut out = stored::response(entry.record.response.status, body, &content_type);
+    if let Some(usage) = &entry.record.usage {
+        span.usage(usage.input_tokens, usage.output_tokens);
+    }
     let age = age_of(entry).as_secs();
     decorate(&mut out, result, address, &entry.record.provider, Some(age), upstream_error);
     if let Err(e) = state.store.mark_served(address) {

@@ -54,6 +54,7 @@ use crate::normalize::NormalizedRequest;
 use crate::resilience::breaker::Breakers;
 use crate::server::{Listener, ServerLimits};
 use crate::store::Store;
+use crate::telemetry::Traces;
 use crate::upstream::Upstreams;
 
 /// Everything a request handler needs, shared by all of them.
@@ -72,6 +73,8 @@ pub struct AppInner {
     pub bodies: request::BodyBudget,
     /// Identical requests in flight, sharing one upstream call.
     pub flights: Arc<flight::Flights>,
+    /// OpenTelemetry traces (`[telemetry]`); off unless an endpoint is configured.
+    pub traces: Traces,
 }
 
 #[derive(Clone)]
@@ -93,6 +96,7 @@ impl AppState {
     pub fn with_client_keys(config: Config, store: Arc<Store>, upstreams: Upstreams, client_keys: ClientKeys) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
         let bodies = request::BodyBudget::new(config.limits.max_body_buffer);
+        let traces = Traces::from_config(&config.telemetry);
         Self(Arc::new(AppInner {
             config,
             store,
@@ -103,6 +107,7 @@ impl AppState {
             in_flight,
             bodies,
             flights: Arc::default(),
+            traces,
         }))
     }
 }

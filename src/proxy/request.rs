@@ -57,6 +57,17 @@ impl Endpoint {
         }
     }
 
+    /// The operation as the OpenTelemetry GenAI conventions name it (`gen_ai.operation.name`);
+    /// counting tokens has no name there and keeps its own.
+    pub fn genai_operation(self) -> &'static str {
+        match self {
+            Self::ChatCompletions | Self::Messages | Self::Responses => "chat",
+            Self::Completions => "text_completion",
+            Self::Embeddings => "embeddings",
+            Self::CountTokens => "count_tokens",
+        }
+    }
+
     /// The stream format of this endpoint, if it can stream at all.
     pub fn stream_kind(self) -> Option<StreamKind> {
         StreamKind::from_endpoint(self.path())

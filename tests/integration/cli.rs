@@ -105,3 +105,15 @@ fn the_outage_drill_passes_and_reports_every_step() {
     assert!(report.contains("0 contain it"), "{report}");
     assert!(report.contains("circuit breaker: open"), "{report}");
 }
+
+#[test]
+fn version_names_the_build_and_the_formats_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = holdfast(dir.path()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(&format!("holdfast {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains(&format!("store format {}", holdfast::store::FORMAT_VERSION)), "{text}");
+    assert!(text.contains(&format!("cache-key normalization {}", holdfast::normalize::NORMALIZATION_VERSION)));
+    assert!(text.contains(&format!("export bundle format {}", holdfast::bundle::BUNDLE_FORMAT)), "{text}");
+}

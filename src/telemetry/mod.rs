@@ -1,4 +1,13 @@
-//! Logging set-up: `tracing` to standard error, as text for people or JSON for pipelines.
+//! What Holdfast tells operators about itself besides `/metrics`: logs (`tracing` to standard
+//! error, as text for people or JSON for pipelines) and OpenTelemetry traces.
+//!
+//! - `spans`: the spans of one request and what they may carry; `traceparent` in and out.
+//! - `export`: the OTLP/HTTP pipeline behind them (`[telemetry]`).
+
+mod export;
+mod spans;
+
+pub use spans::{AttemptSpan, AttemptTarget, Outcome, RequestSpan, SCHEMA_URL, StoreSpan, Traces};
 
 use std::io::IsTerminal as _;
 
