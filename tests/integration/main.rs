@@ -6,6 +6,7 @@ mod cache_key;
 mod classify;
 mod cli;
 mod common;
+mod dashboard;
 mod edge;
 mod fake_upstream;
 mod flight;
