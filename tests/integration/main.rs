@@ -7,6 +7,7 @@ mod classify;
 mod cli;
 mod common;
 mod dashboard;
+mod dashboard_browser;
 mod edge;
 mod fake_upstream;
 mod flight;

@@ -130,9 +130,27 @@ async fn watch_outage(live: Weak<Live>) {
 impl Live {
     /// Updates the outage clock from the breakers; returns their statuses.
     fn observe(&self) -> Vec<crate::resilience::breaker::BreakerStatus> {
+        use crate::resilience::breaker::State;
         let statuses = self.proxy.breakers.statuses();
-        let degraded = statuses.iter().any(|s| s.state != crate::resilience::breaker::State::Closed);
-        self.outage.observe(&self.proxy.metrics.recent, degraded);
+        // How long each breaker has been open: its cooldown less what is left of it (a
+        // half-open one has waited at least the whole cooldown).
+        let open_for = statuses
+            .iter()
+            .filter(|s| s.state != State::Closed)
+            .map(|s| {
+                let provider = s.key.split('/').next().unwrap_or(&s.key);
+                let cooldown = self
+                    .proxy
+                    .config
+                    .providers
+                    .iter()
+                    .find(|p| p.name == provider)
+                    .map_or(Duration::ZERO, |p| p.breaker.cooldown);
+                let left = Duration::try_from_secs_f64(s.retry_in_secs.unwrap_or(0.0)).unwrap_or_default();
+                cooldown.saturating_sub(left)
+            })
+            .max();
+        self.outage.observe(&self.proxy.metrics.recent, open_for);
         statuses
     }
 }

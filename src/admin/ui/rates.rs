@@ -11,7 +11,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -105,6 +105,15 @@ impl RecentRates {
         RateWindow { end_ms: wall_ms(), step_secs: step, results: RESULTS, bins }
     }
 
+    /// Requests counted in the last `secs` seconds, the current one included.
+    fn sum_last(&self, secs: u64) -> [u64; RESULTS.len()] {
+        let mut sum = [0u64; RESULTS.len()];
+        for bin in self.window(secs, 1).bins {
+            sum.iter_mut().zip(bin).for_each(|(s, n)| *s += n);
+        }
+        sum
+    }
+
     fn totals(&self) -> [u64; RESULTS.len()] {
         std::array::from_fn(|i| self.totals.get(i).map_or(0, |t| t.load(Ordering::Relaxed)))
     }
@@ -115,6 +124,9 @@ fn wall_ms() -> u64 {
 }
 
 /// When the current outage (some breaker not closed) began, and the totals at that moment.
+/// It is noticed up to a second late (the breakers are sampled), so its start is dated back
+/// to when the longest-open breaker opened, and the requests since then are taken from the
+/// ring: the answers that opened the breaker belong to the outage too.
 #[derive(Default)]
 pub struct OutageClock {
     started: Mutex<Option<(u64, [u64; RESULTS.len()])>>,
@@ -134,12 +146,21 @@ pub struct OutageShare {
 }
 
 impl OutageClock {
-    /// Notes whether any breaker is open or half-open now; starts or ends the outage.
-    pub fn observe(&self, rates: &RecentRates, degraded: bool) {
+    /// Notes how long the longest-open breaker has been open (`None`: all are closed);
+    /// starts or ends the outage.
+    pub fn observe(&self, rates: &RecentRates, open_for: Option<Duration>) {
         let mut started = self.started.lock().unwrap_or_else(|e| e.into_inner());
-        match (degraded, started.is_some()) {
-            (true, false) => *started = Some((wall_ms(), rates.totals())),
-            (false, true) => *started = None,
+        match (open_for, started.is_some()) {
+            (Some(open_for), false) => {
+                // Whole seconds, rounded up, and the second before: the ring is per second, and
+                // the answers that opened the breaker came just before it opened.
+                let back = (open_for.as_secs() + 1).min(HISTORY_SECS - 1);
+                let since_then = rates.sum_last(back + 1);
+                let mut before = rates.totals();
+                before.iter_mut().zip(since_then).for_each(|(b, n)| *b = b.saturating_sub(n));
+                *started = Some((wall_ms().saturating_sub(back * 1000), before));
+            }
+            (None, true) => *started = None,
             _ => {}
         }
     }
@@ -195,17 +216,34 @@ mod tests {
         let clock = OutageClock::default();
         rates.count("miss");
         assert!(clock.share(&rates).is_none());
-        clock.observe(&rates, true);
+        clock.observe(&rates, Some(Duration::ZERO));
         rates.count("stale");
         rates.count("stale");
         rates.count("stale");
         rates.count("error");
         let share = clock.share(&rates).unwrap();
-        assert_eq!((share.requests, share.from_store), (4, 3));
-        assert!((share.share.unwrap() - 0.75).abs() < 1e-9);
-        clock.observe(&rates, true);
-        assert_eq!(clock.share(&rates).unwrap().requests, 4, "a second look does not restart it");
-        clock.observe(&rates, false);
+        // The miss came in the same second the breaker opened: it counts as the outage's.
+        assert_eq!((share.requests, share.from_store), (5, 3));
+        assert!((share.share.unwrap() - 0.6).abs() < 1e-9);
+        clock.observe(&rates, Some(Duration::from_secs(1)));
+        assert_eq!(clock.share(&rates).unwrap().requests, 5, "a second look does not restart it");
+        clock.observe(&rates, None);
         assert!(clock.share(&rates).is_none(), "all breakers closed: the outage is over");
+    }
+
+    #[test]
+    fn an_outage_noticed_late_still_counts_the_requests_since_the_breaker_opened() {
+        let Some(a_minute_ago) = Instant::now().checked_sub(Duration::from_secs(60)) else { return };
+        let rates = RecentRates { epoch: a_minute_ago, ..RecentRates::default() };
+        // 30 s ago, before the breaker opened: a miss; 10 s ago, after: two stale answers.
+        let slot = |secs_ago: u64| rates.slot(60 - secs_ago).unwrap();
+        slot(30)[3].store(((60 - 30) << 32) | 1, Ordering::Relaxed);
+        slot(10)[1].store(((60 - 10) << 32) | 2, Ordering::Relaxed);
+        rates.totals[3].store(1, Ordering::Relaxed);
+        rates.totals[1].store(2, Ordering::Relaxed);
+        let clock = OutageClock::default();
+        clock.observe(&rates, Some(Duration::from_secs(15)));
+        let share = clock.share(&rates).unwrap();
+        assert_eq!((share.requests, share.from_store), (2, 2));
     }
 }

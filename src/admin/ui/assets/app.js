@@ -6,6 +6,7 @@ const RESULTS = ["hit", "stale", "coalesced", "miss", "bypass", "error"];
 const POLL_MS = 2000;
 const session = { csrf: null, actor: null, live: false };
 let pollTimer = null;
+let chartMinutes = 60; // the rate chart's range: 60 or 10 minutes
 
 // ---------- small helpers ----------
 
@@ -138,7 +139,7 @@ async function logout() {
 
 function route() {
   stopPolling();
-  const hash = location.hash.replace(/^#/, "") || "now";
+  const hash = location.hash.replace(/^#/, "").split("?")[0] || "now";
   const [page, ...rest] = hash.split("/");
   const arg = decodeURIComponent(rest.join("/"));
   for (const a of document.querySelectorAll(".tabs a")) {
@@ -223,10 +224,16 @@ function renderNow(body, now) {
     card("Store", `${store.entries}`, `entries · ${fmtBytes(store.bytes)} sealed · ${fmtBytes(store.disk_bytes)} on disk`),
     latencyCard(now.latency));
   const breakers = h("section", { class: "panel" }, h("h2", {}, "Providers and breakers"), breakerTable(now));
+  const shown = now.hour.bins.slice(-Math.round((chartMinutes * 60) / now.hour.step_secs));
+  const range = (minutes, label) => h("button", {
+    type: "button", class: chartMinutes === minutes ? "chip on" : "chip", "aria-pressed": String(chartMinutes === minutes),
+    onclick: () => { chartMinutes = minutes; renderNow(body, now); },
+  }, label);
   const chart = h("section", { class: "panel" },
-    h("h2", {}, "Requests per second by cache result — last hour"),
-    rateChart(now.hour),
-    legend(sumBins(now.hour.bins)));
+    h("div", { class: "panel-head" }, h("h2", {}, "Requests per second by cache result"),
+      h("div", { class: "chips" }, range(60, "1 hour"), range(10, "10 min"))),
+    rateChart({ bins: shown, step_secs: now.hour.step_secs }, chartMinutes),
+    legend(sumBins(shown)));
   const latency = h("section", { class: "panel" }, h("h2", {}, "Upstream latency"), latencyChart(now.latency));
   body.replaceChildren(cards, h("div", { class: "grid two" }, h("div", { class: "stack" }, breakers, chart), h("div", { class: "stack" }, latency)));
 }
@@ -296,7 +303,7 @@ function breakerTable(now) {
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No providers configured")))));
 }
 
-function rateChart(hour) {
+function rateChart(hour, minutes) {
   const W = 720, H = 220, L = 44, R = 8, T = 10, B = 24;
   const bins = hour.bins;
   const n = bins.length;
@@ -304,7 +311,7 @@ function rateChart(hour) {
   const totals = bins.map((b) => b.reduce((a, x) => a + x, 0) / step);
   const max = Math.max(1, ...totals);
   const niceMax = niceCeil(max);
-  const x = (i) => L + ((W - L - R) * i) / Math.max(1, n - 1);
+  const x = (i) => L + ((W - L - R) * (i + 0.5)) / Math.max(1, n);
   const y = (v) => T + (H - T - B) * (1 - v / niceMax);
   const svg = s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "Requests per second by cache result over the last hour" });
   for (let k = 0; k <= 4; k++) {
@@ -312,21 +319,24 @@ function rateChart(hour) {
     svg.append(s("line", { class: "grid-line", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     svg.append(s("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmtRate(v)));
   }
-  const minutesBack = [60, 45, 30, 15, 0];
-  for (const m of minutesBack) {
-    const i = n - 1 - (m * 60) / step;
-    if (i < 0) continue;
-    svg.append(s("text", { x: x(i), y: H - 6, "text-anchor": m === 0 ? "end" : m === 60 ? "start" : "middle" }, m === 0 ? "now" : `−${m} min`));
+  const marks = minutes === 60 ? [60, 45, 30, 15, 0] : [10, 8, 6, 4, 2, 0];
+  for (const m of marks) {
+    const i = Math.max(0, n - 1 - (m * 60) / step);
+    svg.append(s("text", { x: x(i), y: H - 6, "text-anchor": m === 0 ? "end" : m === minutes ? "start" : "middle" }, m === 0 ? "now" : `−${m} min`));
   }
-  const base = new Array(n).fill(0);
-  RESULTS.forEach((name, r) => {
-    const top = bins.map((b, i) => base[i] + b[r] / step);
-    if (top.every((v, i) => v === base[i])) return;
-    let d = `M ${x(0)} ${y(top[0])}`;
-    for (let i = 1; i < n; i++) d += ` L ${x(i)} ${y(top[i])}`;
-    for (let i = n - 1; i >= 0; i--) d += ` L ${x(i)} ${y(base[i])}`;
-    svg.append(s("path", { d: `${d} Z`, class: `c-${name}`, "fill-opacity": "0.85" }));
-    top.forEach((v, i) => { base[i] = v; });
+  // Stacked bars, one per bin: sparse traffic stays visible, and each bar is what happened then.
+  const slot = (W - L - R) / Math.max(1, n);
+  const bar = Math.max(1, slot * 0.8);
+  bins.forEach((b, i) => {
+    let below = 0;
+    RESULTS.forEach((name, r) => {
+      const v = b[r] / step;
+      if (!v) return;
+      const y0 = y(below), y1 = y(below + v);
+      svg.append(s("rect", { class: `c-${name}`, x: L + i * slot + (slot - bar) / 2, y: y1, width: bar, height: Math.max(1, y0 - y1) },
+        s("title", {}, `${name}: ${fmtRate(v)}/s`)));
+      below += v;
+    });
   });
   return svg;
 }
@@ -433,7 +443,7 @@ function renderRows(box, answer) {
     onclick: () => { location.hash = `#entry/${r.address}`; },
     onkeydown: (e) => { if (e.key === "Enter") location.hash = `#entry/${r.address}`; },
   },
-  h("td", { class: "small" }, fmtTime(r.created_ms)),
+  h("td", { class: "small nowrap" }, fmtTime(r.created_ms)),
   h("td", {}, r.provider), h("td", {}, r.model), h("td", { class: "mono small" }, r.tenant),
   h("td", { class: "num" }, String(r.times_served)),
   h("td", { class: "preview", title: r.preview }, r.preview)));
@@ -583,8 +593,8 @@ function trailPage(view) {
       ? h("div", { class: "banner bad", id: "trail-status" }, `Verification FAILED at line ${t.first_broken.line}: ${t.first_broken.reason}`)
       : h("div", { class: "banner ok", id: "trail-status" }, `Verified: ${t.total} entr${t.total === 1 ? "y" : "ies"}, the chain is intact.`);
     const rows = t.entries.map((e) => h("tr", { "data-command": e.command },
-      h("td", { class: "num" }, String(e.seq)), h("td", { class: "small" }, fmtTime(e.at_ms)),
-      h("td", { class: "small" }, e.actor), h("td", {}, e.command), h("td", { class: "num" }, String(e.count)),
+      h("td", { class: "num" }, String(e.seq)), h("td", { class: "small nowrap" }, fmtTime(e.at_ms)),
+      h("td", { class: "small actor" }, e.actor), h("td", { class: "command" }, e.command), h("td", { class: "num" }, String(e.count)),
       h("td", { class: "mono small" }, e.addresses.length ? e.addresses.slice(0, 3).map(shortAddr).join(" ") + (e.addresses.length > 3 ? ` +${e.addresses.length - 3}` : "") : "–"),
       h("td", {}, h("span", { class: `pill ${e.outcome === "ok" ? "ok" : e.outcome === "started" ? "warn" : "bad"}` }, e.outcome))));
     box.replaceChildren(banner, t.unreadable ? h("div", { class: "banner bad" }, t.unreadable) : "",
@@ -618,7 +628,7 @@ function keysPage(view) {
 function loadKeys(box) {
   api("keys").then((k) => {
     const rows = k.keys.map((key) => h("tr", { "data-key": key.id },
-      h("td", {}, h("strong", {}, `#${key.id}`)), h("td", { class: "small" }, fmtTime(key.created_ms)),
+      h("td", {}, h("strong", {}, `#${key.id}`)), h("td", { class: "small nowrap" }, fmtTime(key.created_ms)),
       h("td", {}, h("span", { class: `pill ${key.status}` }, key.status)), h("td", { class: "num" }, String(key.records)),
       h("td", {}, key.status === "active" ? h("span", { class: "muted small" }, "in use") :
         h("button", { type: "button", class: "ghost", disabled: key.records > 0, title: key.records > 0 ? "Re-encrypt first: entries are still sealed under this key" : "",
