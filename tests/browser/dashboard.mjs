@@ -163,6 +163,26 @@ try {
   await page.waitForTimeout(400); // the progress bar's transition
   await shoot(page, "keys");
 
+  // A streamed entry shows its events; purge it through the confirmation dialog.
+  await page.click('.tabs a[data-page="audit"]');
+  await page.waitForSelector("#audit-results table");
+  await page.fill("#f-q", "streamed question");
+  await page.click("#audit-filters button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#audit-results")?.textContent.includes("1 matching entry"));
+  await page.click("#audit-results tbody tr.link");
+  await page.waitForSelector("#stream-events");
+  const events = Number(await page.getAttribute("#stream-events", "data-count"));
+  await page.click("#stream-events summary");
+  check(events > 2 && (await page.textContent("#stream-events pre")).includes("data: "), `the streamed entry shows its ${events} events as stored`);
+  await shoot(page, "entry-stream");
+  await page.click("#purge-entry");
+  await page.waitForSelector("#confirm[open]");
+  check(await page.isDisabled("#confirm-ok"), "the purge waits for the word purge to be typed");
+  await page.fill("#confirm-word", "purge");
+  await page.click("#confirm-ok");
+  await page.waitForFunction(() => /^2 entries/.test(document.querySelector("#audit-results")?.textContent || ""));
+  ok("after confirming, the purged entry is gone from the list");
+
   // Narrow screen.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.click('.tabs a[data-page="now"]');

@@ -199,10 +199,12 @@ async fn an_operator_logs_in_watches_a_breaker_open_finds_a_prompt_and_rotates_a
         "OK the entry shows the stored answer",
         "OK the trail lists the dashboard's view of the canary entry",
         "OK rotation with re-encryption finished: key #2 is active",
+        "OK the purge waits for the word purge to be typed",
+        "OK after confirming, the purged entry is gone from the list",
     ] {
         assert!(output.contains(check), "missing `{check}`:\n{output}");
     }
-    for page in ["login", "now", "now-dark", "audit", "entry", "trail", "keys", "now-mobile"] {
+    for page in ["login", "now", "now-dark", "audit", "entry", "trail", "keys", "entry-stream", "now-mobile"] {
         let file = artifacts.join(format!("{page}.png"));
         let bytes = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
         assert!(bytes > 5_000, "screenshot {} is missing or empty", file.display());
@@ -218,6 +220,8 @@ async fn an_operator_logs_in_watches_a_breaker_open_finds_a_prompt_and_rotates_a
         .unwrap_or_else(|| panic!("no audit show in the trail: {trail}"));
     assert!(shown["actor"].as_str().unwrap().ends_with("via dashboard"), "{shown}");
     assert!(entries.iter().all(|e| e["command"] != "cache purge --all"), "the cross-site purge ran: {trail}");
+    let purged = entries.iter().filter(|e| e["command"].as_str().unwrap().starts_with("cache purge --address "));
+    assert_eq!(purged.filter(|e| e["outcome"] == "ok").count(), 1, "one confirmed purge: {trail}");
     let keys = admin_command(&served.admin, json!({"command": "keys-list"})).await;
     let records: Vec<(u64, u64)> = keys["keys"]
         .as_array()
@@ -225,5 +229,5 @@ async fn an_operator_logs_in_watches_a_breaker_open_finds_a_prompt_and_rotates_a
         .iter()
         .map(|k| (k["id"].as_u64().unwrap(), k["records"].as_u64().unwrap()))
         .collect();
-    assert_eq!(records, [(1, 0), (2, 3)], "rotated and re-encrypted: {keys}");
+    assert_eq!(records, [(1, 0), (2, 2)], "rotated and re-encrypted, one entry purged since: {keys}");
 }

@@ -566,7 +566,8 @@ function entryPage(view, address) {
       const events = e.events || [];
       parts.push(h("section", { class: "panel mt" },
         h("h2", {}, `Stream events (${events.length})`),
-        h("details", {}, h("summary", {}, "Show the events as the provider sent them"), h("pre", {}, events.join("")))));
+        h("details", { id: "stream-events", "data-count": String(events.length) },
+          h("summary", {}, "Show the events as the provider sent them"), h("pre", {}, events.join("")))));
     }
     box.replaceChildren(...parts);
   }).catch((err) => { box.replaceChildren(); failed(box, err); });
