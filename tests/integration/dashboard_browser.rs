@@ -155,7 +155,6 @@ async fn an_operator_logs_in_watches_a_breaker_open_finds_a_prompt_and_rotates_a
         .current_dir(browser_dir())
         .arg("dashboard.mjs")
         .env("HOLDFAST_UI_URL", &served.admin)
-        .env("HOLDFAST_PROXY_URL", &served.proxy)
         .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
         .env("HOLDFAST_CANARY", CANARY)
         .env("HOLDFAST_ARTIFACTS", &artifacts)
@@ -195,6 +194,7 @@ async fn an_operator_logs_in_watches_a_breaker_open_finds_a_prompt_and_rotates_a
         "OK without a session every endpoint is 401",
         "OK the session cookie is HttpOnly, SameSite=Strict, Path=/ui",
         "OK the Now page shows fake-openai open after the provider was killed",
+        "OK the server refused the cross-site form POST: {\"error\":\"refused: the request came from another site\"}",
         "OK a cross-site POST purged nothing",
         "OK the entry shows the stored answer",
         "OK the trail lists the dashboard's view of the canary entry",
