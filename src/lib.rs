@@ -35,7 +35,8 @@
 //! - [`drill`]: `holdfast drill`, a self-contained outage drill and smoke test.
 //!
 //! Operating the store, shared by the CLI and the server's admin API:
-//! - [`admin`]: keys, audit and cache commands; the admin listener and its client.
+//! - [`admin`]: keys, audit and cache commands; the admin listener, its client, and the
+//!   browser dashboard at `/ui` (`admin::ui`).
 //! - [`audit`]: listing and searching stored prompts; the tamper-evident access trail.
 //! - [`bundle`]: the encrypted export bundle that moves entries between replicas.
 

@@ -312,10 +312,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             parse_duration(&s).map(|d| holdfast::store::now_ms().saturating_sub(d.as_millis() as u64))
                         })
                         .transpose()?;
-                    (AdminRequest::AuditList { filter: AuditFilter { since_ms, model, provider } }, out, None)
+                    (
+                        AdminRequest::AuditList {
+                            filter: AuditFilter { since_ms, model, provider, ..AuditFilter::default() },
+                        },
+                        out,
+                        None,
+                    )
                 }
                 AuditCommand::Show { address, out } => (AdminRequest::AuditShow { address }, out, None),
-                AuditCommand::Search { text, out } => (AdminRequest::AuditSearch { text }, out, None),
+                AuditCommand::Search { text, out } => {
+                    (AdminRequest::AuditSearch { text, filter: AuditFilter::default() }, out, None)
+                }
                 AuditCommand::Export { out, output } => (AdminRequest::AuditExport, output, Some(out)),
                 AuditCommand::Trail { verify, out } => (AdminRequest::AuditTrail { verify }, out, None),
             };

@@ -38,6 +38,8 @@ pub struct Metrics {
     requests_unauthorized: AtomicU64,
     /// Answers relayed but not stored because they exceeded `max_response_bytes`.
     answers_too_large: AtomicU64,
+    /// The last hour of answered requests per second, by cache result, for the dashboard.
+    pub recent: crate::admin::ui::rates::RecentRates,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -47,6 +49,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Metrics {
     pub fn count_request(&self, endpoint: &'static str, provider: &str, cache: &'static str) {
+        self.recent.count(cache);
         let mut requests = lock(&self.requests);
         // Look up by borrowed parts first: the hot path then allocates nothing.
         match requests.iter_mut().find(|((e, p, c), _)| *e == endpoint && p == provider && *c == cache) {

@@ -121,9 +121,9 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let admin = start_admin(&config, &store, &limits, stopped(stop_rx.clone())).await?;
     let state = AppState::with_client_keys(config, store.clone(), upstreams, client_keys);
     let traces = state.traces.clone();
+    let admin = start_admin(&state, &limits, stopped(stop_rx.clone())).await?;
     proxy::run_with_limits(listener, state, limits, stopped(stop_rx)).await?;
     if let Some(admin) = admin {
         let _ = admin.await;
@@ -137,8 +137,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
 
 /// Binds and spawns the admin listener when `HOLDFAST_ADMIN_TOKEN` is set.
 async fn start_admin(
-    config: &Config,
-    store: &Arc<Store>,
+    proxy: &AppState,
     limits: &ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServeError> {
@@ -146,12 +145,20 @@ async fn start_admin(
         tracing::info!("admin API off (set HOLDFAST_ADMIN_TOKEN to run admin commands against this server)");
         return Ok(None);
     };
-    let admin = Admin::open(store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
-    let state = AdminState::new(Arc::new(admin), token, config.admin.max_bundle_bytes)?;
+    let config = &proxy.config;
+    let admin = Admin::open(proxy.store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
     let tls = match (&config.admin.tls_cert, &config.admin.tls_key) {
         (Some(cert), Some(key)) => Some(crate::admin::api::tls_acceptor(cert, key)?),
         _ => None,
     };
+    // The dashboard's Now page shows this proxy's breakers and counters.
+    let state = AdminState::with_dashboard(
+        Arc::new(admin),
+        token,
+        config.admin.max_bundle_bytes,
+        Some(proxy.clone()),
+        tls.is_some(),
+    )?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listen_error = |source| ServeError::AdminListen { addr: config.admin.listen.clone(), source };
     let (listener, url) = match config.admin.parsed_listen() {
@@ -169,6 +176,10 @@ async fn start_admin(
         None => return Err(listen_error(std::io::Error::other("not an address or socket path"))),
     };
     tracing::info!("admin API on {url}: `holdfast --server {url} …` with HOLDFAST_ADMIN_TOKEN");
+    match url.strip_prefix("unix:") {
+        Some(socket) => tracing::info!("dashboard at /ui on {socket}: reach it through `ssh -L 8788:{socket} host`"),
+        None => tracing::info!("dashboard on {url}/ui: log in with HOLDFAST_ADMIN_TOKEN"),
+    }
     Ok(Some(tokio::spawn(crate::admin::api::run(listener, tls, state, limits.clone(), shutdown))))
 }
 

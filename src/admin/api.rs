@@ -57,6 +57,8 @@ struct AdminInner {
     failures: Mutex<RateLimitedLog>,
     /// Exports waiting to be fetched: id → scratch directory holding `output`, and when it was made.
     outputs: Mutex<HashMap<String, (tempfile::TempDir, Instant)>>,
+    /// The browser dashboard at `/ui`, over the same commands.
+    dashboard: Arc<super::ui::Dashboard>,
 }
 
 /// Why the admin listener cannot start.
@@ -70,13 +72,27 @@ pub enum AdminListenError {
 
 impl AdminState {
     pub fn new(admin: Arc<Admin>, token: Zeroizing<String>, max_bundle_bytes: u64) -> Result<Self, AdminListenError> {
+        Self::with_dashboard(admin, token, max_bundle_bytes, None, false)
+    }
+
+    /// As `new`, with the dashboard's Now page showing the running proxy `live`; `tls` marks
+    /// the dashboard's session cookie `Secure`.
+    pub fn with_dashboard(
+        admin: Arc<Admin>,
+        token: Zeroizing<String>,
+        max_bundle_bytes: u64,
+        live: Option<crate::proxy::AppState>,
+        tls: bool,
+    ) -> Result<Self, AdminListenError> {
         if token.trim().is_empty() {
             return Err(AdminListenError::BlankToken);
         }
+        let dashboard = Arc::new(super::ui::Dashboard::new(admin.clone(), token.clone(), live, tls));
         Ok(Self(Arc::new(AdminInner {
             admin,
             token,
             max_bundle_bytes,
+            dashboard,
             failures: Mutex::new(RateLimitedLog::new(Duration::from_secs(60))),
             outputs: Mutex::new(HashMap::new()),
         })))
@@ -118,7 +134,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Whether `presented` matches `expected`, in time independent of where they differ: both
 /// are hashed and BLAKE3's `Hash` compares in constant time.
-fn token_matches(expected: &str, presented: &str) -> bool {
+pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
     blake3::hash(expected.as_bytes()) == blake3::hash(presented.as_bytes())
 }
 
@@ -133,6 +149,7 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 /// The admin listener's routes, without a socket.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .merge(super::ui::router(state.0.dashboard.clone()))
         .route("/admin/v1/execute", post(execute))
         .route("/admin/v1/output/{id}", get(fetch_output))
         .route("/admin/v1/ping", get(ping))

@@ -8,10 +8,12 @@
 //! - `api`: the server's `/admin/v1/execute` endpoint (bearer token, NDJSON progress).
 //! - `client`: the CLI's side of that endpoint (`--server`).
 //! - `render`: human-readable tables for results.
+//! - `ui`: the dashboard at `/ui` on the admin listener, over the same commands.
 
 pub mod api;
 pub mod client;
 pub mod render;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -101,6 +103,9 @@ pub enum AdminRequest {
     },
     AuditSearch {
         text: String,
+        /// Narrows the search (the dashboard's filters); absent from older clients: everything.
+        #[serde(default)]
+        filter: AuditFilter,
     },
     /// Writes JSON Lines to the output file.
     AuditExport,
@@ -365,8 +370,8 @@ impl Admin {
                 detail["count"] = json!(1);
                 detail.into()
             }
-            AdminRequest::AuditSearch { text } => {
-                let rows = audit::search(store, text)?;
+            AdminRequest::AuditSearch { text, filter } => {
+                let rows = audit::search(store, text, filter)?;
                 touched.extend(rows.iter().map(|r| r.address.clone()));
                 json!({"entries": rows, "count": rows.len()}).into()
             }

@@ -20,6 +20,8 @@ pub struct AuditRow {
     pub provider: String,
     pub model: String,
     pub endpoint: String,
+    /// `shared`, or the first bytes of the tenant's keyed hash (never the tenant itself).
+    pub tenant: String,
     /// The start of the last user message (or the whole prompt), on one line.
     pub preview: String,
 }
@@ -28,19 +30,42 @@ pub struct AuditRow {
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
 pub struct AuditFilter {
     pub since_ms: Option<u64>,
+    /// Entries stored before this instant only (the dashboard's time range).
+    pub until_ms: Option<u64>,
     pub model: Option<String>,
     pub provider: Option<String>,
+    /// `shared`, or a hex prefix of the tenant hash as `audit show` prints it.
+    pub tenant: Option<String>,
 }
 
 impl AuditFilter {
     fn keeps_meta(&self, meta: &EntryMeta) -> bool {
         self.since_ms.is_none_or(|since| meta.created_ms >= since)
+            && self.until_ms.is_none_or(|until| meta.created_ms < until)
     }
 
     fn keeps_record(&self, record: &Record) -> bool {
         self.model.as_ref().is_none_or(|m| crate::config::glob_match(m, &record.model))
             && self.provider.as_ref().is_none_or(|p| p == &record.provider)
+            && self.tenant.as_ref().is_none_or(|t| tenant_matches(t, record.namespace.as_ref()))
     }
+}
+
+/// Whether `wanted` (`shared`, or hex digits) names the tenant `namespace`.
+fn tenant_matches(wanted: &str, namespace: Option<&[u8; 32]>) -> bool {
+    let wanted = wanted.trim().trim_end_matches('…').to_ascii_lowercase();
+    match namespace {
+        None => wanted == "shared",
+        Some(hash) => {
+            let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+            !wanted.is_empty() && hex.starts_with(&wanted)
+        }
+    }
+}
+
+/// How listings show a tenant: `shared`, or the first four bytes of its keyed hash.
+fn tenant_label(namespace: Option<&[u8; 32]>) -> String {
+    namespace.map_or("shared".to_owned(), |h| format!("{:02x}{:02x}{:02x}{:02x}…", h[0], h[1], h[2], h[3]))
 }
 
 const PREVIEW_CHARS: usize = 80;
@@ -101,6 +126,7 @@ pub fn row(address: &Address, entry: &Entry) -> AuditRow {
         provider: entry.record.provider.clone(),
         model: entry.record.model.clone(),
         endpoint: entry.record.request.endpoint.clone(),
+        tenant: tenant_label(entry.record.namespace.as_ref()),
         preview: one_line(&prompt_text(&entry.record), PREVIEW_CHARS),
     }
 }
@@ -117,7 +143,7 @@ pub fn detail(address: &Address, entry: &Entry) -> Value {
         "provider": entry.record.provider,
         "model": entry.record.model,
         "endpoint": entry.record.request.endpoint,
-        "tenant": entry.record.namespace.map_or("shared".to_owned(), |h| format!("{:02x}{:02x}{:02x}{:02x}…", h[0], h[1], h[2], h[3])),
+        "tenant": tenant_label(entry.record.namespace.as_ref()),
         "streamed": matches!(entry.record.response.body, ResponseBody::Stream(_)),
         "upstream_latency_ms": entry.record.upstream_latency_ms,
         "usage": entry.record.usage.map(|u| serde_json::json!({"input_tokens": u.input_tokens, "output_tokens": u.output_tokens})),
@@ -162,11 +188,14 @@ pub fn list(store: &Store, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreE
     Ok(rows)
 }
 
-/// Entries whose request or answer contains `text` (case-insensitive).
-pub fn search(store: &Store, text: &str) -> Result<Vec<AuditRow>, StoreError> {
+/// Entries passing `filter` whose request or answer contains `text` (case-insensitive).
+pub fn search(store: &Store, text: &str, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
     let needle = text.to_lowercase();
     let mut rows = Vec::new();
     for_each_entry(store, |address, entry, _, _| {
+        if !(filter.keeps_meta(&entry.meta) && filter.keeps_record(&entry.record)) {
+            return Ok(());
+        }
         let request = String::from_utf8_lossy(&entry.record.request.canonical).to_lowercase();
         let answer = answer_json(&entry.record).to_string().to_lowercase();
         if request.contains(&needle) || answer.contains(&needle) {

@@ -6,6 +6,8 @@ mod cache_key;
 mod classify;
 mod cli;
 mod common;
+mod dashboard;
+mod dashboard_browser;
 mod edge;
 mod fake_upstream;
 mod flight;
