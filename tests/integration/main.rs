@@ -13,6 +13,7 @@ mod fuzz;
 mod normalization;
 mod passthrough;
 mod proxy;
+mod redis;
 mod resilience;
 mod sdk_compat;
 mod store;
