@@ -543,3 +543,68 @@ fn init_against_redis_creates_once_and_admin_commands_run_without_a_server() {
     assert_eq!(bad.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot use the Redis store") && !stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
+    let Some(binary) = redis_server_binary() else {
+        assert!(std::env::var_os("CI").is_none(), "CI must provide redis-server (.ci/run installs it)");
+        eprintln!("SKIPPED a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate: no redis-server");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed to make a test certificate");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = free_port();
+    let mut server = Command::new(binary)
+        .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port", &port.to_string(), "--save", ""])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(["--tls-auth-clients", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://127.0.0.1:{port}/0");
+    std::fs::write(dir.path().join("holdfast.toml"), config_text(&url, "http://127.0.0.1:9", "")).unwrap();
+    let run = |args: &[&str], trust: bool| {
+        let mut c = holdfast(dir.path());
+        c.args(args);
+        if trust {
+            // rustls-native-certs reads the trust roots from SSL_CERT_FILE when it is set.
+            c.env("SSL_CERT_FILE", &cert);
+        } else {
+            c.env("SSL_CERT_FILE", dir.path().join("no-roots.pem"));
+        }
+        c.output().unwrap()
+    };
+    let started = Instant::now();
+    let created = loop {
+        let out = run(&["init"], true);
+        if out.status.success() || started.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(created.status.success(), "init over TLS failed: {}", String::from_utf8_lossy(&created.stderr));
+    let stats = run(&["cache", "stats", "--json"], true);
+    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
+    let untrusted = run(&["cache", "stats"], false);
+    assert_eq!(untrusted.status.code(), Some(1), "a certificate nobody vouches for must be refused");
+    assert!(String::from_utf8_lossy(&untrusted.stderr).contains("cannot use the Redis store"));
+    let _ = server.kill();
+    let _ = server.wait();
+}
