@@ -954,6 +954,24 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_store_needs_a_url_and_never_shows_its_password() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\ncluster = [\"redis://a:1\"]\n{base}")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.url") && err.contains("store.cluster"), "{err}");
+        let mut c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
+        c.apply_env(|v| (v == "HOLDFAST_STORE_URL").then(|| "redis://holdfast:hunter2@10.0.0.1:6379/0".to_owned()));
+        c.validate().unwrap();
+        assert_eq!(c.store.timeout, Duration::from_millis(50));
+        assert_eq!(c.store.key_prefix, "holdfast:");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("10.0.0.1:6379") && !shown.contains("hunter2"), "{shown}");
+        let target = c.store.redis_target(None).unwrap();
+        assert!(!format!("{target:?}").contains("hunter2"));
+        assert!(Config::parse(&format!("[store]\nbackend = \"memcached\"\n{base}")).is_err());
+    }
+
+    #[test]
     fn validate_reports_every_problem_with_its_path() {
         let mut c = Config::parse(
             "listen = \"nowhere\"\n[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"ftp://x\"\nmodels = []\n",
