@@ -227,6 +227,70 @@ pub struct StoreConfig {
     /// `relaxed` (within 200 ms after; a crash may lose that window).
     #[serde(default)]
     pub durability: StoreDurability,
+    /// `embedded` (a directory at `path`, one process) or `redis` (Redis / Valkey at `url`,
+    /// shared by every replica).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Redis URL for `backend = "redis"`: `redis://` or `rediss://` (TLS). A password in it is
+    /// a secret: never logged. `HOLDFAST_STORE_URL` overrides it.
+    #[serde(default)]
+    pub url: Option<StoreUrl>,
+    /// Prepended to every Redis key, so one Redis can hold several stores.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Redis Cluster node URLs instead of `url` (not supported by this build; refused).
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// Longest a stored-answer lookup in Redis may take before the request goes on without
+    /// it, e.g. "50ms". Writes wait ten times as long (at least 500 ms).
+    #[serde(default = "default_store_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+/// `store.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+/// `store.url`: may carry a password, so `Debug` shows it without user and password.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(pub zeroize::Zeroizing<String>);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("?", ""));
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        write!(f, "StoreUrl({scheme}://{host})")
+    }
+}
+
+impl StoreConfig {
+    /// Where and how to reach the shared store, when `backend = "redis"`. `ttl` is the Redis
+    /// TTL for entries without a retention deadline (see `shared_ttl`).
+    pub fn redis_target(&self, ttl: Option<Duration>) -> Option<crate::store::RedisTarget> {
+        if self.backend != StoreBackend::Redis {
+            return None;
+        }
+        Some(crate::store::RedisTarget {
+            url: self.url.as_ref().map(|u| u.0.clone()).unwrap_or_default(),
+            key_prefix: self.key_prefix.clone(),
+            timeout: self.timeout,
+            ttl,
+        })
+    }
+}
+
+fn default_key_prefix() -> String {
+    "holdfast:".into()
+}
+
+fn default_store_timeout() -> Duration {
+    Duration::from_millis(50)
 }
 
 impl Default for StoreConfig {
@@ -237,6 +301,11 @@ impl Default for StoreConfig {
             max_size: None,
             cache_memory: default_cache_memory(),
             durability: StoreDurability::default(),
+            backend: StoreBackend::default(),
+            url: None,
+            key_prefix: default_key_prefix(),
+            cluster: Vec::new(),
+            timeout: default_store_timeout(),
         }
     }
 }
@@ -632,10 +701,43 @@ impl Config {
         if let Some(path) = var("HOLDFAST_STORE_PATH").filter(|v| !v.is_empty()) {
             self.store.path = PathBuf::from(path);
         }
+        if let Some(url) = var("HOLDFAST_STORE_URL").filter(|v| !v.is_empty()) {
+            self.store.url = Some(StoreUrl(zeroize::Zeroizing::new(url)));
+        }
         if let Some(listen) = var("HOLDFAST_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
             self.admin.listen = listen;
         }
         self.telemetry.apply_env(&var);
+    }
+
+    fn validate_store(&self, problems: &mut Vec<String>) {
+        let store = &self.store;
+        if !store.cluster.is_empty() {
+            problems.push(
+                "store.cluster: Redis Cluster is not supported by this build; point store.url at one primary \
+                 (with replicas and Sentinel or a managed failover behind it)"
+                    .into(),
+            );
+        }
+        if store.backend != StoreBackend::Redis {
+            return;
+        }
+        match store.url.as_ref().map(|u| u.0.as_str()) {
+            None | Some("") => problems.push(
+                "store.url: backend = \"redis\" needs a URL like redis://127.0.0.1:6379/0 (or set HOLDFAST_STORE_URL)"
+                    .into(),
+            ),
+            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+                problems.push("store.url: must start with redis:// or rediss:// (TLS)".into());
+            }
+            Some(_) => {}
+        }
+        if store.key_prefix.is_empty() {
+            problems.push("store.key_prefix: must not be empty (it keeps other data in the same Redis apart)".into());
+        }
+        if store.timeout.is_zero() || store.timeout > Duration::from_secs(10) {
+            problems.push("store.timeout: must be more than 0 and at most 10s (default 50ms)".into());
+        }
     }
 
     /// Checks everything serde cannot, reporting every problem with its key path.
@@ -656,6 +758,7 @@ impl Config {
         if self.providers.is_empty() {
             problems.push("providers: at least one [[providers]] entry is needed".into());
         }
+        self.validate_store(&mut problems);
         for (i, p) in self.providers.iter().enumerate() {
             let at = format!("providers[{i}] ({})", p.name);
             if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -869,6 +972,24 @@ mod tests {
         assert!(err.contains("mdoe") && err.contains("line 3"), "{err}");
         let err = Config::parse("[cache]\nmode = \"sometimes\"\n").unwrap_err();
         assert!(err.contains("sometimes") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_store_needs_a_url_and_never_shows_its_password() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\ncluster = [\"redis://a:1\"]\n{base}")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("store.url") && err.contains("store.cluster"), "{err}");
+        let mut c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
+        c.apply_env(|v| (v == "HOLDFAST_STORE_URL").then(|| "redis://holdfast:hunter2@10.0.0.1:6379/0".to_owned()));
+        c.validate().unwrap();
+        assert_eq!(c.store.timeout, Duration::from_millis(50));
+        assert_eq!(c.store.key_prefix, "holdfast:");
+        let shown = format!("{c:?}");
+        assert!(shown.contains("10.0.0.1:6379") && !shown.contains("hunter2"), "{shown}");
+        let target = c.store.redis_target(None).unwrap();
+        assert!(!format!("{target:?}").contains("hunter2"));
+        assert!(Config::parse(&format!("[store]\nbackend = \"memcached\"\n{base}")).is_err());
     }
 
     #[test]

@@ -103,6 +103,13 @@ pub enum KeyringError {
     UnknownKey(u32),
     #[error("key {0} is the active key; rotate first (`holdfast keys rotate`), then retire it")]
     ActiveKey(u32),
+    #[error("a keyring already exists at {path}; open that store instead, or choose another key_prefix")]
+    Exists { path: PathBuf },
+    #[error("keyring {path} kept changing while this process tried to update it; run the command again")]
+    Contended { path: PathBuf },
+    /// The shared store holding the keyring did not answer (it logs that itself).
+    #[error("keyring {path} cannot be reached: {reason}")]
+    Unavailable { path: PathBuf, reason: String },
 }
 
 /// What `keys list` shows of one data key.
@@ -218,7 +225,40 @@ pub struct Keyring {
     /// all of them while serving.
     writer: Mutex<Wrap>,
     seal_limit: u64,
+    /// Set when the keyring is kept in Redis and shared by every replica: each change then
+    /// starts from the latest stored keyring and is written by compare-and-swap.
+    shared: Option<Shared>,
 }
+
+/// Where a shared keyring is kept, and the bytes this process last read or wrote there.
+struct Shared {
+    cell: Arc<dyn KeyringCell>,
+    /// The stored bytes as last seen: the expected value of the next compare-and-swap, and
+    /// what `refresh` compares against.
+    last: Mutex<Vec<u8>>,
+}
+
+impl Shared {
+    fn lock_last(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A place outside the store directory that holds the wrapped keyring, written only by
+/// compare-and-swap so that replicas and admin commands never overwrite each other's changes.
+pub trait KeyringCell: Send + Sync {
+    /// Where it is, for messages (never with a password).
+    fn describe(&self) -> String;
+    /// The wrapped keyring, if there is one.
+    fn load(&self) -> Result<Option<Vec<u8>>, String>;
+    /// Stores `new` if the cell still holds `expected` (`None`: only if it is empty). Returns
+    /// whether it did.
+    fn swap(&self, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String>;
+}
+
+/// How many times a change to a shared keyring is retried when another process changed it
+/// between our read and our write.
+const SHARED_RETRIES: usize = 32;
 
 struct Wrap {
     kek: SecretKey,
@@ -239,19 +279,7 @@ impl Keyring {
     /// Creates a new keyring file with a fresh address key and one data key.
     pub fn create(path: &Path, secret: &StoreSecret, params: KdfParams) -> Result<Self, KeyringError> {
         let (wrapping, kek) = new_wrapping(secret, params)?;
-        let first = StoredKey {
-            id: 1,
-            created_ms: now_ms(),
-            retired: false,
-            key: *SecretKey::generate().expose(),
-            seals_reserved: 0,
-        };
-        let contents = Contents {
-            address_key: *SecretKey::generate().expose(),
-            namespace_key: *SecretKey::generate().expose(),
-            keys: vec![first],
-            active: 1,
-        };
+        let contents = first_contents();
         let keyring = Self::from_contents(path, kek, wrapping, &contents);
         {
             let wrap = keyring.lock_writer();
@@ -263,71 +291,69 @@ impl Keyring {
     /// Reads and unlocks an existing keyring file. Never writes.
     pub fn unlock(path: &Path, secret: &StoreSecret) -> Result<Self, KeyringError> {
         let bytes = fs::read(path).map_err(|source| KeyringError::Io { action: "read", path: path.into(), source })?;
-        let corrupt = |reason: &str| KeyringError::Corrupt { path: path.into(), reason: reason.into() };
-        if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || bytes.get(..8) != Some(&MAGIC[..]) {
-            return Err(corrupt("not a Holdfast keyring file"));
-        }
-        // Checksum first: a damaged version byte must read as corruption, not "upgrade holdfast".
-        let (body, checksum) = bytes.split_at(bytes.len().saturating_sub(CHECKSUM_LEN));
-        let header = body.first_chunk::<HEADER_LEN>().ok_or_else(|| corrupt("header"))?;
-        if blake3::hash(body).as_bytes() != checksum {
-            return Err(corrupt("checksum mismatch"));
-        }
-        let format = u16::from_be_bytes(field(header, 8));
-        if format > KEYRING_FORMAT {
-            return Err(KeyringError::NewerFormat { path: path.into(), found: format, supported: KEYRING_FORMAT });
-        }
-        if format == 0 {
-            return Err(corrupt("format version 0"));
-        }
-        let wrapping = match field::<1>(header, 10) {
-            [1] => Wrapping::Passphrase {
-                params: KdfParams {
-                    memory_kib: u32::from_be_bytes(field(header, 11)),
-                    iterations: u32::from_be_bytes(field(header, 15)),
-                    parallelism: u32::from_be_bytes(field(header, 19)),
-                },
-                salt: field(header, 23),
-            },
-            [2] => Wrapping::RawKey,
-            [other] => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
-        };
-        if let Wrapping::Passphrase { params, .. } = wrapping {
-            params.check_plausible().map_err(|reason| corrupt(&reason))?;
-        }
-        let kek = match (wrapping, secret) {
-            (Wrapping::Passphrase { params, salt }, StoreSecret::Passphrase(p)) => {
-                derive_kek(p.as_bytes(), &salt, params)?
-            }
-            (Wrapping::RawKey, StoreSecret::RawKey(k)) => raw_kek(k),
-            (Wrapping::Passphrase { .. }, StoreSecret::RawKey(_)) => {
-                return Err(KeyringError::WrongSecret {
-                    hint: " (this store is locked with a passphrase: give HOLDFAST_PASSPHRASE or --passphrase-file, not HOLDFAST_KEY)",
-                });
-            }
-            (Wrapping::RawKey, StoreSecret::Passphrase(_)) => {
-                return Err(KeyringError::WrongSecret {
-                    hint: " (this store is locked with a raw key: give HOLDFAST_KEY, not a passphrase)",
-                });
-            }
-        };
-        let ct_len = usize::try_from(u32::from_be_bytes(field(header, 51))).unwrap_or(usize::MAX);
-        if HEADER_LEN.checked_add(ct_len) != Some(body.len()) || ct_len < 16 {
-            return Err(corrupt("length field does not match file size"));
-        }
-        let (sealed, tag) = body.split_at(body.len() - 16);
-        let mut plaintext = Zeroizing::new(sealed.get(HEADER_LEN..).unwrap_or_default().to_vec());
-        let tag = Tag::try_from(tag).map_err(|_| corrupt("tag"))?;
-        let nonce = Nonce::from(field::<12>(header, 39));
-        let cipher = Aes256Gcm::new(kek.expose().into());
-        cipher
-            .decrypt_inout_detached(&nonce, header, plaintext.as_mut_slice().into(), &tag)
-            .map_err(|_| KeyringError::WrongSecret { hint: "" })?;
-        let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
-        if !contents.keys.iter().any(|k| k.id == contents.active && !k.retired) {
-            return Err(corrupt("no active data key"));
-        }
+        let (kek, wrapping, contents) = open_envelope(&bytes, path, Opener::Secret(secret))?;
         Ok(Self::from_contents(path, kek, wrapping, &contents))
+    }
+
+    /// Creates a keyring kept in a shared cell (a Redis key) instead of a file. Refuses if
+    /// the cell already holds one: every replica must share the first.
+    pub fn create_shared(
+        cell: Arc<dyn KeyringCell>,
+        secret: &StoreSecret,
+        params: KdfParams,
+    ) -> Result<Self, KeyringError> {
+        let (wrapping, kek) = new_wrapping(secret, params)?;
+        let contents = first_contents();
+        let mut keyring = Self::from_contents(Path::new(&cell.describe()), kek, wrapping, &contents);
+        let bytes = {
+            let wrap = keyring.lock_writer();
+            keyring.wrap_contents(&contents, &wrap)?
+        };
+        if !cell.swap(None, &bytes).map_err(|e| keyring.cell_error(e))? {
+            return Err(KeyringError::Exists { path: keyring.path.clone() });
+        }
+        keyring.shared = Some(Shared { cell, last: Mutex::new(bytes) });
+        Ok(keyring)
+    }
+
+    /// Unlocks the keyring kept in a shared cell. Never writes.
+    pub fn unlock_shared(cell: Arc<dyn KeyringCell>, secret: &StoreSecret) -> Result<Self, KeyringError> {
+        let path = PathBuf::from(cell.describe());
+        let bytes = cell
+            .load()
+            .map_err(|reason| KeyringError::Unavailable { path: path.clone(), reason })?
+            .ok_or_else(|| KeyringError::Corrupt { path: path.clone(), reason: "the keyring is missing".into() })?;
+        let (kek, wrapping, contents) = open_envelope(&bytes, &path, Opener::Secret(secret))?;
+        let mut keyring = Self::from_contents(&path, kek, wrapping, &contents);
+        keyring.shared = Some(Shared { cell, last: Mutex::new(bytes) });
+        Ok(keyring)
+    }
+
+    /// Whether the keyring is shared with other processes (kept in Redis).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Picks up a change another replica or an admin command made to a shared keyring (a
+    /// rotation, a retirement). `Ok(true)` if the keys changed. A file keyring never changes
+    /// underneath its one process: always `Ok(false)`.
+    pub fn refresh(&self) -> Result<bool, KeyringError> {
+        let Some(shared) = &self.shared else { return Ok(false) };
+        let wrap = self.lock_writer();
+        let Some(bytes) = shared.cell.load().map_err(|e| self.cell_error(e))? else {
+            return Err(KeyringError::Corrupt { path: self.path.clone(), reason: "the keyring is missing".into() });
+        };
+        if *shared.lock_last() == bytes {
+            return Ok(false);
+        }
+        let (_, _, contents) = open_envelope(&bytes, &self.path, Opener::Kek(&wrap.kek))?;
+        self.install(&contents);
+        *shared.lock_last() = bytes;
+        Ok(true)
+    }
+
+    fn cell_error(&self, reason: String) -> KeyringError {
+        KeyringError::Unavailable { path: self.path.clone(), reason }
     }
 
     fn from_contents(path: &Path, kek: SecretKey, wrapping: Wrapping, contents: &Contents) -> Self {
@@ -352,6 +378,7 @@ impl Keyring {
             current: RwLock::new(Arc::new(set)),
             writer: Mutex::new(Wrap { kek, wrapping }),
             seal_limit: SEAL_LIMIT,
+            shared: None,
         }
     }
 
@@ -379,8 +406,13 @@ impl Keyring {
                 let id = active.info.id;
                 return Ok((set, id));
             }
-            // This attempt did not seal: take it back, so the count stays exact.
-            active.sealed.fetch_sub(1, Ordering::Relaxed);
+            // This attempt did not seal: take it back, so the count stays exact. Not for a
+            // shared keyring: there a reservation moves the counter to the start of a block
+            // other replicas never use, and a late take-back could step into theirs. Counting
+            // one seal too many is safe; one too few is not.
+            if self.shared.is_none() {
+                active.sealed.fetch_sub(1, Ordering::Relaxed);
+            }
             self.reserve_block(active.info.id)?;
         }
     }
@@ -401,8 +433,11 @@ impl Keyring {
         if key.sealed.load(Ordering::Relaxed) < reserved {
             return Ok(()); // another thread reserved meanwhile
         }
+        if self.shared.is_some() {
+            return self.reserve_shared_block(id, &wrap);
+        }
         if reserved + SEAL_BLOCK > self.seal_limit {
-            return self.rotate_locked(&set, &wrap).map(|_| ());
+            return self.rotate_locked(&wrap).map(|_| ());
         }
         let mut contents = contents_of(&set);
         if let Some(k) = contents.keys.iter_mut().find(|k| k.id == id) {
@@ -413,24 +448,45 @@ impl Keyring {
         Ok(())
     }
 
+    /// Reserves the next block of seals for key `id` in a shared keyring. `seals_reserved` there
+    /// is the high-water mark of every replica's reservations, so this process takes
+    /// `[mark, mark + SEAL_BLOCK)` and moves the mark, by compare-and-swap: two replicas can
+    /// never take the same block, and the total sealed under a key stays within the limit.
+    fn reserve_shared_block(&self, id: u32, wrap: &Wrap) -> Result<(), KeyringError> {
+        let limit = self.seal_limit;
+        let (contents, start) = self.update(wrap, wrap, |c| {
+            if c.active != id {
+                return Ok(None); // another replica rotated: the next seal uses its key
+            }
+            let Some(key) = c.keys.iter_mut().find(|k| k.id == id) else { return Ok(None) };
+            let start = key.seals_reserved;
+            if start + SEAL_BLOCK > limit {
+                push_fresh_key(c);
+                return Ok(None);
+            }
+            key.seals_reserved = start + SEAL_BLOCK;
+            Ok(Some(start))
+        })?;
+        self.install(&contents);
+        if let Some(start) = start {
+            let set = self.snapshot();
+            if let Some(key) = set.keys.iter().find(|k| k.info.id == id) {
+                // Counter first: a seal that sees the new limit also sees the new start.
+                key.sealed.store(start, Ordering::Relaxed);
+                key.reserved.store(start + SEAL_BLOCK, Ordering::Release);
+            }
+        }
+        Ok(())
+    }
+
     /// Makes a fresh data key active for all new writes; older keys stay for reading.
     pub fn rotate(&self) -> Result<u32, KeyringError> {
         let wrap = self.lock_writer();
-        self.rotate_locked(&self.snapshot(), &wrap)
+        self.rotate_locked(&wrap)
     }
 
-    fn rotate_locked(&self, set: &KeySet, wrap: &Wrap) -> Result<u32, KeyringError> {
-        let id = set.keys.iter().map(|k| k.info.id).max().unwrap_or(0) + 1;
-        let mut contents = contents_of(set);
-        contents.keys.push(StoredKey {
-            id,
-            created_ms: now_ms(),
-            retired: false,
-            key: *SecretKey::generate().expose(),
-            seals_reserved: 0,
-        });
-        contents.active = id;
-        self.write_file(&contents, wrap)?;
+    fn rotate_locked(&self, wrap: &Wrap) -> Result<u32, KeyringError> {
+        let (contents, id) = self.update(wrap, wrap, |c| Ok(push_fresh_key(c)))?;
         self.install(&contents);
         Ok(id)
     }
@@ -439,16 +495,16 @@ impl Keyring {
     /// (`Store::retire_key` does); the active key cannot be retired.
     pub fn retire(&self, id: u32) -> Result<(), KeyringError> {
         let wrap = self.lock_writer();
-        let set = self.snapshot();
-        if set.active == id {
-            return Err(KeyringError::ActiveKey(id));
-        }
-        if !set.keys.iter().any(|k| k.info.id == id) {
-            return Err(KeyringError::UnknownKey(id));
-        }
-        let mut contents = contents_of(&set);
-        contents.keys.retain(|k| k.id != id);
-        self.write_file(&contents, &wrap)?;
+        let (contents, ()) = self.update(&wrap, &wrap, |c| {
+            if c.active == id {
+                return Err(KeyringError::ActiveKey(id));
+            }
+            if !c.keys.iter().any(|k| k.id == id) {
+                return Err(KeyringError::UnknownKey(id));
+            }
+            c.keys.retain(|k| k.id != id);
+            Ok(())
+        })?;
         self.install(&contents);
         Ok(())
     }
@@ -457,9 +513,10 @@ impl Keyring {
     /// source's, so its tenants find their answers here too).
     pub fn adopt_namespace_key(&self, key: &SecretKey) -> Result<(), KeyringError> {
         let wrap = self.lock_writer();
-        let mut contents = contents_of(&self.snapshot());
-        contents.namespace_key = *key.expose();
-        self.write_file(&contents, &wrap)?;
+        let (contents, ()) = self.update(&wrap, &wrap, |c| {
+            c.namespace_key = *key.expose();
+            Ok(())
+        })?;
         self.install(&contents);
         Ok(())
     }
@@ -470,9 +527,40 @@ impl Keyring {
         let mut wrap = self.lock_writer();
         let (wrapping, kek) = new_wrapping(secret, params)?;
         let new = Wrap { kek, wrapping };
-        self.write_file(&contents_of(&self.snapshot()), &new)?;
+        self.update(&wrap, &new, |_| Ok(()))?;
         *wrap = new;
         Ok(())
+    }
+
+    /// Applies `edit` to the latest keyring and stores it wrapped under `write`. For a file
+    /// keyring the latest is this process's (it is the only writer); for a shared one it is
+    /// read from the cell and unwrapped with `read`, and the write is a compare-and-swap,
+    /// retried from the start when another process changed the keyring in between.
+    fn update<T>(
+        &self,
+        read: &Wrap,
+        write: &Wrap,
+        mut edit: impl FnMut(&mut Contents) -> Result<T, KeyringError>,
+    ) -> Result<(Contents, T), KeyringError> {
+        let Some(shared) = &self.shared else {
+            let mut contents = contents_of(&self.snapshot());
+            let outcome = edit(&mut contents)?;
+            self.write_file(&contents, write)?;
+            return Ok((contents, outcome));
+        };
+        for _ in 0..SHARED_RETRIES {
+            let Some(expected) = shared.cell.load().map_err(|e| self.cell_error(e))? else {
+                return Err(KeyringError::Corrupt { path: self.path.clone(), reason: "the keyring is missing".into() });
+            };
+            let (_, _, mut contents) = open_envelope(&expected, &self.path, Opener::Kek(&read.kek))?;
+            let outcome = edit(&mut contents)?;
+            let bytes = self.wrap_contents(&contents, write)?;
+            if shared.cell.swap(Some(&expected), &bytes).map_err(|e| self.cell_error(e))? {
+                *shared.lock_last() = bytes;
+                return Ok((contents, outcome));
+            }
+        }
+        Err(KeyringError::Contended { path: self.path.clone() })
     }
 
     /// Swaps in a new key set, carrying over live seal counters of keys that remain.
@@ -511,6 +599,16 @@ impl Keyring {
     /// Writes the whole file to a temporary sibling, syncs it, and renames it into place, so a
     /// crash leaves either the old keyring or the new one, never a torn one.
     fn write_file(&self, contents: &Contents, wrap: &Wrap) -> Result<(), KeyringError> {
+        let file_bytes = self.wrap_contents(contents, wrap)?;
+        write_atomically(&self.path, &file_bytes).map_err(|source| KeyringError::Io {
+            action: "write",
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The keyring's bytes: `contents` encrypted under the KEK, with header and checksum.
+    fn wrap_contents(&self, contents: &Contents, wrap: &Wrap) -> Result<Vec<u8>, KeyringError> {
         let (kek, wrapping) = (&wrap.kek, wrap.wrapping);
         let plaintext = Zeroizing::new(
             codec::encode(contents)
@@ -549,12 +647,126 @@ impl Keyring {
         file_bytes.extend_from_slice(&tag);
         let checksum = blake3::hash(&file_bytes);
         file_bytes.extend_from_slice(checksum.as_bytes());
-        write_atomically(&self.path, &file_bytes).map_err(|source| KeyringError::Io {
-            action: "write",
-            path: self.path.clone(),
-            source,
-        })
+        Ok(file_bytes)
     }
+}
+
+/// A new keyring's contents: fresh address and namespace keys and one data key.
+fn first_contents() -> Contents {
+    Contents {
+        address_key: *SecretKey::generate().expose(),
+        namespace_key: *SecretKey::generate().expose(),
+        keys: vec![StoredKey {
+            id: 1,
+            created_ms: now_ms(),
+            retired: false,
+            key: *SecretKey::generate().expose(),
+            seals_reserved: 0,
+        }],
+        active: 1,
+    }
+}
+
+/// Adds a fresh data key and makes it active; returns its id.
+fn push_fresh_key(contents: &mut Contents) -> u32 {
+    let id = contents.keys.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+    contents.keys.push(StoredKey {
+        id,
+        created_ms: now_ms(),
+        retired: false,
+        key: *SecretKey::generate().expose(),
+        seals_reserved: 0,
+    });
+    contents.active = id;
+    id
+}
+
+/// What unwraps a keyring: the operator's secret (at unlock) or the KEK already derived from
+/// it (re-reading a shared keyring, so Argon2 is not run again).
+#[derive(Clone, Copy)]
+enum Opener<'a> {
+    Secret(&'a StoreSecret),
+    Kek(&'a SecretKey),
+}
+
+/// Checks and decrypts a wrapped keyring. Returns the KEK, how it was made, and the contents.
+fn open_envelope(
+    bytes: &[u8],
+    path: &Path,
+    opener: Opener<'_>,
+) -> Result<(SecretKey, Wrapping, Contents), KeyringError> {
+    let corrupt = |reason: &str| KeyringError::Corrupt { path: path.into(), reason: reason.into() };
+    if bytes.len() < HEADER_LEN + 16 + CHECKSUM_LEN || bytes.get(..8) != Some(&MAGIC[..]) {
+        return Err(corrupt("not a Holdfast keyring file"));
+    }
+    // Checksum first: a damaged version byte must read as corruption, not "upgrade holdfast".
+    let (body, checksum) = bytes.split_at(bytes.len().saturating_sub(CHECKSUM_LEN));
+    let header = body.first_chunk::<HEADER_LEN>().ok_or_else(|| corrupt("header"))?;
+    if blake3::hash(body).as_bytes() != checksum {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let format = u16::from_be_bytes(field(header, 8));
+    if format > KEYRING_FORMAT {
+        return Err(KeyringError::NewerFormat { path: path.into(), found: format, supported: KEYRING_FORMAT });
+    }
+    if format == 0 {
+        return Err(corrupt("format version 0"));
+    }
+    let wrapping = match field::<1>(header, 10) {
+        [1] => Wrapping::Passphrase {
+            params: KdfParams {
+                memory_kib: u32::from_be_bytes(field(header, 11)),
+                iterations: u32::from_be_bytes(field(header, 15)),
+                parallelism: u32::from_be_bytes(field(header, 19)),
+            },
+            salt: field(header, 23),
+        },
+        [2] => Wrapping::RawKey,
+        [other] => return Err(corrupt(&format!("unknown wrapping kind {other}"))),
+    };
+    if let Wrapping::Passphrase { params, .. } = wrapping {
+        params.check_plausible().map_err(|reason| corrupt(&reason))?;
+    }
+    let kek = match (wrapping, opener) {
+        (_, Opener::Kek(kek)) => kek.clone(),
+        (Wrapping::Passphrase { params, salt }, Opener::Secret(StoreSecret::Passphrase(p))) => {
+            derive_kek(p.as_bytes(), &salt, params)?
+        }
+        (Wrapping::RawKey, Opener::Secret(StoreSecret::RawKey(k))) => raw_kek(k),
+        (Wrapping::Passphrase { .. }, Opener::Secret(StoreSecret::RawKey(_))) => {
+            return Err(KeyringError::WrongSecret {
+                hint: " (this store is locked with a passphrase: give HOLDFAST_PASSPHRASE or --passphrase-file, not HOLDFAST_KEY)",
+            });
+        }
+        (Wrapping::RawKey, Opener::Secret(StoreSecret::Passphrase(_))) => {
+            return Err(KeyringError::WrongSecret {
+                hint: " (this store is locked with a raw key: give HOLDFAST_KEY, not a passphrase)",
+            });
+        }
+    };
+    let ct_len = usize::try_from(u32::from_be_bytes(field(header, 51))).unwrap_or(usize::MAX);
+    if HEADER_LEN.checked_add(ct_len) != Some(body.len()) || ct_len < 16 {
+        return Err(corrupt("length field does not match file size"));
+    }
+    let (sealed, tag) = body.split_at(body.len() - 16);
+    let mut plaintext = Zeroizing::new(sealed.get(HEADER_LEN..).unwrap_or_default().to_vec());
+    let tag = Tag::try_from(tag).map_err(|_| corrupt("tag"))?;
+    let nonce = Nonce::from(field::<12>(header, 39));
+    let cipher = Aes256Gcm::new(kek.expose().into());
+    cipher.decrypt_inout_detached(&nonce, header, plaintext.as_mut_slice().into(), &tag).map_err(|_| {
+        KeyringError::WrongSecret {
+            hint: if matches!(opener, Opener::Kek(_)) {
+                " (the shared keyring was re-wrapped under a new passphrase by another process; restart with it)"
+            } else {
+                ""
+            },
+        }
+    })?;
+    let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
+    if !contents.keys.iter().any(|k| k.id == contents.active && !k.retired) {
+        return Err(corrupt("no active data key"));
+    }
+    Ok((kek, wrapping, contents))
 }
 
 fn live_key(id: u32, created_ms: u64, retired: bool, secret: SecretKey, reserved: u64, active: u32) -> LiveKey {

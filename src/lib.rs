@@ -22,7 +22,7 @@
 //!   whether it depends on provider-side state (`normalize::stateful`).
 //! - [`address`]: keyed BLAKE3 of namespace + canonical request = the entry's address.
 //! - [`store`]: the store API (get, put, delete, scan, stats) over a narrow byte-level
-//!   [`store::Backend`] trait; sled is the embedded backend.
+//!   [`store::Backend`] trait; sled is the embedded backend, Redis / Valkey the shared one.
 //! - [`record`]: what an entry holds (request, response, provider, usage) and its plaintext
 //!   bookkeeping.
 //! - [`crypto`]: the AES-256-GCM envelope around every stored value.

@@ -10,7 +10,7 @@ use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector
 use holdfast::audit::AuditFilter;
 use holdfast::config::{Config, parse_duration};
 use holdfast::secret::{SecretError, StoreSecret, resolve_secret};
-use holdfast::store::{Store, StoreOpenError, StoreOptions};
+use holdfast::store::{StoreOpenError, StoreOptions};
 use zeroize::Zeroizing;
 
 /// The request path allocates for every JSON value, header and record; glibc's allocator
@@ -283,8 +283,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(SecretError::Missing) if std::io::stdin().is_terminal() => ask_new_passphrase("store")?,
                 other => other?,
             };
-            let store = Store::create(&config.store.path, &secret, StoreOptions::default())?;
-            println!("created store at {}", store.path().display());
+            let store = holdfast::serve::create_configured(&config, &secret, StoreOptions::default())?;
+            println!("created store at {}", store.location());
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dry_run } => {
@@ -406,7 +406,7 @@ fn admin_command(
                 accept_damage: matches!(request, AdminRequest::CacheVerify | AdminRequest::CacheRepair),
                 ..StoreOptions::default()
             };
-            let store = match Store::open(&config.store.path, &secret, options) {
+            let store = match holdfast::serve::open_configured(&config, &secret, options) {
                 Ok(store) => store,
                 // A database too damaged to open is a verification failure, not a usage error.
                 Err(e @ StoreOpenError::Corrupt { .. }) if matches!(request, AdminRequest::CacheVerify) => {

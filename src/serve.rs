@@ -55,13 +55,17 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
         durability: config.store.durability.to_store(),
         ..StoreOptions::default()
     };
-    let path = config.store.path.clone();
-    let existed = path.join("HOLDFAST").exists();
-    // Argon2id takes tens of milliseconds by design; keep it off the async workers.
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, &secret, options))
+    let existed = config.store.path.join("HOLDFAST").exists();
+    // Argon2id takes tens of milliseconds by design (and Redis is a network round trip); keep
+    // both off the async workers.
+    let store_config = config.clone();
+    let store = tokio::task::spawn_blocking(move || open_configured(&store_config, &secret, options))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))??;
     let store = Arc::new(store);
+    if store.is_shared() {
+        check_shared_store(&config, &store);
+    }
     let client_keys = match &config.clients.keys_env {
         Some(var) => {
             let keys = ClientKeys::parse(&Zeroizing::new(std::env::var(var).unwrap_or_default()));
@@ -83,8 +87,8 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     let stats = store.stats();
     tracing::info!(
         config = %source,
-        store = %store.path().display(),
-        created = !existed,
+        store = %store.location(),
+        created = !existed && !store.is_shared(),
         entries = stats.entries,
         mode = config.cache.mode.as_str(),
         "holdfast listening on http://{local} — OpenAI SDKs: base_url=\"http://{local}/v1\"; Anthropic SDKs: base_url=\"http://{local}\""
@@ -105,12 +109,16 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
             "limits.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
         );
     }
-    if config.store.retention.is_some() {
+    // Redis expires and evicts by itself (native TTL, maxmemory): no purger or evictor there.
+    if config.store.retention.is_some() && !store.is_shared() {
         spawn_purger(store.clone());
     }
     spawn_served_writer(store.clone());
-    if config.store.max_size.is_some() {
+    if config.store.max_size.is_some() && !store.is_shared() {
         spawn_evictor(store.clone());
+    }
+    if store.is_shared() {
+        spawn_keyring_refresher(store.clone());
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -133,6 +141,80 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     tracing::info!("shut down; flushing the store");
     store.flush().map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
     Ok(())
+}
+
+/// Opens the store `config` names: the embedded one at `store.path`, or the shared one in
+/// Redis. Blocking (Argon2id, and for Redis the network): call it off the async workers.
+pub fn open_configured(config: &Config, secret: &StoreSecret, options: StoreOptions) -> Result<Store, StoreOpenError> {
+    match config.store.redis_target(shared_ttl(config)) {
+        Some(target) => Store::open_redis(&target, secret, options),
+        None => Store::open(&config.store.path, secret, options),
+    }
+}
+
+/// Creates the store `config` names (`holdfast init`); refuses if one exists.
+pub fn create_configured(
+    config: &Config,
+    secret: &StoreSecret,
+    options: StoreOptions,
+) -> Result<Store, StoreOpenError> {
+    match config.store.redis_target(shared_ttl(config)) {
+        Some(target) => Store::create_redis(&target, secret, options),
+        None => Store::create(&config.store.path, secret, options),
+    }
+}
+
+/// The Redis TTL of an entry without a retention deadline: as long as it can still be served,
+/// i.e. the fresh window or `stale_if_error`, whichever is longer. Without `stale_if_error` a
+/// stored answer is served at any age, so it gets no TTL (Redis then evicts only under
+/// `maxmemory` with a `volatile-*` policy never, with `allkeys-*` anything).
+pub fn shared_ttl(config: &Config) -> Option<Duration> {
+    config.cache.stale_if_error.map(|stale| stale.max(config.cache.ttl))
+}
+
+/// Start-up checks of a shared store: Redis's eviction policy and settings Redis does instead.
+fn check_shared_store(config: &Config, store: &Store) {
+    match store.eviction_policy() {
+        Some(policy) if policy.starts_with("volatile-") || policy == "noeviction" => {
+            tracing::info!(policy, "Redis maxmemory-policy keeps what has no TTL");
+        }
+        Some(policy) => tracing::warn!(
+            policy,
+            "Redis maxmemory-policy is {policy}: under memory pressure Redis may evict the keyring or a stored \
+             answer Holdfast still wants. Use volatile-lru or volatile-ttl on an instance of its own (see \
+             docs/deployment.md)"
+        ),
+        None => tracing::info!("could not read Redis's maxmemory-policy (CONFIG GET refused); see docs/deployment.md"),
+    }
+    if config.store.max_size.is_some() {
+        tracing::warn!("store.max_size is not applied to a Redis store: set maxmemory in Redis instead");
+    }
+    if config.store.retention.is_none() && shared_ttl(config).is_none() {
+        tracing::info!(
+            "stored answers in Redis get no TTL (no store.retention or cache.stale_if_error): they stay until deleted"
+        );
+    }
+}
+
+/// Picks up key rotations made by other replicas or admin commands, every two seconds.
+fn spawn_keyring_refresher(store: Arc<Store>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let reader = store.clone();
+            match tokio::task::spawn_blocking(move || reader.keyring().refresh()).await {
+                Ok(Ok(true)) => tracing::info!(
+                    active_key = store.keyring().snapshot().active_id(),
+                    "picked up a keyring change from the shared store"
+                ),
+                // An unreachable Redis is logged by the store, once per interval.
+                Ok(Err(crate::keyring::KeyringError::Unavailable { .. })) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not re-read the shared keyring"),
+                _ => {}
+            }
+        }
+    });
 }
 
 /// Binds and spawns the admin listener when `HOLDFAST_ADMIN_TOKEN` is set.

@@ -236,6 +236,8 @@ pub struct Admin {
     /// and that must not lock operators out of `audit trail --verify`, which shows the damage.
     trail: std::sync::Mutex<Option<trail::Trail>>,
     trail_path: PathBuf,
+    /// For a store shared through Redis, the trail kept there (then `trail` stays unused).
+    shared_trail: Option<Arc<dyn trail::TrailCell>>,
 }
 
 /// Setting marking an unfinished `keys rotate --reencrypt`: the key being re-encrypted to.
@@ -246,7 +248,8 @@ const TRAIL_SEQ_SETTING: &str = "trail_seq";
 impl Admin {
     pub fn open(store: Arc<Store>) -> Result<Self, AdminError> {
         let trail_path = store.path().join("trail.jsonl");
-        Ok(Self { store, trail: std::sync::Mutex::new(None), trail_path })
+        let shared_trail = store.shared_trail();
+        Ok(Self { store, trail: std::sync::Mutex::new(None), trail_path, shared_trail })
     }
 
     /// Appends to the trail, opening it first if needed; logs a repair it had to make.
@@ -258,6 +261,12 @@ impl Admin {
         count: u64,
         outcome: &str,
     ) -> Result<(), AdminError> {
+        if let Some(cell) = &self.shared_trail {
+            let key = self.store.keyring().snapshot().trail_key();
+            let entry = trail::append_shared(cell.as_ref(), &key, &actor.0, command, touched, count, outcome)?;
+            self.store.set_setting(TRAIL_SEQ_SETTING, &entry.seq.to_be_bytes())?;
+            return Ok(());
+        }
         self.open_trail()?;
         let guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(trail) = guard.as_ref() {
@@ -270,6 +279,9 @@ impl Admin {
     }
 
     fn open_trail(&self) -> Result<(), AdminError> {
+        if self.shared_trail.is_some() {
+            return Ok(());
+        }
         let mut guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let opened = trail::Trail::open(&self.trail_path, self.store.keyring().snapshot().trail_key())?;
@@ -381,10 +393,24 @@ impl Admin {
             }
             AdminRequest::AuditTrail { verify } => {
                 let expected = self.expected_trail_len()?;
-                let exists = self.trail_path.exists();
+                let trail_key = store.keyring().snapshot().trail_key();
+                let exists = match &self.shared_trail {
+                    Some(cell) => {
+                        cell.tail()
+                            .map_err(|e| trail::TrailError::Io {
+                                action: "read",
+                                path: PathBuf::from(cell.describe()),
+                                source: std::io::Error::other(e),
+                            })?
+                            .0
+                            > 0
+                    }
+                    None => self.trail_path.exists(),
+                };
                 // Verify first: a damaged line must not stop the check that names it.
-                let verification = match (*verify, exists) {
-                    (true, true) => Some(trail::verify(&self.trail_path, &store.keyring().snapshot().trail_key())?),
+                let verification = match (*verify, exists, &self.shared_trail) {
+                    (true, true, Some(cell)) => Some(trail::verify_shared(cell.as_ref(), &trail_key)?),
+                    (true, true, None) => Some(trail::verify(&self.trail_path, &trail_key)?),
                     _ => None,
                 };
                 let mut broken = verification.as_ref().and_then(|v| v.first_broken.as_ref()).map(
@@ -404,7 +430,11 @@ impl Admin {
                         result: json!({"entries": [], "verified": *verify, "first_broken": null, "count": 0}),
                     });
                 }
-                let (entries, unreadable) = match trail::read(&self.trail_path) {
+                let read = match &self.shared_trail {
+                    Some(cell) => trail::read_shared(cell.as_ref()),
+                    None => trail::read(&self.trail_path),
+                };
+                let (entries, unreadable) = match read {
                     Ok(entries) => (entries, None),
                     Err(e) if broken.is_some() => (Vec::new(), Some(e.to_string())),
                     Err(e) => return Err(e.into()),

@@ -725,16 +725,117 @@ fn read_head(path: &Path) -> Result<Option<Result<Head, String>>, TrailError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(TrailError::Io { action: "read", path: path.to_owned(), source }),
     };
-    let parsed = serde_json::from_slice::<HeadRecord>(&bytes).map_err(|e| e.to_string()).and_then(|record| {
+    Ok(Some(parse_head(&bytes)))
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, String> {
+    serde_json::from_slice::<HeadRecord>(bytes).map_err(|e| e.to_string()).and_then(|record| {
         let mac = parse_hash(&record.mac).ok_or_else(|| "its mac is not 64 hex digits".to_owned())?;
         Ok(Head { seq: record.seq, mac })
-    });
-    Ok(Some(parsed))
+    })
+}
+
+fn head_text(key: &SecretKey, seq: u64, link: &Hash) -> String {
+    format!("{{\"seq\":{seq},\"mac\":\"{}\"}}\n", head_mac(key, seq, link).to_hex())
 }
 
 fn write_head(path: &Path, key: &SecretKey, seq: u64, link: &Hash) -> Result<(), TrailError> {
-    let text = format!("{{\"seq\":{seq},\"mac\":\"{}\"}}\n", head_mac(key, seq, link).to_hex());
-    write_atomically(path, text.as_bytes()).map_err(io_error("write", path))
+    write_atomically(path, head_text(key, seq, link).as_bytes()).map_err(io_error("write", path))
+}
+
+/// A trail kept in a shared store (Redis) rather than in files: one element per line and the
+/// head beside it. Several processes append at once, so an append is a compare-and-swap on
+/// the number of lines: each entry is chained to the one it was computed from, or retried.
+/// Every line of a shared trail, in order, and its head.
+pub type TrailContents = (Vec<Vec<u8>>, Option<Vec<u8>>);
+
+pub trait TrailCell: Send + Sync {
+    /// Where it is, for messages.
+    fn describe(&self) -> String;
+    /// How many lines there are, and the last one.
+    fn tail(&self) -> Result<(u64, Option<Vec<u8>>), String>;
+    /// Appends `line` and replaces the head with `head` if there are still `len` lines.
+    fn append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, String>;
+    /// Every line, in order, and the head.
+    fn all(&self) -> Result<TrailContents, String>;
+}
+
+fn cell_error(cell: &dyn TrailCell, action: &'static str, reason: String) -> TrailError {
+    TrailError::Io { action, path: PathBuf::from(cell.describe()), source: io::Error::other(reason) }
+}
+
+/// Appends one entry to a shared trail (as [`Trail::append`] does to the file), chained to the
+/// last line there, atomically with respect to every other appender.
+pub fn append_shared(
+    cell: &dyn TrailCell,
+    key: &SecretKey,
+    actor: &str,
+    command: &str,
+    addresses: &[String],
+    count: u64,
+    outcome: &str,
+) -> Result<TrailEntry, TrailError> {
+    for _ in 0..32 {
+        let (len, last) = cell.tail().map_err(|e| cell_error(cell, "read", e))?;
+        let (last_seq, last_link) = match &last {
+            Some(line) => {
+                let entry = parse_line(line).map_err(|reason| TrailError::Inconsistent {
+                    path: PathBuf::from(cell.describe()),
+                    reason: format!("its last line is not an entry ({reason})"),
+                })?;
+                (entry.seq, link_hash(key, line))
+            }
+            None => (0, genesis_link(key)),
+        };
+        let entry = TrailEntry {
+            seq: last_seq.saturating_add(1),
+            at_ms: now_ms(),
+            actor: actor.to_owned(),
+            command: command.to_owned(),
+            addresses: addresses.iter().take(MAX_LISTED_ADDRESSES).cloned().collect(),
+            count,
+            outcome: outcome.to_owned(),
+            prev: last_link.to_hex().to_string(),
+        };
+        // Serializing strings and integers cannot fail (see `Trail::append`).
+        #[allow(clippy::expect_used, reason = "this struct of strings and integers always serializes")]
+        let line = serde_json::to_vec(&entry).expect("trail entry serializes");
+        let head = head_text(key, entry.seq, &link_hash(key, &line));
+        if cell.append(len, &line, head.as_bytes()).map_err(|e| cell_error(cell, "append to", e))? {
+            return Ok(entry);
+        }
+    }
+    Err(TrailError::ChangedOnDisk { path: PathBuf::from(cell.describe()) })
+}
+
+/// [`verify`] for a shared trail.
+pub fn verify_shared(cell: &dyn TrailCell, key: &SecretKey) -> Result<Verification, TrailError> {
+    let (lines, head) = cell.all().map_err(|e| cell_error(cell, "read", e))?;
+    let check = ChainCheck {
+        key,
+        genesis: genesis_link(key),
+        parsed: lines.iter().map(|line| parse_line(line)).collect(),
+        links: lines.iter().map(|line| link_hash(key, line)).collect(),
+        torn: false,
+        head: head.map(|h| parse_head(&h)),
+    };
+    Ok(Verification { entries: lines.len() as u64, first_broken: check.first_break() })
+}
+
+/// [`read`] for a shared trail.
+pub fn read_shared(cell: &dyn TrailCell) -> Result<Vec<TrailEntry>, TrailError> {
+    let (lines, _) = cell.all().map_err(|e| cell_error(cell, "read", e))?;
+    lines
+        .iter()
+        .zip(1u64..)
+        .map(|(line, number)| {
+            parse_line(line).map_err(|reason| TrailError::Unreadable {
+                path: PathBuf::from(cell.describe()),
+                line: number,
+                reason,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -149,6 +149,8 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
                 exchange.span.usage(usage.input_tokens, usage.output_tokens);
             }
         }
+        // An unreachable shared store logs once per interval itself.
+        Ok(Err(e)) if e.is_unavailable() => state.metrics.count_store_error(),
         Ok(Err(e)) => {
             state.metrics.count_store_error();
             tracing::error!(%address, error = %e, "could not store the answer; it was served but will not be kept");

@@ -238,7 +238,10 @@ fn lookup(state: &AppState, address: &Address, span: &RequestSpan) -> Option<Ent
         Ok(entry) => entry,
         Err(e) => {
             state.metrics.count_store_error();
-            tracing::error!(%address, error = %e, "store read failed; continuing without it");
+            // An unreachable shared store logs once per interval itself.
+            if !e.is_unavailable() {
+                tracing::error!(%address, error = %e, "store read failed; continuing without it");
+            }
             None
         }
     }

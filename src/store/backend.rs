@@ -15,12 +15,25 @@ pub enum BackendError {
     Io(String),
     #[error("storage is corrupt: {0}")]
     Corrupt(String),
+    /// A network store did not answer (down, slow, failing over). Logged by the backend once
+    /// per interval, so callers only count it.
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+/// An entry's sealed value and metadata, each if present.
+pub type EntryBytes = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// A change to apply to one entry's metadata; `None` from the closure leaves it unchanged.
 pub type MetaUpdate<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
 
 pub trait Backend: Send + Sync {
+    /// The sealed value and the metadata at `address` together: one round trip for a network
+    /// backend, whose lookups are bounded by a timeout.
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
+        Ok((self.get_value(address)?, self.get_meta(address)?))
+    }
+
     /// The sealed value stored at `address`.
     fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
 
@@ -81,4 +94,10 @@ pub trait Backend: Send + Sync {
 
     /// Bytes the backend occupies on disk, as far as it can tell.
     fn size_on_disk(&self) -> Result<u64, BackendError>;
+
+    /// Whether other processes write to the same store at once (a network backend): the
+    /// store then keeps no process-local integrity tally or saved totals.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }

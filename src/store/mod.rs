@@ -11,6 +11,7 @@
 //! - `verify`: the check at open, `cache verify` and `cache repair`.
 //! - `reopen`: reopening the database after a sticky write failure, without a restart.
 //! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
+//! - `redis_backend`: the shared backend on Redis / Valkey for many replicas.
 //! - `layout`, `migrate`: the store directory and format upgrades.
 
 mod backend;
@@ -18,7 +19,9 @@ mod committer;
 mod integrity;
 mod layout;
 mod migrate;
+mod redis_backend;
 mod reopen;
+mod shared;
 mod sled_backend;
 mod verify;
 mod write;
@@ -33,6 +36,7 @@ pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
 pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
 pub use layout::FORMAT_VERSION;
 pub use migrate::{MigrationReport, migrate};
+pub use redis_backend::{RedisBackend, RedisTarget, redacted};
 pub use sled_backend::SledBackend;
 pub use verify::{RepairReport, VerifyReport};
 
@@ -118,6 +122,11 @@ pub enum StoreOpenError {
     ForeignKeyring { path: PathBuf },
     #[error("cannot open store at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot use the Redis store at {location}: {reason}. Check store.url (or HOLDFAST_STORE_URL) and that \
+         Redis is running"
+    )]
+    Unreachable { location: String, reason: String },
     #[error(transparent)]
     Keyring(#[from] KeyringError),
 }
@@ -141,6 +150,13 @@ pub enum StoreError {
          served but not stored until space is freed (no restart needed)"
     )]
     DiskFull { free: u64, needed: u64 },
+}
+
+impl StoreError {
+    /// Whether a network store did not answer (it logs that itself, once per interval).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Backend(BackendError::Unavailable(_)) | Self::Keyring(KeyringError::Unavailable { .. }))
+    }
 }
 
 /// A record together with its bookkeeping.
@@ -199,12 +215,16 @@ pub struct Store {
     eviction: tokio::sync::Notify,
     /// The same backend, typed, for the sled store: reopened after a sticky write failure.
     reopenable: Option<Arc<reopen::Reopenable>>,
+    /// The same backend, typed, for a store shared through Redis: its trail, reachability and
+    /// eviction policy. Other replicas write too, so no integrity tally or totals are kept.
+    shared: Option<Arc<RedisBackend>>,
 }
 
-/// A backend and, when it can be reopened, its handle for that.
+/// A backend and, when it can be reopened or is shared, its typed handle for that.
 struct Handle {
     backend: Arc<dyn Backend>,
     reopenable: Option<Arc<reopen::Reopenable>>,
+    shared: Option<Arc<RedisBackend>>,
 }
 
 /// Wraps the sled backend so the committer can reopen it after a failed write.
@@ -214,7 +234,7 @@ fn reopenable(backend: SledBackend, layout: &Layout, options: &StoreOptions) -> 
         open_sled(&layout, &options).map(|b| Arc::new(b) as Arc<dyn Backend>).map_err(|e| e.to_string())
     });
     let reopenable = Arc::new(reopen::Reopenable::new(Arc::new(backend), opener));
-    Handle { backend: reopenable.clone(), reopenable: Some(reopenable) }
+    Handle { backend: reopenable.clone(), reopenable: Some(reopenable), shared: None }
 }
 
 /// Space kept free on the store's filesystem. Below it, answers are served but not stored: a
@@ -321,7 +341,7 @@ impl Store {
         keyring: Keyring,
         options: StoreOptions,
     ) -> Result<Self, StoreOpenError> {
-        let store = Self::assemble(path, Handle { backend, reopenable: None }, keyring, options)?;
+        let store = Self::assemble(path, Handle { backend, reopenable: None, shared: None }, keyring, options)?;
         // Carry on from the backend's integrity record, so the next write extends it.
         if let Ok(Some(bytes)) = store.backend.get_tally()
             && let Ok(tally) = Tally::open(store.tally_key.expose(), &bytes)
@@ -332,11 +352,14 @@ impl Store {
     }
 
     fn assemble(path: &Path, handle: Handle, keyring: Keyring, options: StoreOptions) -> Result<Self, StoreOpenError> {
-        let Handle { backend, reopenable } = handle;
+        let Handle { backend, reopenable, shared } = handle;
         let flusher = backend.clone();
         let tally = Arc::new(Mutex::new(Tally::default()));
         let tally_key = keyring.snapshot().tally_key();
-        let mut write_integrity = integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned());
+        let mut write_integrity: Box<dyn FnMut() + Send> = match shared {
+            None => integrity_writer(backend.clone(), tally.clone(), tally_key.clone(), path.to_owned()),
+            Some(_) => Box::new(|| {}),
+        };
         let healer = reopenable.clone();
         let idle: Box<dyn FnMut() + Send> = Box::new(move || {
             if let Some(healer) = &healer {
@@ -370,12 +393,18 @@ impl Store {
             write_failure: Mutex::new(None),
             eviction: tokio::sync::Notify::new(),
             reopenable,
+            shared,
         };
         let corrupt =
             |e: &dyn std::fmt::Display| StoreOpenError::Corrupt { path: path.to_owned(), reason: e.to_string() };
         // Totals saved by a clean close spare a scan of every entry (seconds at a million);
         // after a crash they may be stale, so count.
-        let saved = store.backend.get_setting(TOTALS_SETTING).map_err(|e| corrupt(&e))?;
+        // A shared store's totals move with every replica's writes and Redis's own expiry:
+        // always counted.
+        let saved = match store.shared {
+            None => store.backend.get_setting(TOTALS_SETTING).map_err(|e| corrupt(&e))?,
+            Some(_) => None,
+        };
         let (entries, bytes) = match saved.as_deref().and_then(parse_totals) {
             Some(totals) => totals,
             None => {
@@ -421,10 +450,11 @@ impl Store {
 
     /// Reads, authenticates and decodes the entry at `address`. Expired entries are absent.
     pub fn get(&self, address: &Address) -> Result<Option<Entry>, StoreError> {
-        let Some(mut value) = self.backend.get_value(address.as_bytes())? else {
+        let (value, meta) = self.backend.get_entry(address.as_bytes())?;
+        let Some(mut value) = value else {
             return Ok(None);
         };
-        let meta = match self.backend.get_meta(address.as_bytes())? {
+        let meta = match meta {
             Some(m) => self.decode_meta(address, &m)?,
             None => return Err(self.tampered(address, "value without metadata".into())),
         };
@@ -514,6 +544,13 @@ impl Drop for Store {
         self.committer.stop();
         if let Some(thread) = self.commit_thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = thread.join();
+        }
+        if self.shared.is_some() {
+            // Nothing of this process's own to save: see `shared`.
+            if let Err(e) = self.flush_served() {
+                tracing::warn!(error = %e, "could not write the last served counts to the Redis store");
+            }
+            return;
         }
         let mut totals = self.entries.load(Ordering::Relaxed).to_be_bytes().to_vec();
         totals.extend_from_slice(&self.bytes.load(Ordering::Relaxed).to_be_bytes());

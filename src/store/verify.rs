@@ -209,8 +209,12 @@ impl Store {
         }
         progress(report.checked, report.checked);
         let recorded = *self.lock_tally();
-        report.expected = recorded.count.max(self.lost.load(Ordering::Relaxed) + report.readable);
-        if self.damage.is_empty() && !recorded.same_entries(&readable) {
+        report.expected = match self.shared {
+            // No tally in a shared store: Redis's own expiry and eviction remove entries.
+            Some(_) => report.readable,
+            None => recorded.count.max(self.lost.load(Ordering::Relaxed) + report.readable),
+        };
+        if self.shared.is_none() && self.damage.is_empty() && !recorded.same_entries(&readable) {
             report.problems.push(format!(
                 "the integrity record lists {} entries but {} open{}",
                 recorded.count,
@@ -240,6 +244,10 @@ impl Store {
             }
         }
         let kept = self.count_entries()?;
+        if self.shared.is_some() {
+            self.entries.store(kept.count, Ordering::Relaxed);
+            return Ok(RepairReport { kept: kept.count, removed, lost: removed, problems: found.problems });
+        }
         let key = *self.tally_key.expose();
         let mut tally = self.lock_tally();
         let next = Tally { generation: tally.generation.max(found.expected) + 1, ..kept };

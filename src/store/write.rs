@@ -67,6 +67,9 @@ impl Store {
     /// Refuses a write of about `incoming` bytes that would leave less than `MIN_FREE_BYTES`
     /// free. If the free space cannot be read, the write is tried.
     fn check_space(&self, incoming: u64) -> Result<(), StoreError> {
+        if self.shared.is_some() {
+            return Ok(()); // Redis's memory, not this host's disk
+        }
         let Ok(free) = fs2::available_space(&self.path) else { return Ok(()) };
         let needed = MIN_FREE_BYTES.saturating_add(incoming.saturating_mul(2));
         if free < needed {
@@ -136,7 +139,10 @@ impl Store {
             expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
         };
         let encoded = codec::encode(&meta).map_err(StoreError::Encode)?;
-        let previous = {
+        let previous = if self.shared.is_some() {
+            // Other replicas write too: no tally of this process's own to keep (see `shared`).
+            self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &[])?
+        } else {
             let mut tally = self.lock_tally();
             if self.reopenable.as_ref().is_some_and(|r| r.take_reopened()) {
                 self.reload(&mut tally)?;
@@ -217,7 +223,9 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
-        let removed = {
+        let removed = if self.shared.is_some() {
+            self.backend.delete_entry(address.as_bytes(), &[])?
+        } else {
             let mut tally = self.lock_tally();
             let had_meta = self.backend.get_meta(address.as_bytes())?.is_some();
             if !had_meta && self.backend.get_value(address.as_bytes())?.is_none() {

@@ -17,6 +17,7 @@ mod normalization;
 mod otel;
 mod passthrough;
 mod proxy;
+mod redis;
 mod rescue;
 mod resilience;
 mod sdk_compat;

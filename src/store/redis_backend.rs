@@ -1,0 +1,627 @@
+//! The shared backend: Redis ≥ 7 or Valkey ≥ 8, so several `holdfast serve` replicas share one
+//! store.
+//!
+//! Everything sent is already sealed by `Store` exactly as for the embedded store: values are
+//! AES-GCM envelopes bound to their address, metadata is content-free bookkeeping, keys are
+//! the keyed addresses in hex (never a plain hash of a prompt). Under `key_prefix`:
+//!
+//! ```text
+//! <prefix>format        "holdfast store\nformat <N>\n", written last by `holdfast init`
+//! <prefix>keyring       the wrapped keyring (keyring.rs), changed only by compare-and-swap
+//! <prefix>s:<name>      store settings (format version, keyring identity, trail length, …)
+//! <prefix>m:<address>   entry metadata         } both with the entry's TTL
+//! <prefix>v:<address>   sealed entry value     }
+//! <prefix>trail         the access trail, one JSON line per list element
+//! <prefix>trail:head    the trail's head (the MAC over its last line)
+//! ```
+//!
+//! Commands used (the subset Redis 7 and Valkey 8 share): GET, MGET, SET (NX, PXAT, KEEPTTL),
+//! DEL, SCAN, EVALSHA/EVAL (SCRIPT LOAD), MULTI/EXEC, LRANGE, LLEN, RPUSH, PING, CONFIG GET.
+//! Compare-and-swap is done in Lua scripts, never with WATCH: the connection manager
+//! multiplexes every caller over one connection, and WATCH state is per connection.
+//!
+//! # Not blocking the runtime
+//! The `Backend` trait is synchronous, so `Store` (sealing, addressing, the keyring) is one code
+//! path for both backends. Each call here runs its Redis commands on a small runtime of this
+//! backend's own and waits for the answer, bounded by a timeout. When the caller is a worker of
+//! a multi-threaded Tokio runtime (a request handler's inline lookup) the wait is wrapped in
+//! `block_in_place`, which first hands that worker's other tasks to another thread: no request
+//! queues behind a slow Redis, and the handler itself waits at most `timeout`. This was chosen
+//! over an async twin of the trait, which would have doubled `Store` and every caller, and over
+//! `spawn_blocking` at each call site, which the embedded store's 9 µs hit cannot afford.
+//!
+//! # What is not kept here
+//! The embedded store's integrity tally (count and digest of the addresses present) is not
+//! kept: Redis expires and evicts entries by itself, and many replicas write at once, so a
+//! count would report loss that is only expiry. Redis persistence and replication are the
+//! durability story; `cache verify` still opens and authenticates every entry.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use zeroize::Zeroizing;
+
+use super::backend::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
+use crate::address::Address;
+use crate::audit::trail::TrailContents;
+use crate::codec;
+use crate::record::EntryMeta;
+
+/// Where the shared store is and how long to wait for it.
+#[derive(Clone)]
+pub struct RedisTarget {
+    /// `redis://` or `rediss://` URL; may hold a password, so it is never printed.
+    pub url: Zeroizing<String>,
+    /// Prepended to every key, so one Redis can hold several stores.
+    pub key_prefix: String,
+    /// Longest a stored-answer lookup waits before the request goes on without the store.
+    pub timeout: Duration,
+    /// TTL for entries without a retention deadline (fresh window + stale-if-error).
+    pub ttl: Option<Duration>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisTarget({})", redacted(&self.url, &self.key_prefix))
+    }
+}
+
+/// The URL without user or password, with the prefix: safe for logs and messages.
+pub fn redacted(url: &str, prefix: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{rest} (prefix {prefix:?})")
+}
+
+/// Writes and maintenance wait this long at least: they are off the request path, and a
+/// write given up too early is an answer lost for the next outage.
+const WRITE_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
+/// A full key scan (admin commands, counting at start-up).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Errors are logged at most once per this interval (and counted always).
+const LOG_INTERVAL_MS: u64 = 10_000;
+/// Keys asked for per SCAN step.
+const SCAN_COUNT: usize = 1000;
+
+/// Replaces a value and its metadata only if the value is still the expected one.
+const REPLACE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  redis.call('SET', KEYS[2], ARGV[3], 'KEEPTTL')
+  return 1
+end
+return 0";
+
+/// Sets a key to ARGV[2] only if it holds ARGV[1] (an empty ARGV[1]: only if it is absent),
+/// keeping its TTL.
+const SWAP_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1";
+
+/// Appends a trail line and its new head if the trail still has ARGV[1] lines: each entry is
+/// chained to the one before it, however many processes append.
+const TRAIL_APPEND_SCRIPT: &str = r"
+if redis.call('LLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
+return 1";
+
+/// Reachability, for logs once per interval and for `/readyz`.
+#[derive(Default)]
+struct Health {
+    /// Failed calls since the last log line.
+    failures: AtomicU64,
+    /// When the last failure was logged (ms since the epoch).
+    logged_ms: AtomicU64,
+    /// Whether the last call failed.
+    down: AtomicBool,
+    /// While down, calls before this time (ms since the epoch) fail at once without trying:
+    /// one call per `PROBE_INTERVAL_MS` probes Redis, so a dead Redis costs a request
+    /// nothing and a revived one is noticed within that interval.
+    probe_at_ms: AtomicU64,
+}
+
+/// While Redis is failing, how often one call is let through to try it again.
+const PROBE_INTERVAL_MS: u64 = 200;
+
+pub struct RedisBackend {
+    /// This backend's own runtime (an `Option` so that drop can shut it down without waiting,
+    /// which Tokio allows inside an async context).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    conn: ConnectionManager,
+    prefix: String,
+    /// Where, without secrets.
+    location: String,
+    lookup_timeout: Duration,
+    write_timeout: Duration,
+    ttl: Option<Duration>,
+    health: Health,
+    /// The sorted addresses of the last full scan, so paging through them (`after`) does not
+    /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
+    scanned: Mutex<Option<(u8, Vec<RawAddress>)>>,
+    replace: redis::Script,
+    swap: redis::Script,
+    trail_append: redis::Script,
+}
+
+impl RedisBackend {
+    /// Connects; fails if Redis cannot be reached (a replica cannot unlock its keyring
+    /// without it). Later outages are survived: the connection manager reconnects by itself.
+    pub fn connect(target: &RedisTarget) -> Result<Self, BackendError> {
+        let location = redacted(&target.url, &target.key_prefix);
+        let client = redis::Client::open(target.url.as_str())
+            .map_err(|e| BackendError::Unavailable(format!("store.url is not a Redis URL ({:?})", e.kind())))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("holdfast-redis")
+            .enable_all()
+            .build()
+            .map_err(|e| BackendError::Io(format!("cannot start the Redis client: {e}")))?;
+        let handle = runtime.handle().clone();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connect = ConnectionManager::new_with_config(client, config);
+        let conn = wait_for(&handle, Duration::from_secs(10), connect)
+            .map_err(|e| BackendError::Unavailable(format!("cannot reach Redis at {location}: {e}")))?;
+        let write_timeout = (target.timeout * 10).max(WRITE_TIMEOUT_FLOOR);
+        Ok(Self {
+            runtime: Some(runtime),
+            handle,
+            conn,
+            prefix: target.key_prefix.clone(),
+            location,
+            lookup_timeout: target.timeout,
+            write_timeout,
+            ttl: target.ttl,
+            health: Health::default(),
+            scanned: Mutex::new(None),
+            replace: redis::Script::new(REPLACE_SCRIPT),
+            swap: redis::Script::new(SWAP_SCRIPT),
+            trail_append: redis::Script::new(TRAIL_APPEND_SCRIPT),
+        })
+    }
+
+    /// Where the store is, without user or password.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Whether the last call reached Redis.
+    pub fn reachable(&self) -> bool {
+        !self.health.down.load(Ordering::Relaxed)
+    }
+
+    fn key(&self, kind: &str, address: &RawAddress) -> String {
+        format!("{}{kind}:{}", self.prefix, Address(*address).to_hex())
+    }
+
+    pub(crate) fn named(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Runs `fut` on this backend's runtime and waits up to `limit` for it (see the module
+    /// docs for why waiting here never stalls a runtime worker).
+    fn run<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        what: &str,
+        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        if self.health.down.load(Ordering::Relaxed) {
+            let now = crate::clock::now_ms();
+            let probe_at = self.health.probe_at_ms.load(Ordering::Relaxed);
+            let probing = now >= probe_at
+                && self
+                    .health
+                    .probe_at_ms
+                    .compare_exchange(probe_at, now + PROBE_INTERVAL_MS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            if !probing {
+                self.health.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(BackendError::Unavailable(format!(
+                    "Redis store {what} skipped: Redis is unreachable (retried every {PROBE_INTERVAL_MS} ms)"
+                )));
+            }
+        }
+        match wait_for(&self.handle, limit, fut) {
+            Ok(v) => {
+                if self.health.down.swap(false, Ordering::Relaxed) {
+                    tracing::info!(store = %self.location, "the Redis store is reachable again; recording resumes");
+                }
+                Ok(v)
+            }
+            Err(reason) => Err(self.failed(what, reason)),
+        }
+    }
+
+    /// Counts a failure, logs it at most once per interval, and says what happened.
+    fn failed(&self, what: &str, reason: String) -> BackendError {
+        let failures = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = crate::clock::now_ms();
+        if !self.health.down.swap(true, Ordering::Relaxed) {
+            self.health.probe_at_ms.store(now + PROBE_INTERVAL_MS, Ordering::Relaxed);
+        }
+        let last = self.health.logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LOG_INTERVAL_MS
+            && self.health.logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.health.failures.store(0, Ordering::Relaxed);
+            tracing::error!(store = %self.location, failures, error = %reason,
+                "the Redis store is failing ({what}); requests are proxied without it (logged once per 10 s)");
+        }
+        BackendError::Unavailable(format!("Redis store {what} failed: {reason}"))
+    }
+
+    /// Absolute expiry (ms since the epoch) for an entry with this metadata: its retention
+    /// deadline, else the configured TTL from now, else none. The metadata is decoded here
+    /// (content-free bookkeeping) so that the byte-level trait stays as it is.
+    fn expiry_ms(&self, meta: &[u8]) -> Option<u64> {
+        let expires = codec::decode::<EntryMeta>(meta).ok().map_or(0, |m| m.expires_ms);
+        if expires > 0 {
+            return Some(expires);
+        }
+        self.ttl.map(|ttl| crate::clock::now_ms().saturating_add(ttl.as_millis() as u64))
+    }
+
+    /// The `maxmemory-policy` Redis runs with, if it lets us ask (managed services often
+    /// refuse CONFIG).
+    pub fn eviction_policy(&self) -> Option<String> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .run(self.write_timeout, "CONFIG GET", async move {
+                redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await
+            })
+            .ok()?;
+        reply.get(1).cloned()
+    }
+
+    /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
+    pub(crate) fn swap_named(&self, name: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, BackendError> {
+        let (mut conn, script) = (self.conn.clone(), self.swap.clone());
+        let (key, expected, new) = (self.named(name), expected.unwrap_or_default().to_vec(), new.to_vec());
+        self.run(self.write_timeout, "a compare-and-swap", async move {
+            let done: i64 = script.key(key).arg(expected).arg(new).invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        })
+    }
+
+    pub(crate) fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let (mut conn, key) = (self.conn.clone(), self.named(name));
+        self.run(self.write_timeout, "a read", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+    }
+
+    /// Every line of the access trail, in order, and its head.
+    pub(crate) fn trail(&self) -> Result<TrailContents, BackendError> {
+        let mut conn = self.conn.clone();
+        let (list, head) = (self.named("trail"), self.named("trail:head"));
+        self.run(SCAN_TIMEOUT, "reading the access trail", async move {
+            let lines: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query_async(&mut conn).await?;
+            let head: Option<Vec<u8>> = redis::cmd("GET").arg(&head).query_async(&mut conn).await?;
+            Ok((lines, head))
+        })
+    }
+
+    /// The last trail line and how many there are.
+    pub(crate) fn trail_tail(&self) -> Result<(u64, Option<Vec<u8>>), BackendError> {
+        let mut conn = self.conn.clone();
+        let list = self.named("trail");
+        self.run(self.write_timeout, "reading the access trail", async move {
+            let (len, last): (u64, Option<Vec<u8>>) =
+                redis::pipe().cmd("LLEN").arg(&list).cmd("LINDEX").arg(&list).arg(-1).query_async(&mut conn).await?;
+            Ok((len, last))
+        })
+    }
+
+    /// Appends `line` with its `head` if the trail still has `len` lines. Returns whether it did.
+    pub(crate) fn trail_append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, BackendError> {
+        let (mut conn, script) = (self.conn.clone(), self.trail_append.clone());
+        let (list, head_key, line, head) =
+            (self.named("trail"), self.named("trail:head"), line.to_vec(), head.to_vec());
+        self.run(self.write_timeout, "appending to the access trail", async move {
+            let done: i64 = script.key(list).key(head_key).arg(len).arg(line).arg(head).invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        })
+    }
+
+    /// Every address of one kind (`m` or `v`), sorted; one full SCAN.
+    fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>, BackendError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}{}:*", escape_glob(&self.prefix), kind as char);
+        let strip = self.prefix.len() + 2;
+        let mut found = self.run(SCAN_TIMEOUT, "a scan", async move {
+            let mut cursor = 0u64;
+            let mut found = Vec::new();
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await?;
+                found.extend(keys.iter().filter_map(|k| k.get(strip..)?.parse::<Address>().ok()).map(|a| a.0));
+                if next == 0 {
+                    return Ok(found);
+                }
+                cursor = next;
+            }
+        })?;
+        found.sort_unstable();
+        found.dedup(); // SCAN may return a key twice
+        Ok(found)
+    }
+
+    /// Up to `limit` addresses of one kind after `after`, from the last full scan when paging.
+    fn page(&self, kind: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = !matches!((&*scanned, after), (Some((k, _)), Some(_)) if *k == kind);
+        if fresh {
+            *scanned = Some((kind, self.scan_all(kind)?));
+        }
+        let Some((_, all)) = &*scanned else { return Ok(Vec::new()) };
+        let start = after.map_or(0, |a| all.partition_point(|x| x <= a));
+        Ok(all.iter().skip(start).take(limit).copied().collect())
+    }
+}
+
+/// Runs `fut` on `handle`'s runtime and waits for it, at most `limit`.
+fn wait_for<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    limit: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(tokio::time::timeout(limit, fut).await);
+    });
+    let receive = move || rx.recv();
+    let received = match tokio::runtime::Handle::try_current() {
+        Ok(current) if current.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(receive)
+        }
+        _ => receive(),
+    };
+    match received {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(describe(&e)),
+        Ok(Err(_)) => Err(format!("no answer within {} ms", limit.as_millis())),
+        Err(_) => Err("the Redis client stopped".into()),
+    }
+}
+
+/// A Redis error for messages (server replies and I/O errors: never a command's arguments).
+fn describe(e: &redis::RedisError) -> String {
+    e.to_string()
+}
+
+/// The prefix with SCAN's glob characters escaped, so it matches only itself.
+fn escape_glob(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Backend for RedisBackend {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
+        let mut conn = self.conn.clone();
+        let (v, m) = (self.key("v", address), self.key("m", address));
+        self.run(self.lookup_timeout, "a lookup", async move {
+            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
+        })
+    }
+
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+        let (mut conn, key) = (self.conn.clone(), self.key("v", address));
+        self.run(
+            self.lookup_timeout,
+            "a lookup",
+            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
+        )
+    }
+
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+        let (mut conn, key) = (self.conn.clone(), self.key("m", address));
+        self.run(
+            self.lookup_timeout,
+            "a lookup",
+            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
+        )
+    }
+
+    /// Value and metadata in one MULTI/EXEC, both with the entry's expiry. The tally is not
+    /// kept (see the module docs).
+    fn put_entry(
+        &self,
+        address: &RawAddress,
+        meta: &[u8],
+        value: &[u8],
+        _tally: &[u8],
+    ) -> Result<Option<Vec<u8>>, BackendError> {
+        let mut conn = self.conn.clone();
+        let (mk, vk) = (self.key("m", address), self.key("v", address));
+        let (meta, value, expiry) = (meta.to_vec(), value.to_vec(), self.expiry_ms(meta));
+        self.run(self.write_timeout, "a write", async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("GET").arg(&mk);
+            let set_m = pipe.cmd("SET").arg(&mk).arg(meta);
+            if let Some(at) = expiry {
+                set_m.arg("PXAT").arg(at);
+            }
+            set_m.ignore();
+            let set_v = pipe.cmd("SET").arg(&vk).arg(value);
+            if let Some(at) = expiry {
+                set_v.arg("PXAT").arg(at);
+            }
+            set_v.ignore();
+            let (previous,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).await?;
+            Ok(previous)
+        })
+    }
+
+    fn replace_entry(
+        &self,
+        address: &RawAddress,
+        expected: &[u8],
+        meta: &[u8],
+        value: &[u8],
+    ) -> Result<bool, BackendError> {
+        let (mut conn, script) = (self.conn.clone(), self.replace.clone());
+        let (mk, vk) = (self.key("m", address), self.key("v", address));
+        let (expected, meta, value) = (expected.to_vec(), meta.to_vec(), value.to_vec());
+        self.run(self.write_timeout, "a re-seal", async move {
+            let done: i64 = script.key(mk).key(vk).arg(expected).arg(meta).arg(value).invoke_async(&mut conn).await?;
+            Ok(done == 1)
+        })
+    }
+
+    /// Read, change in this process, compare-and-swap; retried when another writer won.
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
+        let key = self.key("m", address);
+        for _ in 0..8 {
+            let Some(old) = self.get_meta(address)? else { return Ok(()) };
+            let Some(new) = update(&old) else { return Ok(()) };
+            let (mut conn, script, key) = (self.conn.clone(), self.swap.clone(), key.clone());
+            let swapped = self.run(self.write_timeout, "a metadata update", async move {
+                let done: i64 = script.key(key).arg(old).arg(new).invoke_async(&mut conn).await?;
+                Ok(done == 1)
+            })?;
+            if swapped {
+                return Ok(());
+            }
+        }
+        Ok(()) // a served count lost to heavy contention: bookkeeping, not data
+    }
+
+    fn delete_entry(&self, address: &RawAddress, _tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let mut conn = self.conn.clone();
+        let (mk, vk) = (self.key("m", address), self.key("v", address));
+        self.run(self.write_timeout, "a delete", async move {
+            let (previous,): (Option<Vec<u8>>,) = redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&mk)
+                .cmd("DEL")
+                .arg(&mk)
+                .arg(&vk)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(previous)
+        })
+    }
+
+    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
+    }
+
+    fn put_tally(&self, _tally: &[u8]) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+        self.page(b'v', after, limit)
+    }
+
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+        let addresses = self.page(b'm', after, limit)?;
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = addresses.iter().map(|a| self.key("m", a)).collect();
+        let mut conn = self.conn.clone();
+        let metas: Vec<Option<Vec<u8>>> =
+            self.run(SCAN_TIMEOUT, "a scan", async move { redis::cmd("MGET").arg(keys).query_async(&mut conn).await })?;
+        // An entry that expired between the scan and the read is simply not there.
+        Ok(addresses.into_iter().zip(metas).filter_map(|(a, m)| Some((a, m?))).collect())
+    }
+
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.get_named(&format!("s:{name}"))
+    }
+
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
+        let (mut conn, key, value) = (self.conn.clone(), self.named(&format!("s:{name}")), value.to_vec());
+        self.run(self.write_timeout, "a write", async move {
+            redis::cmd("SET").arg(key).arg(value).query_async(&mut conn).await
+        })
+    }
+
+    /// Redis makes writes durable by its own persistence settings (AOF/RDB, replicas).
+    fn flush(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Redis's memory is not this store's alone to count; `INFO memory` tells it.
+    fn size_on_disk(&self) -> Result<u64, BackendError> {
+        Ok(0)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}
+
+/// The keyring kept in Redis at `<prefix>keyring`.
+pub struct RedisKeyringCell(pub std::sync::Arc<RedisBackend>);
+
+impl crate::keyring::KeyringCell for RedisKeyringCell {
+    fn describe(&self) -> String {
+        format!("{} key {}keyring", self.0.location(), self.0.prefix)
+    }
+
+    fn load(&self) -> Result<Option<Vec<u8>>, String> {
+        self.0.get_named("keyring").map_err(|e| e.to_string())
+    }
+
+    fn swap(&self, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
+        self.0.swap_named("keyring", expected, new).map_err(|e| e.to_string())
+    }
+}
+
+/// The access trail kept in Redis at `<prefix>trail` and `<prefix>trail:head`.
+pub struct RedisTrailCell(pub std::sync::Arc<RedisBackend>);
+
+impl crate::audit::trail::TrailCell for RedisTrailCell {
+    fn describe(&self) -> String {
+        format!("{} key {}trail", self.0.location(), self.0.prefix)
+    }
+
+    fn tail(&self) -> Result<(u64, Option<Vec<u8>>), String> {
+        self.0.trail_tail().map_err(|e| e.to_string())
+    }
+
+    fn append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, String> {
+        self.0.trail_append(len, line, head).map_err(|e| e.to_string())
+    }
+
+    fn all(&self) -> Result<TrailContents, String> {
+        self.0.trail().map_err(|e| e.to_string())
+    }
+}
