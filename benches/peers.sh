@@ -24,12 +24,14 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# LiteLLM's proxy imports for a long time before it listens (over a minute on a busy machine).
 wait_port() {
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 900); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.2
     done
-    echo "nothing listens on port $1" >&2
+    echo "nothing listens on port $1 after 180 s; its log:" >&2
+    tail -n 30 "$2" >&2
     return 1
 }
 
@@ -63,8 +65,8 @@ EOF
 pids+=($!)
 (cd "$work" && exec npx --no-install @portkey-ai/gateway --port="$portkey_port" >"$work/portkey.log" 2>&1) &
 pids+=($!)
-wait_port "$litellm_port"
-wait_port "$portkey_port"
+wait_port "$litellm_port" "$work/litellm.log"
+wait_port "$portkey_port" "$work/portkey.log"
 
 portkey_config='{"cache":{"mode":"simple"}}'
 peers="litellm $litellm_version=127.0.0.1:$litellm_port"
