@@ -60,16 +60,18 @@ litellm_settings:
 EOF
 
 # The fake provider starts inside the bench; the peers only connect to it on first request.
-"$work/venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "$litellm_port" \
+# Recent LiteLLM refuses to start without a master key; requests then present it.
+LITELLM_MASTER_KEY=sk-holdfast-bench "$work/venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "$litellm_port" \
     >"$work/litellm.log" 2>&1 &
 pids+=($!)
-(cd "$work" && exec npx --no-install @portkey-ai/gateway --port="$portkey_port" >"$work/portkey.log" 2>&1) &
+# Started as node itself (not through npx), so the pid kept for cleanup is the server's.
+(cd "$work" && exec node "$work/node_modules/.bin/gateway" --port="$portkey_port" >"$work/portkey.log" 2>&1) &
 pids+=($!)
 wait_port "$litellm_port" "$work/litellm.log"
 wait_port "$portkey_port" "$work/portkey.log"
 
 portkey_config='{"cache":{"mode":"simple"}}'
-peers="litellm $litellm_version=127.0.0.1:$litellm_port"
+peers="litellm $litellm_version=127.0.0.1:$litellm_port|authorization:Bearer sk-holdfast-bench"
 peers+=";portkey $portkey_version=127.0.0.1:$portkey_port|x-portkey-provider:openai"
 peers+="|x-portkey-custom-host:http://127.0.0.1:$upstream/v1|authorization:Bearer sk-fake"
 peers+="|x-portkey-config:$portkey_config"
