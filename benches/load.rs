@@ -2,6 +2,18 @@
 //!
 //! Run: `cargo bench --bench load` (env `LOAD_SECONDS`, default 5 per scenario).
 //!
+//! To compare builds in one run (the same baseline, the same machine state), set
+//! `LOAD_PROXIES=before=/path/to/old/holdfast,after=target/release/holdfast`: every scenario
+//! then runs against each binary in turn. `LOAD_ONLY=hit,stream` picks scenarios (`hit`,
+//! `stream`, `miss`, `nostore`, `503`, `refused`; the baseline always runs) and
+//! `LOAD_SIZES=1024` the answer sizes. Each proxy's pid is printed, for `perf record -p`.
+//!
+//! Other proxies can be measured beside Holdfast with the same generator (benches/peers.sh
+//! does this): `LOAD_UPSTREAM_PORT` fixes the fake upstream's port so they can be configured
+//! against it, and `LOAD_PEERS="label=host:port|header:value|…;…"` lists them. Each peer gets
+//! the hit scenario (recorded prompts, after one pass through it to fill its cache) and the
+//! no-store scenario (fresh prompts, passed through).
+//!
 //! One process per role, all on loopback: this binary runs a lean fake upstream and the load
 //! generator (64 keep-alive HTTP/1.1 connections); the `holdfast` release binary runs as a
 //! child process. For 1 KiB and 32 KiB answers it measures, in one run:
@@ -205,7 +217,7 @@ impl Drop for Proxy {
     }
 }
 
-async fn start_proxy(upstream: SocketAddr) -> Proxy {
+async fn start_proxy(binary: &str, upstream: SocketAddr) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let config = format!(
@@ -214,7 +226,7 @@ async fn start_proxy(upstream: SocketAddr) -> Proxy {
         dir.path().join("store").display()
     );
     std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+    let child = Command::new(binary)
         .current_dir(dir.path())
         .arg("serve")
         .env("HOLDFAST_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
@@ -235,16 +247,46 @@ async fn start_proxy(upstream: SocketAddr) -> Proxy {
     panic!("holdfast did not start listening");
 }
 
+/// A proxy other than Holdfast: where it listens and the headers each request needs.
+struct Peer {
+    label: String,
+    addr: SocketAddr,
+    headers: Vec<(&'static str, &'static str)>,
+}
+
+fn peers() -> Vec<Peer> {
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    std::env::var("LOAD_PEERS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut parts = p.split('|');
+            let (label, addr) =
+                parts.next().and_then(|first| first.split_once('=')).expect("LOAD_PEERS: label=host:port");
+            let headers = parts
+                .map(|h| {
+                    let (k, v) = h.split_once(':').expect("LOAD_PEERS: header:value");
+                    (leak(k), leak(v))
+                })
+                .collect();
+            Peer { label: label.to_owned(), addr: addr.parse().expect("LOAD_PEERS: host:port"), headers }
+        })
+        .collect()
+}
+
 async fn record(proxy: SocketAddr, prompts: &[String], stream: bool) {
+    record_with(proxy, &[], prompts, stream).await
+}
+
+async fn record_with(proxy: SocketAddr, headers: &[(&'static str, &'static str)], prompts: &[String], stream: bool) {
     let client = reqwest::Client::new();
     for p in prompts {
-        let r = client
-            .post(format!("http://{proxy}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(chat_body(p, stream))
-            .send()
-            .await
-            .unwrap();
+        let mut r = client.post(format!("http://{proxy}/v1/chat/completions"));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let r = r.header("content-type", "application/json").body(chat_body(p, stream)).send().await.unwrap();
         assert!(r.status().is_success());
         r.bytes().await.unwrap();
     }
@@ -252,15 +294,34 @@ async fn record(proxy: SocketAddr, prompts: &[String], stream: bool) {
 
 fn row(name: &str, m: &Measured, base: &Measured) -> String {
     format!(
-        "| {name} | {:.0} | {:.2} | {:.3} | {:.3} | {:.3} | +{:.3} | {} |",
+        "| {name} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.3} | +{:.3} | {} |",
         m.rps(),
         m.rps() / base.rps(),
         m.p50,
         m.p99,
+        m.p99 / base.p99,
         m.p999,
         m.p50 - base.p50,
         m.errors
     )
+}
+
+/// The binaries to measure, as (label, path): `LOAD_PROXIES`, or this tree's `holdfast`.
+fn proxies() -> Vec<(String, String)> {
+    match std::env::var("LOAD_PROXIES") {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .map(|item| match item.split_once('=') {
+                Some((label, path)) => (label.to_owned(), path.to_owned()),
+                None => (item.to_owned(), item.to_owned()),
+            })
+            .collect(),
+        _ => vec![(String::new(), env!("CARGO_BIN_EXE_holdfast").to_owned())],
+    }
+}
+
+fn wanted(scenario: &str) -> bool {
+    std::env::var("LOAD_ONLY").map_or(true, |only| only.split(',').any(|s| s == scenario))
 }
 
 fn main() {
@@ -271,17 +332,28 @@ fn main() {
             "load: {CONNECTIONS} connections, {secs} s per scenario after 1 s warm-up, {} cores",
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
-        for size in [1024usize, 32 * 1024] {
+        let sizes: Vec<usize> = std::env::var("LOAD_SIZES")
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|_| vec![1024, 32 * 1024]);
+        let binaries = proxies();
+        let others = peers();
+        for size in sizes {
             let (json, sse) = answers(size);
             let up = Arc::new(Upstream { json, sse, mode: AtomicU8::new(UP) });
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port: u16 = std::env::var("LOAD_UPSTREAM_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
             let up_addr = listener.local_addr().unwrap();
             let server = start_upstream(listener, up.clone()).await;
-            let proxy = start_proxy(up_addr).await;
             let prompts: Arc<Vec<String>> = Arc::new((0..PROMPTS).map(|i| format!("load prompt {i}")).collect());
-            record(proxy.addr, &prompts, false).await;
             let stream_prompts: Vec<String> = prompts.iter().map(|p| format!("{p} streamed")).collect();
-            record(proxy.addr, &stream_prompts, true).await;
+            let mut running = Vec::new();
+            for (label, binary) in &binaries {
+                let proxy = start_proxy(binary, up_addr).await;
+                record(proxy.addr, &prompts, false).await;
+                record(proxy.addr, &stream_prompts, true).await;
+                println!("proxy {label:?} ({binary}) pid {}", proxy.child.id());
+                running.push((label.clone(), proxy));
+            }
 
             let recorded = |stream: bool| {
                 let prompts = prompts.clone();
@@ -292,43 +364,68 @@ fn main() {
             let scenario =
                 |addr, headers: Vec<(&'static str, &'static str)>, body| Arc::new(Load { addr, headers, body });
             let base = drive(scenario(up_addr, vec![], recorded(false)), secs).await;
-            let hit =
-                drive(scenario(proxy.addr, vec![("x-holdfast-mode", "cache-first")], recorded(false)), secs).await;
-            let stream_hit =
-                drive(scenario(proxy.addr, vec![("x-holdfast-mode", "cache-first")], recorded(true)), secs).await;
-            let miss = drive(
-                scenario(proxy.addr, vec![], Arc::new(|n: u64| chat_body(&format!("fresh prompt {n}"), false))),
-                secs,
-            )
-            .await;
-            let miss_unstored = drive(
-                scenario(
-                    proxy.addr,
-                    vec![("cache-control", "no-store")],
-                    Arc::new(|n: u64| chat_body(&format!("unstored prompt {n}"), false)),
-                ),
-                secs,
-            )
-            .await;
-            up.mode.store(ERR_503, Ordering::Relaxed);
-            let on_503 = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
-            up.mode.store(UP, Ordering::Relaxed);
+            let mut rows: Vec<(String, Measured)> = Vec::new();
+            let name = |label: &str, scenario: &str| {
+                if label.is_empty() { scenario.to_owned() } else { format!("{scenario} [{label}]") }
+            };
+            let cache_first = vec![("x-holdfast-mode", "cache-first")];
+            type Body = Arc<dyn Fn(u64) -> Bytes + Send + Sync>;
+            type Headers = Vec<(&'static str, &'static str)>;
+            let live: [(&str, &str, Headers, Body); 4] = [
+                ("hit", "(a) hit, cache-first", cache_first.clone(), recorded(false)),
+                ("stream", "(e) streamed hit", cache_first.clone(), recorded(true)),
+                ("miss", "(b) miss, passed through and stored", vec![], Arc::new(|n: u64| chat_body(&format!("fresh prompt {n}"), false))),
+                ("nostore", "(b′) miss with no-store (forwarding alone)", vec![("cache-control", "no-store")], Arc::new(|n: u64| chat_body(&format!("unstored prompt {n}"), false))),
+            ];
+            for (key, title, headers, body) in live {
+                if !wanted(key) {
+                    continue;
+                }
+                for (label, proxy) in &running {
+                    let m = drive(scenario(proxy.addr, headers.clone(), body.clone()), secs).await;
+                    rows.push((name(label, title), m));
+                }
+                if key == "hit" || key == "nostore" {
+                    for peer in &others {
+                        let mut headers = peer.headers.clone();
+                        if key == "hit" {
+                            // One pass through the peer fills its cache with the recorded prompts.
+                            record_with(peer.addr, &headers, &prompts, false).await;
+                        } else {
+                            headers.push(("cache-control", "no-store"));
+                        }
+                        let m = drive(scenario(peer.addr, headers, body.clone()), secs).await;
+                        rows.push((name(&peer.label, title), m));
+                    }
+                }
+            }
+            if wanted("503") {
+                up.mode.store(ERR_503, Ordering::Relaxed);
+                for (label, proxy) in &running {
+                    let m = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
+                    rows.push((name(label, "(d) upstream 503: stale"), m));
+                }
+                up.mode.store(UP, Ordering::Relaxed);
+            }
             server.abort();
             let _ = server.await;
-            let refused = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
-            let rss = rss_mib(proxy.child.id());
+            if wanted("refused") {
+                for (label, proxy) in &running {
+                    let m = drive(scenario(proxy.addr, vec![], recorded(false)), secs).await;
+                    rows.push((name(label, "(c) upstream refusing: stale"), m));
+                }
+            }
 
             println!("\n### {} KiB answers\n", size / 1024);
-            println!("| scenario | req/s | × baseline | p50 ms | p99 ms | p99.9 ms | p50 added ms | errors |");
-            println!("|---|---|---|---|---|---|---|---|");
+            println!("| scenario | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | p99.9 ms | p50 added ms | errors |");
+            println!("|---|---|---|---|---|---|---|---|---|");
             println!("{}", row("baseline: fake upstream direct", &base, &base));
-            println!("{}", row("(a) hit, cache-first", &hit, &base));
-            println!("{}", row("(b) miss, passed through and stored", &miss, &base));
-            println!("{}", row("(b′) miss with no-store (forwarding alone)", &miss_unstored, &base));
-            println!("{}", row("(c) upstream refusing: stale", &refused, &base));
-            println!("{}", row("(d) upstream 503: stale", &on_503, &base));
-            println!("{}", row("(e) streamed hit", &stream_hit, &base));
-            println!("\nholdfast resident memory after the run: {rss:.1} MiB");
+            for (title, m) in &rows {
+                println!("{}", row(title, m, &base));
+            }
+            for (label, proxy) in &running {
+                println!("\nholdfast {label} resident memory after the run: {:.1} MiB", rss_mib(proxy.child.id()));
+            }
         }
     });
 }

@@ -23,12 +23,16 @@ impl Address {
         &self.0
     }
 
+    /// Every answer carries its address in `x-holdfast-key`: a table lookup per nibble, since
+    /// `write!("{b:02x}")` per byte was 2% of a 1 KiB hit's CPU (perf).
     pub fn to_hex(&self) -> String {
-        use fmt::Write as _;
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(ADDRESS_LEN * 2);
+        // A nibble is below 16, so `get` always finds its digit.
+        let digit = |n: u8| char::from(DIGITS.get(usize::from(n)).copied().unwrap_or(b'0'));
         for b in self.0 {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
+            s.push(digit(b >> 4));
+            s.push(digit(b & 0x0f));
         }
         s
     }

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::request::Endpoint;
 use crate::convert::{self, ConvertError};
 use crate::record::{Record, ResponseBody};
-use crate::sse;
+use crate::sse::{self, StreamKind};
 
 pub const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 pub const JSON: &str = "application/json";
@@ -32,7 +32,8 @@ pub struct Form {
 pub fn body_for(record: &Record, endpoint: Endpoint, form: Form) -> Result<(Body, String), ConvertError> {
     let kind = endpoint.stream_kind();
     let follow = |events: Vec<Bytes>| match kind {
-        Some(kind) if !form.include_usage => events
+        // Only the OpenAI completion dialects have a usage-only chunk (`sse::is_usage_only`).
+        Some(kind @ (StreamKind::ChatCompletions | StreamKind::Completions)) if !form.include_usage => events
             .into_iter()
             .filter(|e| !may_be_usage_only(e) || !sse::is_usage_only(kind, &sse::parse_event(e)))
             .collect(),
@@ -57,18 +58,14 @@ pub fn body_for(record: &Record, endpoint: Endpoint, form: Form) -> Result<(Body
 
 /// Whether an event could be OpenAI's usage-only chunk: that one has an empty `choices` array,
 /// so an event without `[` … `]` holding only whitespace cannot be it. Parsing every event of
-/// every replay to find the one usage chunk halved the 32 KiB streamed-hit throughput.
+/// every replay to find the one usage chunk halved the 32 KiB streamed-hit throughput; a
+/// byte-by-byte scan for the brackets still took 27% of that hit's CPU (perf), so the
+/// brackets are found with `memchr` (SIMD) instead.
 fn may_be_usage_only(event: &[u8]) -> bool {
-    let mut open = false;
-    for &b in event {
-        match b {
-            b'[' => open = true,
-            b']' if open => return true,
-            b' ' | b'\t' | b'\r' | b'\n' => {}
-            _ => open = false,
-        }
-    }
-    false
+    memchr::memchr_iter(b'[', event).any(|open| {
+        let after = event.get(open + 1..).unwrap_or_default();
+        after.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b']')
+    })
 }
 
 /// One chunk per event, so a replayed stream arrives event by event like the original.
