@@ -173,3 +173,83 @@ proptest! {
         prop_assert!(holdfast::keyring::Keyring::unlock(&path, &secret).is_err());
     }
 }
+
+/// A bundle of three frames and the passphrase it was written with, made once: its Argon2id
+/// derivation is the slow part, and every case damages a copy of the same bytes.
+fn good_bundle() -> &'static [u8] {
+    static BUNDLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BUNDLE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle");
+        let mut writer = holdfast::bundle::BundleWriter::create(&path, b"bundle passphrase").unwrap();
+        for frame in [&b"first frame"[..], &[7u8; 300][..], b""] {
+            writer.append(frame).unwrap();
+        }
+        writer.finish().unwrap();
+        std::fs::read(&path).unwrap()
+    })
+}
+
+/// Reads every frame of the bundle at `path`; `Err` at the first refusal.
+fn read_bundle(path: &std::path::Path) -> Result<Vec<Vec<u8>>, holdfast::bundle::BundleError> {
+    let mut reader = holdfast::bundle::BundleReader::open(path, b"bundle passphrase")?;
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next_frame()? {
+        frames.push(frame);
+    }
+    Ok(frames)
+}
+
+proptest! {
+    // Each case runs an Argon2id derivation; fewer cases keep the suite quick.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn a_bundle_with_any_damage_is_refused_with_a_typed_error(
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let good = good_bundle();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle");
+        std::fs::write(&path, good).unwrap();
+        prop_assert_eq!(read_bundle(&path).unwrap().len(), 3);
+        let mut flipped = good.to_vec();
+        flipped[flip.index(good.len())] ^= 1 << bit;
+        std::fs::write(&path, &flipped).unwrap();
+        prop_assert!(read_bundle(&path).is_err(), "a flipped bit went unnoticed");
+        std::fs::write(&path, &good[..cut.index(good.len())]).unwrap();
+        prop_assert!(read_bundle(&path).is_err(), "a cut bundle read as whole");
+    }
+
+    #[test]
+    fn a_trail_with_any_damage_is_reported_broken_or_refused(
+        flip in any::<prop::sample::Index>(),
+        bit in 0u8..7,
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trail");
+        let key = || SecretKey::from_bytes([9; 32]);
+        let trail = holdfast::audit::trail::Trail::open(&path, key()).unwrap();
+        for command in ["audit list", "audit show", "keys rotate"] {
+            trail.append("operator", command, &["ab".repeat(32)], 1, "ok").unwrap();
+        }
+        drop(trail);
+        let good = std::fs::read(&path).unwrap();
+        prop_assert!(holdfast::audit::trail::verify(&path, &key()).unwrap().is_intact());
+        // ASCII stays ASCII (bit < 7): the damage is to the text, not a UTF-8 failure.
+        let mut flipped = good.clone();
+        flipped[flip.index(good.len())] ^= 1 << bit;
+        std::fs::write(&path, &flipped).unwrap();
+        let _ = holdfast::audit::trail::read(&path);
+        let verdict = holdfast::audit::trail::verify(&path, &key());
+        prop_assert!(verdict.map_or(true, |v| !v.is_intact()), "a changed trail verified as intact");
+        let cut = cut.index(good.len());
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let verdict = holdfast::audit::trail::verify(&path, &key());
+        let whole_lines = good[..cut].ends_with(b"\n") || cut == 0;
+        prop_assert!(whole_lines || verdict.map_or(true, |v| !v.is_intact()), "a torn line verified");
+    }
+}
