@@ -106,6 +106,9 @@ impl ApiError {
         let status = self.status();
         let (openai_type, anthropic_type, code) = self.kinds();
         let message = self.to_string();
+        // The rest of the body was never read, so the connection cannot carry another request:
+        // closing it gives its memory back at once.
+        let close = matches!(self, Self::BodiesOverloaded | Self::TooLarge { .. } | Self::BodyTimeout(_));
         let body = match dialect {
             Dialect::OpenAi => {
                 serde_json::json!({"error": {"message": message, "type": openai_type, "code": code, "param": null}})
@@ -118,6 +121,9 @@ impl ApiError {
         response.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if close {
+            response.headers_mut().insert("connection", HeaderValue::from_static("close"));
         }
         response
     }
