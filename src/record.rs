@@ -97,8 +97,44 @@ pub struct EntryMeta {
     pub expires_ms: u64,
 }
 
+/// How long it takes an entry's worth to halve when nobody asks for it (see `keep_score`).
+pub const KEEP_HALF_LIFE_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 impl EntryMeta {
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_ms != 0 && self.expires_ms <= now_ms
+    }
+
+    /// How much the entry is worth keeping when the size budget forces a choice: one more than
+    /// the times it was served, halved for every `KEEP_HALF_LIFE_MS` since it was last served
+    /// (or stored). A question asked often outlives one asked once, and one nobody has asked
+    /// for in weeks gives way in the end, however popular it was.
+    pub fn keep_score(&self, now_ms: u64) -> f64 {
+        let idle = now_ms.saturating_sub(self.last_served_ms) as f64 / KEEP_HALF_LIFE_MS as f64;
+        (1.0 + self.times_served as f64) * 0.5f64.powf(idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(times_served: u64, last_served_ms: u64) -> EntryMeta {
+        EntryMeta { created_ms: 0, last_served_ms, times_served, size: 1, key_id: 1, expires_ms: 0 }
+    }
+
+    #[test]
+    fn frequency_outweighs_recency_until_it_ages() {
+        let now = 100 * KEEP_HALF_LIFE_MS;
+        let popular_yesterday = meta(9, now - KEEP_HALF_LIFE_MS / 7);
+        let once_just_now = meta(1, now);
+        let never_served_new = meta(0, now);
+        assert!(popular_yesterday.keep_score(now) > once_just_now.keep_score(now));
+        assert!(once_just_now.keep_score(now) > never_served_new.keep_score(now));
+        // Ten half-lives later the popular entry is worth less than a fresh one.
+        let popular_long_ago = meta(9, now - 10 * KEEP_HALF_LIFE_MS);
+        assert!(popular_long_ago.keep_score(now) < never_served_new.keep_score(now));
+        // Equal frequency: the more recently served is kept (least recently served goes first).
+        assert!(meta(2, now - 1000).keep_score(now) < meta(2, now).keep_score(now));
     }
 }

@@ -595,14 +595,22 @@ impl Admin {
     }
 
     fn cache_stats(&self) -> Result<Value, AdminError> {
+        /// `cache stats` groups entries by how often they were served: (name, at most).
+        const SERVE_BUCKETS: [(&str, u64); 4] = [("0", 0), ("1", 1), ("2-9", 9), ("10+", u64::MAX)];
         let stats = self.store.stats();
         let mut by_provider: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_model: BTreeMap<String, u64> = BTreeMap::new();
         let (mut served, mut oldest, mut newest) = (0u64, u64::MAX, 0u64);
+        // How often entries were asked for: what the size budget keeps longest.
+        let mut by_serves: BTreeMap<&'static str, u64> = SERVE_BUCKETS.iter().map(|(name, _)| (*name, 0)).collect();
         let count = audit::for_each_entry(&self.store, |_, entry, _, _| {
             *by_provider.entry(entry.record.provider.clone()).or_default() += 1;
             *by_model.entry(entry.record.model.clone()).or_default() += 1;
             served += entry.meta.times_served;
+            let bucket = SERVE_BUCKETS.iter().find(|(_, up_to)| entry.meta.times_served <= *up_to);
+            if let Some((name, _)) = bucket {
+                *by_serves.entry(name).or_default() += 1;
+            }
             oldest = oldest.min(entry.meta.created_ms);
             newest = newest.max(entry.meta.created_ms);
             Ok(())
@@ -617,6 +625,12 @@ impl Admin {
             "newest_ms": (count > 0).then_some(newest),
             "by_provider": by_provider,
             "by_model": by_model,
+            "by_times_served": by_serves,
+            "eviction": format!(
+                "over max_size, entries served least often and longest ago go first \
+                 (worth = 1 + times served, halved every {} days without a serve)",
+                crate::record::KEEP_HALF_LIFE_MS / 86_400_000
+            ),
             "count": count,
         }))
     }

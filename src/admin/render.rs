@@ -228,7 +228,10 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
             let _ = writeln!(text, "times served   {}", s(&result["times_served"]));
             let _ = writeln!(text, "oldest         {}", time(&result["oldest_ms"]));
             let _ = writeln!(text, "newest         {}", time(&result["newest_ms"]));
-            for (title, key) in [("by provider", "by_provider"), ("by model", "by_model")] {
+            let _ = writeln!(text, "eviction       {}", s(&result["eviction"]));
+            for (title, key) in
+                [("by provider", "by_provider"), ("by model", "by_model"), ("by times served", "by_times_served")]
+            {
                 let _ = writeln!(text, "{title}");
                 if let Some(map) = result[key].as_object() {
                     for (name, n) in map {

@@ -294,8 +294,9 @@ impl Store {
         self.eviction.notified().await;
     }
 
-    /// Evicts least recently served entries until the store is back to 90% of its budget (the
-    /// slack stops every further write from triggering another full scan).
+    /// Evicts the entries least worth keeping (`EntryMeta::keep_score`: served least often,
+    /// longest ago) until the store is back to 90% of its budget (the slack stops every further
+    /// write from triggering another full scan).
     pub fn evict_to_budget(&self) -> Result<u64, StoreError> {
         let Some(max) = self.options.max_bytes else {
             return Ok(0);
@@ -305,10 +306,11 @@ impl Store {
         };
         self.flush_served()?;
         let mut all = Vec::new();
-        self.for_each_meta(|a, m| all.push((m.last_served_ms, m.size, a)))?;
+        let now = now_ms();
+        self.for_each_meta(|a, m| all.push((m.keep_score(now), m.size, a)))?;
         let mut total: u64 = all.iter().map(|(_, size, _)| size).sum();
         let target = max - max / 10;
-        all.sort_unstable();
+        all.sort_unstable_by(|x, y| x.0.total_cmp(&y.0));
         let mut evicted = 0;
         for (_, size, address) in all {
             if total <= target {
@@ -320,7 +322,7 @@ impl Store {
             total = total.saturating_sub(size);
         }
         if evicted > 0 {
-            tracing::info!(evicted, budget_bytes = max, "evicted least recently served entries");
+            tracing::info!(evicted, budget_bytes = max, "evicted the entries served least often and longest ago");
         }
         Ok(evicted)
     }

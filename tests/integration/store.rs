@@ -319,6 +319,38 @@ fn size_budget_evicts_least_recently_served_first() {
 }
 
 #[test]
+fn size_budget_keeps_the_questions_asked_most_often() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_probe_dir, probe) = new_store();
+    let (a, req) = chat_request(&probe, "size probe");
+    probe.put(&a, &record(req, "x".repeat(1000).as_str())).unwrap();
+    let one = probe.stats().bytes;
+    drop(probe);
+
+    let options = StoreOptions { max_bytes: Some(one * 10), ..create_options() };
+    let store = Store::open(&dir.path().join("s"), &passphrase(), options).unwrap();
+    let mut addresses = Vec::new();
+    for i in 0..12 {
+        let (address, request) = chat_request(&store, &format!("f{i:02}"));
+        store.put(&address, &record(request, "x".repeat(1000).as_str())).unwrap();
+        addresses.push(address);
+    }
+    // The first entry is asked for four times, early; every later one once, afterwards. A
+    // least-recently-served policy would evict the first; the frequent question stays.
+    for _ in 0..4 {
+        store.mark_served(&addresses[0]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    for address in &addresses[1..] {
+        store.mark_served(address).unwrap();
+    }
+    assert!(store.evict_to_budget().unwrap() > 0);
+    assert!(store.get(&addresses[0]).unwrap().is_some(), "the most asked question was evicted");
+    let kept = addresses[1..].iter().filter(|a| store.get(a).unwrap().is_some()).count();
+    assert!(kept < 11, "nothing else was evicted");
+}
+
+#[test]
 fn data_key_rotation_keeps_old_records_readable() {
     let (_dir, store) = new_store();
     let (old, req_old) = chat_request(&store, "before rotation");
