@@ -284,17 +284,22 @@ fn entries_expire_after_retention_and_purge_removes_them() {
     assert_eq!(store.stats().entries, 0);
 }
 
-#[test]
-fn size_budget_evicts_least_recently_served_first() {
+/// A store whose size budget holds ten 1,000-character answers, and the size of one.
+fn store_with_room_for_ten() -> (tempfile::TempDir, Store, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (_probe_dir, probe) = new_store();
     let (a, req) = chat_request(&probe, "size probe");
     probe.put(&a, &record(req, "x".repeat(1000).as_str())).unwrap();
     let one = probe.stats().bytes;
     drop(probe);
-
     let options = StoreOptions { max_bytes: Some(one * 10), ..create_options() };
     let store = Store::open(&dir.path().join("s"), &passphrase(), options).unwrap();
+    (dir, store, one)
+}
+
+#[test]
+fn size_budget_evicts_least_recently_served_first() {
+    let (_dir, store, one) = store_with_room_for_ten();
     let mut addresses = Vec::new();
     for i in 0..9 {
         let (address, request) = chat_request(&store, &format!("q{i:02}"));
@@ -320,15 +325,7 @@ fn size_budget_evicts_least_recently_served_first() {
 
 #[test]
 fn size_budget_keeps_the_questions_asked_most_often() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_probe_dir, probe) = new_store();
-    let (a, req) = chat_request(&probe, "size probe");
-    probe.put(&a, &record(req, "x".repeat(1000).as_str())).unwrap();
-    let one = probe.stats().bytes;
-    drop(probe);
-
-    let options = StoreOptions { max_bytes: Some(one * 10), ..create_options() };
-    let store = Store::open(&dir.path().join("s"), &passphrase(), options).unwrap();
+    let (_dir, store, _) = store_with_room_for_ten();
     let mut addresses = Vec::new();
     for i in 0..12 {
         let (address, request) = chat_request(&store, &format!("f{i:02}"));
