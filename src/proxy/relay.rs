@@ -100,32 +100,18 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
         // The failure that broke the client's stream first, and the continuations that followed it.
         let mut broken: Option<UpstreamFailure> = None;
         let mut splices: Vec<String> = Vec::new();
-        let outcome = loop {
+        let outcome = 'events: loop {
             let next = match source.head.pop_front() {
                 Some(event) => Ok(Some(event)),
                 None => source.reader.next().await,
             };
-            let failure = match next {
-                Ok(Some(event)) => {
+            let broke = match next {
+                Ok(Some(event)) => 'relayed: {
                     let event = match source.splicer.as_mut().map(|s| s.adapt(event.clone())) {
                         None => event,
                         Some(Spliced::Relay(Some(event))) => event,
-                        Some(Spliced::Relay(None)) => continue,
-                        Some(Spliced::Diverged) => {
-                            // The target answered, just differently: not a fault of it.
-                            if let Some(permits) = source.permits.take() {
-                                log_transitions(permits.succeed());
-                            }
-                            tracing::info!(provider = %source.provider,
-                                "restarted answer does not begin with the text already delivered; not spliced");
-                            match next_source(&exchange, &mut rescue, &delivered, &mut splices).await {
-                                Some(next) => {
-                                    source = next;
-                                    continue;
-                                }
-                                None => break Err(broken.take()),
-                            }
-                        }
+                        Some(Spliced::Relay(None)) => continue 'events,
+                        Some(Spliced::Diverged) => break 'relayed Break::Diverged,
                     };
                     delivered.observe(&event);
                     let was_complete = recording.completed;
@@ -134,20 +120,32 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
                         recording.store(&exchange, &content_type, started, &splices).await;
                     }
                     client.send(event).await;
-                    continue;
+                    continue 'events;
                 }
                 // The reader only ends cleanly after the upstream's terminal event, which the
                 // translator turns into the client's.
                 Ok(None) if recording.completed => break Ok(()),
-                Ok(None) => UpstreamFailure::Invalid("stream ended before its final event".into()),
-                Err(failure) => failure,
+                Ok(None) => Break::Failed(UpstreamFailure::Invalid("stream ended before its final event".into())),
+                Err(failure) => Break::Failed(failure),
             };
-            source.fail(&exchange, &failure);
-            tracing::warn!(address = %exchange.address, provider = %source.provider, reason = %failure.reason(),
-                "stream broke mid-answer");
-            broken.get_or_insert(failure);
-            if recording.failed || !delivered.can_continue() {
-                break Err(broken.take());
+            match broke {
+                Break::Failed(failure) => {
+                    source.fail(&exchange, &failure);
+                    tracing::warn!(address = %exchange.address, provider = %source.provider,
+                        reason = %failure.reason(), "stream broke mid-answer");
+                    broken.get_or_insert(failure);
+                    if recording.failed || !delivered.can_continue() {
+                        break Err(broken.take());
+                    }
+                }
+                Break::Diverged => {
+                    // The target answered, just differently: not a fault of it.
+                    if let Some(permits) = source.permits.take() {
+                        log_transitions(permits.succeed());
+                    }
+                    tracing::info!(provider = %source.provider,
+                        "restarted answer does not begin with the text already delivered; not spliced");
+                }
             }
             match next_source(&exchange, &mut rescue, &delivered, &mut splices).await {
                 Some(next) => source = next,
@@ -189,6 +187,14 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
         }
     });
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// Why the stream being relayed stopped short.
+enum Break {
+    /// It failed (cut, stalled, malformed, ended early).
+    Failed(UpstreamFailure),
+    /// A restarted answer turned away from the text already delivered.
+    Diverged,
 }
 
 /// The next target's continuation of the client's stream, noting it in `splices`.
