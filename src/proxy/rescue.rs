@@ -382,8 +382,8 @@ impl Splicer {
         // The client already has its role chunk.
         delta.remove("role");
         let other = NON_TEXT_DELTA.iter().any(|k| delta.get(*k).is_some_and(|v| !v.is_null()));
-        if let Some(Value::String(text)) = delta.get("content") {
-            let Some(rest) = self.splice_text(&text.clone()) else { return Spliced::Diverged };
+        if let Some(Value::String(text)) = delta.remove("content") {
+            let Some(rest) = self.splice_text(&text) else { return Spliced::Diverged };
             delta.insert("content".into(), Value::String(rest));
         }
         if (finished || other) && !self.to_match.is_empty() {
