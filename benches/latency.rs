@@ -16,9 +16,11 @@
 //! connections dropped) and the run goes on for 5 s. Completions, errors and p99 latency are
 //! reported in 100 ms buckets around the kill.
 
+#[path = "support/proxy_process.rs"]
+mod proxy_process;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use proxy_process::Proxy;
 use tokio::net::{TcpListener, TcpStream};
 
 const PROMPTS: usize = 200;
@@ -78,46 +81,8 @@ async fn start_upstream(delay: Duration) -> (SocketAddr, tokio::task::JoinHandle
     (addr, handle)
 }
 
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_proxy(upstream: SocketAddr) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n[store]\npath = \"{}\"\n\
-         [[providers]]\nname = \"fake\"\napi = \"openai\"\nbase_url = \"http://{upstream}\"\nmodels = [\"*\"]\n",
-        dir.path().join("store").display()
-    );
-    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .current_dir(dir.path())
-        .arg("serve")
-        .env("HOLDFAST_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
-        .env_remove("HOLDFAST_PASSPHRASE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start holdfast");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let proxy = Proxy { child, addr, _dir: dir };
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return proxy;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("holdfast did not start listening");
+    proxy_process::start(env!("CARGO_BIN_EXE_holdfast"), upstream, "").await
 }
 
 fn chat_body(prompt: &str) -> Bytes {

@@ -28,9 +28,11 @@
 //! It prints throughput and p50/p99/p99.9 latency, each as a ratio to the baseline, and the
 //! proxy's resident memory.
 
+#[path = "support/proxy_process.rs"]
+mod proxy_process;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,6 +42,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use proxy_process::Proxy;
 use tokio::net::{TcpListener, TcpStream};
 
 const CONNECTIONS: usize = 64;
@@ -204,47 +207,8 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_proxy(binary: &str, upstream: SocketAddr) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n[store]\npath = \"{}\"\n\
-         [[providers]]\nname = \"fake\"\napi = \"openai\"\nbase_url = \"http://{upstream}\"\nmodels = [\"*\"]\n",
-        dir.path().join("store").display()
-    );
-    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
-    let child = Command::new(binary)
-        .current_dir(dir.path())
-        .arg("serve")
-        .env("HOLDFAST_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
-        .env_remove("HOLDFAST_PASSPHRASE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start holdfast");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // From here the Proxy owns the child, and its Drop kills and waits for it.
-    let proxy = Proxy { child, addr, _dir: dir };
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return proxy;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("holdfast did not start listening");
+    proxy_process::start(binary, upstream, "").await
 }
 
 /// A proxy other than Holdfast: where it listens and the headers each request needs.

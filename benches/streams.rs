@@ -19,6 +19,9 @@
 //! same prompts (now stored) and kills the provider halfway: each stream is counted as completed
 //! (rescued or served from the store), cut, or refused.
 
+#[path = "support/proxy_process.rs"]
+mod proxy_process;
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -35,6 +38,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use proxy_process::Proxy;
 use tokio::net::{TcpListener, TcpStream};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -169,47 +173,9 @@ impl Drop for Provider {
 // ---------------------------------------------------------------------------------------------
 // Holdfast (a child process)
 
-struct Proxy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_proxy(upstream: SocketAddr) -> Proxy {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "listen = \"127.0.0.1:{port}\"\n[log]\nlevel = \"error\"\n[store]\npath = \"{}\"\n\
-         [limits]\nmax_in_flight = 50000\nmax_connections = 50000\n\
-         [[providers]]\nname = \"fake\"\napi = \"openai\"\nbase_url = \"http://{upstream}\"\nmodels = [\"*\"]\n",
-        dir.path().join("store").display()
-    );
-    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .current_dir(dir.path())
-        .arg("serve")
-        .env("HOLDFAST_KEY", "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=")
-        .env_remove("HOLDFAST_PASSPHRASE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start holdfast");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let proxy = Proxy { child, addr, _dir: dir };
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return proxy;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("holdfast did not start listening");
+    let limits = "[limits]\nmax_in_flight = 50000\nmax_connections = 50000";
+    proxy_process::start(env!("CARGO_BIN_EXE_holdfast"), upstream, limits).await
 }
 
 /// (resident KiB, user + system CPU seconds) of a process.
