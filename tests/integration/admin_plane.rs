@@ -4,60 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
 use holdfast::store::Store;
 
 use crate::common::*;
 
 const TOKEN: &str = "admin-plane-test-token";
-
-/// A running `holdfast serve` and the URLs it printed.
-struct Served {
-    child: Child,
-    proxy: String,
-    admin: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path, store: &Path, config: &str, token: &str) -> Served {
-    std::fs::write(dir.join("holdfast.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .current_dir(dir)
-        .arg("serve")
-        .env("HOLDFAST_PASSPHRASE", PASSPHRASE)
-        .env("HOLDFAST_STORE_PATH", store)
-        .env("HOLDFAST_ADMIN_TOKEN", token)
-        .env_remove("HOLDFAST_ADMIN_LISTEN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut proxy, mut admin) = (None, None);
-    let started = Instant::now();
-    while proxy.is_none() || admin.is_none() {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        assert!(!line.contains(token), "the admin token reached the log: {line}");
-        if let Some(rest) = line.split("admin API on ").nth(1) {
-            admin = Some(rest.split(": ").next().unwrap().to_owned());
-        }
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            proxy = Some(rest.split_whitespace().next().unwrap().to_owned());
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no listening lines");
-    }
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, proxy: proxy.unwrap(), admin: admin.unwrap() }
-}
 
 fn cli(dir: &Path, server: &str, token: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
@@ -116,8 +70,8 @@ fn a_50_mib_bundle_moves_between_servers_over_unix_sockets_with_bounded_memory()
     };
     let work_a = tempfile::tempdir().unwrap();
     let work_b = tempfile::tempdir().unwrap();
-    let a = serve(work_a.path(), &source, &conf(&socket_a), TOKEN);
-    let b = serve(work_b.path(), &target, &conf(&socket_b), TOKEN);
+    let a = serve_with_admin(work_a.path(), &source, &conf(&socket_a), TOKEN);
+    let b = serve_with_admin(work_b.path(), &target, &conf(&socket_b), TOKEN);
     assert_eq!(a.admin, format!("unix:{}", socket_a.display()));
 
     // The proxy's own port no longer serves the admin API.
@@ -178,7 +132,7 @@ fn the_admin_listener_speaks_tls_and_a_blank_token_is_refused() {
     );
     let store = dir.path().join("store");
     Store::open(&store, &passphrase(), create_options()).unwrap();
-    let served = serve(dir.path(), &store, &config, TOKEN);
+    let served = serve_with_admin(dir.path(), &store, &config, TOKEN);
     assert_eq!(served.admin, format!("https://127.0.0.1:{port}"));
     let ca = cert.to_str().unwrap();
     let listed = ok(&cli(dir.path(), &served.admin, TOKEN, &["keys", "list", "--json"], &[("HOLDFAST_SERVER_CA", ca)]));

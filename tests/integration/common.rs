@@ -223,3 +223,60 @@ pub async fn start_admin(admin: std::sync::Arc<holdfast::admin::Admin>, token: &
     ));
     url
 }
+
+/// A running `holdfast serve` child and the proxy and admin URLs it logged; killed when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub proxy: String,
+    pub admin: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `holdfast serve` in `dir` with `config` as its holdfast.toml, its store at `store`
+/// and `token` as the admin token; returns once it has logged both listeners. The token must
+/// never appear in what it logs.
+pub fn serve_with_admin(dir: &Path, store: &Path, config: &str, token: &str) -> Served {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    std::fs::write(dir.join("holdfast.toml"), config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .current_dir(dir)
+        .arg("serve")
+        .env("HOLDFAST_PASSPHRASE", PASSPHRASE)
+        .env("HOLDFAST_STORE_PATH", store)
+        .env("HOLDFAST_ADMIN_TOKEN", token)
+        .env_remove("HOLDFAST_ADMIN_LISTEN")
+        .env_remove("HOLDFAST_LISTEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut proxy, mut admin) = (None, None);
+    let started = std::time::Instant::now();
+    while proxy.is_none() || admin.is_none() {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        assert!(!line.contains(token), "the admin token reached the log: {line}");
+        if let Some(rest) = line.split("admin API on ").nth(1) {
+            admin = Some(rest.split(": ").next().unwrap().to_owned());
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            proxy = Some(rest.split_whitespace().next().unwrap().to_owned());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "no listening lines");
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    let token = token.to_owned();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            assert!(!line.contains(&token), "the admin token reached the log: {line}");
+        }
+    });
+    Served { child, proxy: proxy.unwrap(), admin: admin.unwrap() }
+}

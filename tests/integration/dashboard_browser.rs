@@ -5,8 +5,8 @@
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -37,20 +37,6 @@ fn tools() -> Result<(PathBuf, PathBuf), String> {
     Ok((node, chromium))
 }
 
-/// `holdfast serve` as a child, with the URLs it logged.
-struct Served {
-    child: Child,
-    proxy: String,
-    admin: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(dir: &Path, upstream: &str) -> Served {
     let config = format!(
         r#"
@@ -70,38 +56,7 @@ fn serve(dir: &Path, upstream: &str) -> Served {
         breaker = {{ failures = 2, cooldown = "10m" }}
         "#
     );
-    std::fs::write(dir.join("holdfast.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .current_dir(dir)
-        .arg("serve")
-        .env("HOLDFAST_PASSPHRASE", PASSPHRASE)
-        .env("HOLDFAST_STORE_PATH", dir.join("store"))
-        .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
-        .env_remove("HOLDFAST_ADMIN_LISTEN")
-        .env_remove("HOLDFAST_LISTEN")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut proxy, mut admin) = (None, None);
-    let started = Instant::now();
-    while proxy.is_none() || admin.is_none() {
-        let line = lines.next().expect("server exited before listening").unwrap();
-        if let Some(rest) = line.split("admin API on ").nth(1) {
-            admin = Some(rest.split(": ").next().unwrap().to_owned());
-        }
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            proxy = Some(rest.split_whitespace().next().unwrap().to_owned());
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "no listening lines");
-    }
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            assert!(!line.contains(TOKEN), "the admin token reached the log: {line}");
-        }
-    });
-    Served { child, proxy: proxy.unwrap(), admin: admin.unwrap() }
+    serve_with_admin(dir, &dir.join("store"), &config, TOKEN)
 }
 
 async fn ask(proxy: &str, prompt: &str, stream: bool) -> String {
