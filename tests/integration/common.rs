@@ -280,3 +280,22 @@ pub fn serve_with_admin(dir: &Path, store: &Path, config: &str, token: &str) -> 
     });
     Served { child, proxy: proxy.unwrap(), admin: admin.unwrap() }
 }
+
+/// A self-signed leaf certificate for `localhost` and 127.0.0.1 and its key, made with openssl
+/// in `dir`: `(cert.pem, key.pem)`.
+pub fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // webpki refuses a CA certificate as a server's own: make it a leaf.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed to make a test certificate");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (cert, key)
+}
