@@ -87,7 +87,9 @@ pub struct EntryMeta {
     pub created_ms: u64,
     /// When it was last served to a client (equal to `created_ms` until then).
     pub last_served_ms: u64,
-    /// How many times it has been served from the store.
+    /// How often the question was asked again after it was first stored: served from the
+    /// store, or answered afresh by a provider (the embedded store carries the count over to
+    /// the new answer; a Redis store starts it again).
     pub times_served: u64,
     /// Size of the sealed value in bytes.
     pub size: u64,

@@ -57,7 +57,7 @@ impl Store {
     /// flush follows within `RELAXED_INTERVAL`.
     pub fn put(&self, address: &Address, record: &Record) -> Result<(), StoreError> {
         let now = now_ms();
-        self.put_as_of(address, record, now, now, 0)?;
+        self.write(address, record, History::Fresh { now_ms: now })?;
         let generation = self.committer.written();
         self.committer.wait(generation).inspect_err(|e| self.note_write_failure(e.to_string()))?;
         *self.write_failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -128,37 +128,56 @@ impl Store {
         last_served_ms: u64,
         times_served: u64,
     ) -> Result<(), StoreError> {
+        self.write(address, record, History::Given { created_ms, last_served_ms, times_served })
+    }
+
+    fn write(&self, address: &Address, record: &Record, history: History) -> Result<(), StoreError> {
         let (sealed, key_id) = self.seal(address, record)?;
         self.check_space(sealed.len() as u64)?;
-        let meta = EntryMeta {
-            created_ms,
-            last_served_ms,
-            times_served,
-            size: sealed.len() as u64,
-            key_id,
-            expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
+        let meta = |previous: Option<&[u8]>| {
+            let (created_ms, last_served_ms, times_served) = match history {
+                History::Given { created_ms, last_served_ms, times_served } => {
+                    (created_ms, last_served_ms, times_served)
+                }
+                // A question answered again keeps how often it was asked: the size budget keeps
+                // what is asked often, and in fallback mode every ask is a fresh answer.
+                History::Fresh { now_ms } => {
+                    let before = previous.and_then(|m| codec::decode::<EntryMeta>(m).ok());
+                    (now_ms, now_ms, before.map_or(0, |m| m.times_served.saturating_add(1)))
+                }
+            };
+            let meta = EntryMeta {
+                created_ms,
+                last_served_ms,
+                times_served,
+                size: sealed.len() as u64,
+                key_id,
+                expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
+            };
+            codec::encode(&meta).map(|encoded| (meta, encoded)).map_err(StoreError::Encode)
         };
-        let encoded = codec::encode(&meta).map_err(StoreError::Encode)?;
-        let previous = if self.shared.is_some() {
-            // Other replicas write too: no tally of this process's own to keep (see `shared`).
-            self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &[])?
+        let (meta, previous) = if self.shared.is_some() {
+            // Other replicas write too: no tally of this process's own to keep (see `shared`),
+            // and no read before the write (Redis's own eviction ignores the ask count).
+            let (meta, encoded) = meta(None)?;
+            (meta, self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &[])?)
         } else {
             let mut tally = self.lock_tally();
             if self.reopenable.as_ref().is_some_and(|r| r.take_reopened()) {
                 self.reload(&mut tally)?;
             }
-            let existed = self.backend.get_meta(address.as_bytes())?.is_some();
+            let before = self.backend.get_meta(address.as_bytes())?;
+            let (meta, encoded) = meta(before.as_deref())?;
             let mut next = *tally;
-            if !existed {
+            if before.is_none() {
                 next.apply(self.tally_key.expose(), address.as_bytes(), true);
             }
             let previous =
                 self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &next.seal(self.tally_key.expose()))?;
             *tally = next;
-            previous
-        }
-        .and_then(|m| codec::decode::<EntryMeta>(&m).ok());
-        match previous {
+            (meta, previous)
+        };
+        match previous.and_then(|m| codec::decode::<EntryMeta>(&m).ok()) {
             Some(old) => {
                 self.bytes.fetch_sub(old.size.min(self.bytes.load(Ordering::Relaxed)), Ordering::Relaxed);
             }
@@ -333,4 +352,13 @@ impl Store {
         self.for_each_meta(|_, m| *counts.entry(m.key_id).or_insert(0) += 1)?;
         Ok(counts)
     }
+}
+
+/// Where a write's bookkeeping comes from.
+#[derive(Clone, Copy)]
+enum History {
+    /// A fresh answer from a provider, stored at `now_ms`.
+    Fresh { now_ms: u64 },
+    /// Carried over from elsewhere (an import).
+    Given { created_ms: u64, last_served_ms: u64, times_served: u64 },
 }
