@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, SecretText};
+use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, RefreshPlan, Refresher, SecretText};
 use holdfast::audit::AuditFilter;
 use holdfast::config::{Config, parse_duration};
 use holdfast::secret::{SecretError, StoreSecret, resolve_secret};
@@ -220,6 +220,35 @@ enum CacheCommand {
         #[command(flatten)]
         out: Output,
     },
+    /// Ask the providers again for the most asked stored questions, so the answers kept for
+    /// the next outage are recent (lists the plan and its token cost unless --yes)
+    ///
+    /// Picks shared-namespace entries stored longer ago than --older-than and asked again at
+    /// least --min-served times, most asked first, and re-asks them one at a time through the
+    /// configured routes (the providers' api_key_env keys). A fresh answer replaces the stored
+    /// one; a failure keeps it. Tenant entries are skipped: their API keys are never kept.
+    Refresh {
+        /// Entries stored longer ago than this
+        #[arg(long, value_name = "AGE", default_value = "7d")]
+        older_than: String,
+        /// Entries asked again (served, or answered afresh) at least this many times
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        min_served: u64,
+        /// At most this many entries
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        /// Requests sent per minute, at most
+        #[arg(long, value_name = "N", default_value_t = 30)]
+        per_minute: u32,
+        /// List what would be refreshed and the estimated tokens; send nothing
+        #[arg(long, conflicts_with = "yes")]
+        dry_run: bool,
+        /// Send the requests (without it, the plan is listed as with --dry-run)
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 fn main() -> ExitCode {
@@ -352,6 +381,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let passphrase = bundle_passphrase(bundle_passphrase_file, false)?;
                     (AdminRequest::CacheImport { passphrase }, out, Some(file), None)
                 }
+                CacheCommand::Refresh { older_than, min_served, limit, per_minute, dry_run, yes, out } => {
+                    let older_than_ms = parse_duration(&older_than)?.as_millis() as u64;
+                    let plan = RefreshPlan { older_than_ms, min_served, limit, per_minute, dry_run: dry_run || !yes };
+                    (AdminRequest::CacheRefresh { plan }, out, None, None)
+                }
             };
             admin_command(&globals, request, input, output, out)
         }
@@ -416,7 +450,18 @@ fn admin_command(
                 }
                 Err(e) => return Err(e.into()),
             };
-            let admin = Admin::open(Arc::new(store))?;
+            let store = Arc::new(store);
+            let mut admin = Admin::open(store.clone())?;
+            // A refresh asks the providers through a proxy of its own, on a runtime kept for the
+            // command's length.
+            let mut _runtime = None;
+            if let AdminRequest::CacheRefresh { plan } = &request
+                && !plan.dry_run
+            {
+                let runtime = runtime()?;
+                admin = admin.with_refresher(Refresher::from_config(config, store, runtime.handle().clone())?);
+                _runtime = Some(runtime);
+            }
             admin.execute(&request, &Actor::local(), &report, output.as_deref(), input.as_deref())?
         }
     };

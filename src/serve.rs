@@ -228,7 +228,9 @@ async fn start_admin(
         return Ok(None);
     };
     let config = &proxy.config;
-    let admin = Admin::open(proxy.store.clone()).map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?;
+    let admin = Admin::open(proxy.store.clone())
+        .map_err(|e| ServeError::Io(std::io::Error::other(e.to_string())))?
+        .with_refresher(crate::admin::Refresher::new(proxy.clone(), tokio::runtime::Handle::current()));
     let tls = match (&config.admin.tls_cert, &config.admin.tls_key) {
         (Some(cert), Some(key)) => Some(crate::admin::api::tls_acceptor(cert, key)?),
         _ => None,

@@ -7,11 +7,13 @@
 //!
 //! - `api`: the server's `/admin/v1/execute` endpoint (bearer token, NDJSON progress).
 //! - `client`: the CLI's side of that endpoint (`--server`).
+//! - `refresh`: `cache refresh`, re-asking the providers for the most asked questions.
 //! - `render`: human-readable tables for results.
 //! - `ui`: the dashboard at `/ui` on the admin listener, over the same commands.
 
 pub mod api;
 pub mod client;
+pub mod refresh;
 pub mod render;
 pub mod ui;
 
@@ -32,6 +34,7 @@ use crate::keyring::KdfParams;
 use crate::record::{EntryMeta, Record};
 use crate::secret::{SecretKey, StoreSecret};
 use crate::store::{Store, StoreError, now_ms};
+pub use refresh::{RefreshPlan, Refresher};
 
 /// Who ran a command, as the access trail records it.
 #[derive(Debug, Clone)]
@@ -127,6 +130,10 @@ pub enum AdminRequest {
     CacheImport {
         passphrase: SecretText,
     },
+    /// Re-asks the providers for the most asked stored questions (or lists them, dry run).
+    CacheRefresh {
+        plan: RefreshPlan,
+    },
 }
 
 impl AdminRequest {
@@ -150,6 +157,7 @@ impl AdminRequest {
             Self::CacheRepair => "cache repair".into(),
             Self::CacheExport { .. } => "cache export".into(),
             Self::CacheImport { .. } => "cache import".into(),
+            Self::CacheRefresh { plan } => plan.describe(),
         }
     }
 
@@ -169,7 +177,7 @@ impl AdminRequest {
                 | Self::CachePurge { .. }
                 | Self::CacheImport { .. }
                 | Self::CacheRepair
-        )
+        ) || matches!(self, Self::CacheRefresh { plan } if !plan.dry_run)
     }
 
     pub fn writes_output(&self) -> bool {
@@ -238,6 +246,8 @@ pub struct Admin {
     trail_path: PathBuf,
     /// For a store shared through Redis, the trail kept there (then `trail` stays unused).
     shared_trail: Option<Arc<dyn trail::TrailCell>>,
+    /// The providers `cache refresh` asks; without them it can only list its plan.
+    refresher: Option<Refresher>,
 }
 
 /// Setting marking an unfinished `keys rotate --reencrypt`: the key being re-encrypted to.
@@ -249,7 +259,13 @@ impl Admin {
     pub fn open(store: Arc<Store>) -> Result<Self, AdminError> {
         let trail_path = store.path().join("trail.jsonl");
         let shared_trail = store.shared_trail();
-        Ok(Self { store, trail: std::sync::Mutex::new(None), trail_path, shared_trail })
+        Ok(Self { store, trail: std::sync::Mutex::new(None), trail_path, shared_trail, refresher: None })
+    }
+
+    /// Lets `cache refresh` ask providers, through `refresher`.
+    pub fn with_refresher(mut self, refresher: Refresher) -> Self {
+        self.refresher = Some(refresher);
+        self
     }
 
     /// Appends to the trail, opening it first if needed; logs a repair it had to make.
@@ -489,6 +505,9 @@ impl Admin {
             AdminRequest::CacheImport { passphrase } => {
                 let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
                 self.cache_import(path, passphrase, progress)?.into()
+            }
+            AdminRequest::CacheRefresh { plan } => {
+                refresh::refresh(store, self.refresher.as_ref(), plan, progress, touched)?.into()
             }
         })
     }

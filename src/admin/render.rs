@@ -278,6 +278,7 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
             );
             text
         }
+        AdminRequest::CacheRefresh { plan } => refresh_report(plan.dry_run, result),
         AdminRequest::CacheImport { .. } => {
             let mut text = format!("imported {} entries\n", s(&result["imported"]));
             if result["adopted_tenant_key"] == true {
@@ -294,6 +295,53 @@ pub fn render(request: &AdminRequest, result: &Value) -> String {
             text
         }
     }
+}
+
+/// The entries `cache refresh` picked and what became of each, then the totals and the cost.
+fn refresh_report(dry_run: bool, result: &Value) -> String {
+    let rows = result["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let age_days = e["age_ms"].as_u64().unwrap_or(0) as f64 / 86_400_000.0;
+            vec![
+                s(&e["address"]).chars().take(16).collect(),
+                s(&e["model"]),
+                s(&e["times_served"]),
+                format!("{age_days:.1}d"),
+                format!("{} ({})", s(&e["estimated_tokens"]), s(&e["estimate"])),
+                s(&e["outcome"]),
+            ]
+        })
+        .collect();
+    let mut text = table(&["ADDRESS", "MODEL", "SERVED", "AGE", "EST. TOKENS", "OUTCOME"], rows);
+    let _ = writeln!(
+        text,
+        "{} of {} eligible entries picked; skipped {} tenant entries (their API keys are never kept) and {} \
+         normalized by older rules",
+        s(&result["picked"]),
+        s(&result["eligible"]),
+        s(&result["skipped_tenant_entries"]),
+        s(&result["skipped_older_rules"])
+    );
+    if dry_run {
+        let _ = writeln!(
+            text,
+            "dry run: nothing sent; refreshing would cost about {} tokens (add --yes to run it)",
+            s(&result["estimated_tokens"])
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "refreshed {}, failed {} (their stored answers were kept); {} tokens used (estimated {})",
+            s(&result["refreshed"]),
+            s(&result["failed"]),
+            s(&result["tokens_used"]),
+            s(&result["estimated_tokens"])
+        );
+    }
+    text
 }
 
 #[cfg(test)]

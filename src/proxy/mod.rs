@@ -12,6 +12,7 @@
 //! - `answer`: the exchange a request carries, `x-holdfast-cache`, response headers, storing.
 //! - `models`: the merged `GET /v1/models`.
 //! - `passthrough`: every other path under `/v1/`, streamed to a provider, never stored.
+//! - `reask`: a stored request asked again through the same exchange (`cache refresh`).
 //! - `errors`: errors in the client's dialect.
 
 mod answer;
@@ -23,6 +24,7 @@ mod guard;
 mod models;
 mod passthrough;
 mod reader;
+mod reask;
 mod relay;
 mod request;
 mod rescue;
@@ -41,6 +43,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use errors::ApiError;
+pub use reask::{Reasked, reask};
 pub use request::Endpoint;
 
 use tokio::sync::Semaphore;

@@ -18,6 +18,7 @@ mod otel;
 mod passthrough;
 mod proxy;
 mod redis;
+mod refresh;
 mod rescue;
 mod resilience;
 mod sdk_compat;
