@@ -39,6 +39,7 @@ use crate::config::CacheMode;
 use crate::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
 use crate::record::{Record, ResponseBody, StoredResponse};
 use crate::resilience::backoff::next_wait;
+use crate::telemetry::{Outcome, RequestSpan};
 use crate::upstream::{Provider, UpstreamFailure, classify};
 
 /// Metrics label for every passthrough request (ids in paths would explode the label set).
@@ -50,6 +51,9 @@ const BODY_HEADERS: &[&str] = &["content-type", "content-length", "accept"];
 /// Response headers that belong to one connection, not to the answer.
 const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"];
 
+/// The span name and `http.route` of every passthrough request (paths carry ids).
+const ROUTE: &str = "/v1/{*path}";
+
 pub async fn handle(
     State(state): State<AppState>,
     method: Method,
@@ -57,22 +61,67 @@ pub async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let dialect = dialect_of(uri.path(), &headers);
-    if !uri.path().starts_with("/v1/") {
-        return ApiError::UnsupportedPath(uri.path().to_owned()).into_dialect_response(dialect);
+    let span = state.traces.request_on_route(method.as_str(), ROUTE, uri.path().to_owned(), &headers);
+    let mut trace = Passed::default();
+    let response = answer(&state, method, &uri, &headers, body, &span, &mut trace).await;
+    span.answered(Outcome {
+        cache_result: trace.result,
+        attempts: trace.attempts,
+        provider: trace.provider.as_deref(),
+        status: response.status().as_u16(),
+        error_type: trace.error,
+    });
+    span.end_with_body(response)
+}
+
+/// What a passthrough did, for its span.
+struct Passed {
+    /// `bypass`, `stale`, `hit` (replay) or `error`.
+    result: &'static str,
+    attempts: u32,
+    provider: Option<String>,
+    error: Option<&'static str>,
+}
+
+impl Default for Passed {
+    fn default() -> Self {
+        Self { result: "error", attempts: 0, provider: None, error: None }
     }
-    let policy = match CachePolicy::from_request(&headers, &state.config.cache, &state.config.resilience) {
+}
+
+async fn answer(
+    state: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    span: &RequestSpan,
+    trace: &mut Passed,
+) -> Response {
+    let dialect = dialect_of(uri.path(), headers);
+    let refused = |e: ApiError, trace: &mut Passed| {
+        trace.error = Some(e.code());
+        e.into_dialect_response(dialect)
+    };
+    if !uri.path().starts_with("/v1/") {
+        return refused(ApiError::UnsupportedPath(uri.path().to_owned()), trace);
+    }
+    let policy = match CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience) {
         Ok(policy) => policy,
-        Err(e) => return e.into_dialect_response(dialect),
+        Err(e) => return refused(e, trace),
     };
     let lookup = (method == Method::GET).then(|| response_id(uri.path())).flatten().map(str::to_owned);
     if policy.mode == CacheMode::Replay {
         // Replay never calls upstream, and nothing passed through was recorded.
-        let stored = lookup.and_then(|id| stored_response(&state, &headers, &id, CacheResult::Hit));
-        return stored
-            .unwrap_or_else(|| ApiError::NotRecordedPath(uri.path().to_owned()).into_dialect_response(dialect));
+        return match lookup.and_then(|id| stored_response(state, headers, &id, CacheResult::Hit)) {
+            Some(stored) => {
+                trace.result = "hit";
+                stored
+            }
+            None => refused(ApiError::NotRecordedPath(uri.path().to_owned()), trace),
+        };
     }
-    let outcome = forward(&state, method, &uri, &headers, body, dialect).await;
+    let outcome = forward(state, method, uri, headers, body, dialect, span, trace).await;
     let outage = match &outcome {
         Ok((response, _)) => response.status().as_u16() == 429 || response.status().is_server_error(),
         Err(e) => matches!(e, ApiError::UpstreamUnavailable { .. } | ApiError::UpstreamTimeout { .. }),
@@ -80,20 +129,22 @@ pub async fn handle(
     if outage
         && let Some(id) = lookup
         && policy.may_serve_stale()
-        && let Some(response) = stored_response(&state, &headers, &id, CacheResult::Stale)
+        && let Some(response) = stored_response(state, headers, &id, CacheResult::Stale)
     {
         state.metrics.count_request(LABEL, "-", "stale");
+        trace.result = "stale";
         return response;
     }
     match outcome {
         Ok((response, provider)) => {
             state.metrics.count_request(LABEL, &provider, "bypass");
+            trace.result = "bypass";
             response
         }
         Err(e) => {
             tracing::info!(path = uri.path(), error = %e, "passthrough answered with an error");
             state.metrics.count_request(LABEL, "-", "error");
-            e.into_dialect_response(dialect)
+            refused(e, trace)
         }
     }
 }
@@ -159,6 +210,7 @@ enum Outgoing {
     Streaming(Option<Body>),
 }
 
+#[allow(clippy::too_many_arguments)] // one request's parts, its span and its record of attempts
 async fn forward(
     state: &AppState,
     method: Method,
@@ -166,6 +218,8 @@ async fn forward(
     headers: &HeaderMap,
     body: Body,
     dialect: Dialect,
+    span: &RequestSpan,
+    trace: &mut Passed,
 ) -> Result<(Response, String), ApiError> {
     let path = uri.path();
     let declared = headers.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -195,8 +249,15 @@ async fn forward(
     let retry = &provider.config.retry;
     let attempts = if idempotent && matches!(outgoing, Outgoing::Read(_)) { retry.attempts.max(1) } else { 1 };
     let name = provider.name().to_owned();
+    trace.provider = Some(name.clone());
+    let model = model.unwrap_or_default();
     for attempt in 0..attempts {
+        trace.attempts = attempt + 1;
+        let attempt_span = span.attempt("passthrough", || provider.span_target(&model), attempt + 1, false);
         let mut request = provider.request(method.clone(), &target, headers);
+        for (name, value) in attempt_span.upstream_headers() {
+            request = request.header(name, value);
+        }
         for header in BODY_HEADERS {
             if let Some(v) = headers.get(*header) {
                 request = request.header(*header, v.clone());
@@ -213,6 +274,7 @@ async fn forward(
         let last = attempt + 1 >= attempts;
         let failure = match request.send().await {
             Ok(response) if last || !retry.statuses.contains(&response.status().as_u16()) => {
+                attempt_span.succeeded(response.status().as_u16());
                 return Ok((relay(response, &name, attempt + 1), name));
             }
             Ok(response) => UpstreamFailure::Status {
@@ -222,6 +284,7 @@ async fn forward(
             },
             Err(e) => classify(&e),
         };
+        attempt_span.failed(failure.label(), failure.status());
         tracing::warn!(provider = %name, path, attempt = attempt + 1, reason = %failure.reason(), "passthrough attempt failed");
         if last || !failure.is_retryable(retry) {
             return Err(match failure {

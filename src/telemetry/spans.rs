@@ -62,17 +62,29 @@ impl Traces {
     /// Starts the span of one client request to `path`, as a child of the client's
     /// `traceparent` when it sent a valid one (its sampled flag is honoured).
     pub fn request(&self, method: &str, path: &'static str, headers: &HeaderMap) -> RequestSpan {
+        self.request_on_route(method, path, path.to_owned(), headers)
+    }
+
+    /// As `request`, for a path matched by a pattern (`route`, e.g. `/v1/{*path}`): the span
+    /// is named after the route, so ids in paths do not make a name per request.
+    pub fn request_on_route(
+        &self,
+        method: &str,
+        route: &'static str,
+        path: String,
+        headers: &HeaderMap,
+    ) -> RequestSpan {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let Some(live) = &self.live else {
             return RequestSpan { cx: None, tracer: None, client: parent };
         };
         let span = live
             .tracer
-            .span_builder(format!("{method} {path}"))
+            .span_builder(format!("{method} {route}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
                 KeyValue::new("http.request.method", method.to_owned()),
-                KeyValue::new("http.route", path),
+                KeyValue::new("http.route", route),
                 KeyValue::new("url.path", path),
             ])
             .start_with_context(&live.tracer, &parent);

@@ -291,3 +291,34 @@ async fn without_tracing_a_clients_traceparent_goes_upstream_unchanged() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_request_is_traced_on_its_route_with_its_attempt() {
+    let (otlp, received) = receiver().await;
+    let (a, b) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let proxy = start_proxy(config(&a, &b, &otlp)).await;
+    let r = http()
+        .get(format!("{}/v1/files/file-7c2e?limit=2", proxy.url))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-holdfast-cache"], "bypass");
+    let status = r.status().as_u16();
+    r.bytes().await.unwrap();
+
+    let spans = flush_until(&proxy, &received, 2).await;
+    let request = spans.iter().find(|s| s.kind == SpanKind::Server as i32).expect("a request span");
+    // Named after the route, not the path: ids in paths must not make one name per request.
+    assert_eq!(request.name, "GET /v1/{*path}");
+    assert_eq!(text(request, "url.path"), "/v1/files/file-7c2e");
+    assert_eq!(hex(&request.trace_id), CLIENT_TRACE);
+    assert_eq!(text(request, "holdfast.cache.result"), "bypass");
+    assert_eq!(int(request, "http.response.status_code"), i64::from(status));
+    let attempt = spans.iter().find(|s| s.kind == SpanKind::Client as i32).expect("an attempt span");
+    assert_eq!(attempt.parent_span_id, request.span_id);
+    assert_eq!(text(attempt, "gen_ai.provider.name"), "a");
+    // The provider was handed the attempt's place in the client's trace.
+    let sent = a.last_headers().unwrap()["traceparent"].to_str().unwrap().to_owned();
+    assert_eq!(sent, format!("00-{CLIENT_TRACE}-{}-01", hex(&attempt.span_id)));
+}
