@@ -8,8 +8,7 @@
 //! canonicalized in [`context`]; whether a request depends on provider-side state is decided in
 //! [`stateful`].
 
-use std::io::Write as _;
-
+pub mod canonical;
 pub mod context;
 pub mod stateful;
 
@@ -18,7 +17,9 @@ pub use stateful::{Statefulness, statefulness};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
+
+use canonical::{CanonicalError, TopLevel, canonical_object, write_object, write_value};
 
 /// Version of the rules below. It is hashed into every address, so changing the rules (a new
 /// ignored field, another number format) can never make new requests alias old entries.
@@ -189,10 +190,32 @@ pub enum NormalizeError {
     NotAnObject(&'static str),
 }
 
-/// Parses and normalizes a raw body.
+/// Normalizes a raw body, reading it once without building a `Value` (see [`canonical`]).
 pub fn normalize(endpoint: &str, body: &[u8]) -> Result<NormalizedRequest, NormalizeError> {
-    let value: Value = serde_json::from_slice(body)?;
-    normalize_value(endpoint, &value)
+    normalize_capturing(endpoint, body, &|_| false).map(|(request, _)| request)
+}
+
+/// As `normalize`, also returning the top-level members `capture` names, parsed (an object
+/// with just those).
+pub fn normalize_capturing(
+    endpoint: &str,
+    body: &[u8],
+    capture: &dyn Fn(&str) -> bool,
+) -> Result<(NormalizedRequest, Map<String, Value>), NormalizeError> {
+    let dialect = Dialect::of_endpoint(endpoint);
+    let top = TopLevel { keep: &|key| !is_ignored(endpoint, dialect, key), capture };
+    let (canonical, captured) = canonical_object(body, &top).map_err(|e| match e {
+        CanonicalError::Json(e) => NormalizeError::InvalidJson(e),
+        CanonicalError::NotAnObject(kind) => NormalizeError::NotAnObject(kind),
+    })?;
+    let request = NormalizedRequest {
+        endpoint: endpoint.to_owned(),
+        canonical: Bytes::from(canonical),
+        headers: Vec::new(),
+        query: String::new(),
+        version: NORMALIZATION_VERSION,
+    };
+    Ok((request, captured))
 }
 
 /// Normalizes a body the caller has already parsed (the proxy needs the parsed form anyway).
@@ -227,67 +250,6 @@ fn kind_name(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-fn write_value(out: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_value(out, item);
-            }
-            out.push(b']');
-        }
-        Value::Object(fields) => write_object(out, fields, |_| true),
-    }
-}
-
-/// serde_json's `Map` is a `BTreeMap` (the `preserve_order` feature is off), so iteration is
-/// already in sorted key order; `map_is_sorted` below guards that assumption.
-fn write_object(out: &mut Vec<u8>, fields: &Map<String, Value>, keep: impl Fn(&str) -> bool) {
-    out.push(b'{');
-    let mut first = true;
-    for (key, value) in fields.iter().filter(|(k, _)| keep(k)) {
-        if !first {
-            out.push(b',');
-        }
-        first = false;
-        write_string(out, key);
-        out.push(b':');
-        write_value(out, value);
-    }
-    out.push(b'}');
-}
-
-fn write_string(out: &mut Vec<u8>, s: &str) {
-    // serde_json escapes exactly `"`, `\` and control characters, always the same way.
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-/// Integers print as integers. A float with no fractional part prints as the integer it equals
-/// (so `2.0` and `2` hash alike); other floats print in Rust's shortest round-trip form.
-fn write_number(out: &mut Vec<u8>, n: &Number) {
-    if let Some(i) = n.as_u64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(f) = n.as_f64() {
-        // 1e21 is where f64 stops fitting comfortably in the integer formatting below.
-        if f.fract() == 0.0 && f.abs() < 1e21 {
-            let _ = write!(out, "{}", f as i128);
-        } else {
-            let _ = write!(out, "{f}");
-        }
     }
 }
 

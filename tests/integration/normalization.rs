@@ -237,3 +237,88 @@ fn parameters_that_change_the_answer_change_the_address() {
     assert_ne!(address_of("/v1/chat/completions", &reordered_messages.to_string()), base_address);
     assert_ne!(address_of("/v1/completions", &base.to_string()), base_address);
 }
+
+/// The canonical bytes of parsing `body` into a `Value` and writing that: what every stored
+/// entry's address was computed from before normalization read bodies directly.
+fn canonical_via_value(endpoint: &str, body: &str) -> Vec<u8> {
+    let value: Value = serde_json::from_str(body).unwrap();
+    holdfast::normalize::normalize_value(endpoint, &value).unwrap().canonical.to_vec()
+}
+
+/// `s` with some characters written as `\uXXXX` escapes, as some clients send them.
+fn escape_some(s: &str, seed: u64) -> String {
+    let mut out = String::from("\"");
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (seed >> (i % 64)) & 1 == 1 => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn reading_bodies_directly_gives_the_bytes_the_value_path_gave(
+        body in request_body(), seed in any::<u64>(), endpoint in prop_oneof![
+            Just("/v1/chat/completions"), Just("/v1/messages"), Just("/v1/responses")],
+        ignored in prop::collection::vec(prop_oneof![Just("stream"), Just("user"), Just("metadata"), Just("n")], 0..3),
+        duplicate in "[a-z_]{1,10}", first in json_value(), last in json_value(),
+        text in "[a-zA-Z é\"\\\\\n\u{1F600}]{0,16}",
+    ) {
+        let mut scrambled = String::new();
+        scramble(&Value::Object(body), seed, &mut scrambled);
+        // Fields dropped on some endpoints, a key given twice (the last counts), escapes.
+        let mut extra = String::new();
+        for (i, name) in ignored.iter().enumerate() {
+            extra.push_str(&format!("\"{name}\":{i},"));
+        }
+        extra.push_str(&format!("\"{duplicate}\":{first},\"t\":{},\"{duplicate}\":{last},", escape_some(&text, seed)));
+        let body = scrambled.replacen('{', &format!("{{{extra}"), 1);
+        let direct = holdfast::normalize::normalize(endpoint, body.as_bytes()).unwrap();
+        let via_value = canonical_via_value(endpoint, &body);
+        prop_assert_eq!(String::from_utf8_lossy(&direct.canonical), String::from_utf8_lossy(&via_value));
+        // Members read as values on the way (kept, ignored, repeated) are those of the parse.
+        let wanted = |k: &str| k == "messages" || k == "stream" || k == duplicate;
+        let (same, captured) = holdfast::normalize::normalize_capturing(endpoint, body.as_bytes(), &wanted).unwrap();
+        prop_assert_eq!(&same, &direct);
+        let parsed: Value = serde_json::from_str(&body).unwrap();
+        let expected: Map<String, Value> =
+            parsed.as_object().unwrap().iter().filter(|(k, _)| wanted(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        prop_assert_eq!(captured, expected);
+    }
+}
+
+#[test]
+fn reading_bodies_directly_refuses_what_parsing_refused() {
+    use holdfast::normalize::{NormalizeError, normalize};
+    for (body, kind) in
+        [("[1]", "an array"), ("\"x\"", "a string"), ("3", "a number"), ("null", "null"), ("true", "a boolean")]
+    {
+        assert!(
+            matches!(normalize("/v1/chat/completions", body.as_bytes()), Err(NormalizeError::NotAnObject(k)) if k == kind),
+            "{body}"
+        );
+    }
+    for bad in ["{\"a\":", "{\"a\":1} x", "{\"a\":1,}", "{\"a\":\"\\ud800\"}", "{\"a\":1e400}", ""] {
+        assert!(
+            matches!(normalize("/v1/chat/completions", bad.as_bytes()), Err(NormalizeError::InvalidJson(_))),
+            "{bad}"
+        );
+        assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad} parses as a Value");
+    }
+    // Nesting deeper than serde_json's limit is refused the same way.
+    let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+    assert!(matches!(normalize("/v1/chat/completions", deep.as_bytes()), Err(NormalizeError::InvalidJson(_))));
+}
