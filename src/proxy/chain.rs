@@ -228,7 +228,7 @@ pub(super) fn prepare_body(
         if model == parsed.model && !ask_usage {
             return Ok(parsed.raw.clone());
         }
-        let mut json = parsed.json.clone();
+        let mut json = parsed.json().clone();
         json["model"] = Value::String(model.to_owned());
         if ask_usage && let Some(object) = json.as_object_mut() {
             let options = object.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
@@ -241,7 +241,7 @@ pub(super) fn prepare_body(
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
         return Err(format!("{} has no counterpart in the other dialect", endpoint.path()));
     }
-    let json = translate::request_for_version(client, target, &parsed.json, model, anthropic_version)
+    let json = translate::request_for_version(client, target, parsed.json(), model, anthropic_version)
         .map_err(|e| e.to_string())?;
     serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string())
 }

@@ -100,7 +100,7 @@ async fn answer(
     let parsed = request::parse(endpoint, raw)?;
     span.asked(endpoint.genai_operation(), &parsed.model, parsed.wants_stream);
     let mut policy = CachePolicy::from_request(headers, &state.config.cache, &state.config.resilience)?;
-    policy.stateful = Stateful::new(statefulness(endpoint.path(), &parsed.json), state.config.cache.stateful);
+    policy.stateful = Stateful::new(statefulness(endpoint.path(), &parsed.fields), state.config.cache.stateful);
     let deadline = tokio::time::Instant::now() + policy.deadline;
     let normalized = request::key_of(state, endpoint, &parsed, headers, uri.query())?;
     let (namespace, address) = state.locate(headers, &normalized);

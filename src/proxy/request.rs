@@ -2,6 +2,7 @@
 //! whether it wants a stream, every input of its cache key, and the cache policy from
 //! `x-holdfast-mode`, `Cache-Control` and whether the request is stateful.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use serde_json::Value;
 use super::AppInner;
 use super::errors::ApiError;
 use crate::config::{CacheConfig, CacheMode, ResilienceConfig, StatefulPolicy, parse_duration};
-use crate::normalize::{Dialect, NormalizedRequest, Statefulness, canonical_headers, canonical_query, normalize_value};
+use crate::normalize::stateful::STATEFUL_FIELDS;
+use crate::normalize::{
+    Dialect, NormalizeError, NormalizedRequest, Statefulness, canonical_headers, canonical_query, normalize_capturing,
+};
 use crate::sse::StreamKind;
 use crate::translate::DEFAULT_ANTHROPIC_VERSION;
 
@@ -78,8 +82,12 @@ impl Endpoint {
 pub struct ParsedRequest {
     /// The exact bytes the client sent; forwarded as they are.
     pub raw: Bytes,
-    /// The body parsed (an object).
-    pub json: Value,
+    /// The canonical body (the key without its headers and query; see `key_of`).
+    pub key: NormalizedRequest,
+    /// The members the proxy reads itself (`read_by_proxy`), as an object.
+    pub fields: Value,
+    /// The whole body parsed, when an attempt needs it (`json`).
+    json: OnceLock<Value>,
     /// The `model` member, non-empty.
     pub model: String,
     /// The endpoint streams and the body asks for it.
@@ -89,6 +97,14 @@ pub struct ParsedRequest {
 }
 
 impl ParsedRequest {
+    /// The whole body as a `Value`, parsed on first use: only a body rewritten for its target
+    /// (another model or dialect) needs it.
+    pub fn json(&self) -> &Value {
+        // `parse` read these bytes with the same parser, so this cannot fail; `Null` would
+        // only reach the translators, which refuse it.
+        self.json.get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or(Value::Null))
+    }
+
     /// The form the client wants its answer in.
     pub fn form(&self) -> super::stored::Form {
         super::stored::Form { stream: self.wants_stream, include_usage: self.include_usage }
@@ -106,8 +122,7 @@ pub fn key_of(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<NormalizedRequest, ApiError> {
-    // normalize_value only fails for non-objects, which `parse` has already refused.
-    let body = normalize_value(endpoint.path(), &parsed.json).map_err(|_| ApiError::NotAnObject)?;
+    let body = parsed.key.clone();
     let mut keyed = canonical_headers(headers);
     if endpoint.dialect() == Dialect::Anthropic && !keyed.iter().any(|(name, _)| name == "anthropic-version") {
         let targets = state.upstreams.targets(&state.config.routes, Dialect::Anthropic, &parsed.model);
@@ -192,15 +207,26 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64, budget: &Bod
     Ok(Bytes::from(buffer))
 }
 
+/// Top-level members the proxy reads itself: the model, the form asked for, and the fields
+/// that can make a request stateful.
+fn read_by_proxy(endpoint: Endpoint, key: &str) -> bool {
+    matches!(key, "model" | "stream" | "stream_options")
+        || STATEFUL_FIELDS.iter().any(|f| f.name == key && f.endpoints.contains(&endpoint.path()))
+}
+
+/// Reads the body once: its canonical form for the key, and the few members the proxy needs.
+/// The whole body is parsed into a `Value` only if an attempt must rewrite it.
 pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> {
-    let json: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    if !json.is_object() {
-        return Err(ApiError::NotAnObject);
-    }
-    let model = json.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or(ApiError::MissingModel)?;
-    let wants_stream = endpoint.stream_kind().is_some() && json.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage = json.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-    Ok(ParsedRequest { model: model.to_owned(), wants_stream, include_usage, json, raw })
+    let (key, fields) =
+        normalize_capturing(endpoint.path(), &raw, &|k| read_by_proxy(endpoint, k)).map_err(|e| match e {
+            NormalizeError::InvalidJson(e) => ApiError::MalformedJson(e.to_string()),
+            NormalizeError::NotAnObject(_) => ApiError::NotAnObject,
+        })?;
+    let fields = Value::Object(fields);
+    let model = fields.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or(ApiError::MissingModel)?;
+    let wants_stream = endpoint.stream_kind().is_some() && fields.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = fields.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+    Ok(ParsedRequest { model: model.to_owned(), wants_stream, include_usage, fields, key, json: OnceLock::new(), raw })
 }
 
 /// Everything the client asked of the store for this one request.
