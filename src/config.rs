@@ -666,6 +666,15 @@ impl Config {
     /// Loads `explicit` if given, else `./holdfast.toml` if present, else the defaults; then
     /// applies environment overrides and validates.
     pub fn load(explicit: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        Self::load_with(explicit, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with environment overrides read through `var` (the binary passes
+    /// the secret variables it has already taken out of the environment).
+    pub fn load_with(
+        explicit: Option<&Path>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, ConfigSource), ConfigError> {
         let (mut config, source) = match explicit {
             Some(path) => (Self::from_file(path)?, ConfigSource::File(path.to_owned())),
             None if Path::new("holdfast.toml").is_file() => {
@@ -674,7 +683,7 @@ impl Config {
             }
             None => (Self::default(), ConfigSource::Defaults),
         };
-        config.apply_env(|name| std::env::var(name).ok());
+        config.apply_env(var);
         config.validate()?;
         Ok((config, source))
     }
