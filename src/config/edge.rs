@@ -168,7 +168,7 @@ fn default_max_in_flight() -> usize {
     10_000
 }
 fn default_max_body_buffer() -> u64 {
-    64 * 1024 * 1024
+    32 * 1024 * 1024
 }
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
