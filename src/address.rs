@@ -3,9 +3,6 @@
 //! The hash is keyed with the store's address key (kept only in the encrypted keyring), so a
 //! copy of the database does not let anyone confirm a guessed prompt by hashing it.
 
-// Bytes here come from outside (clients, providers, files): no input may panic the process.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-
 use std::fmt;
 use std::str::FromStr;
 

@@ -666,6 +666,15 @@ impl Config {
     /// Loads `explicit` if given, else `./holdfast.toml` if present, else the defaults; then
     /// applies environment overrides and validates.
     pub fn load(explicit: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        Self::load_with(explicit, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with environment overrides read through `var` (the binary passes
+    /// the secret variables it has already taken out of the environment).
+    pub fn load_with(
+        explicit: Option<&Path>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, ConfigSource), ConfigError> {
         let (mut config, source) = match explicit {
             Some(path) => (Self::from_file(path)?, ConfigSource::File(path.to_owned())),
             None if Path::new("holdfast.toml").is_file() => {
@@ -674,7 +683,7 @@ impl Config {
             }
             None => (Self::default(), ConfigSource::Defaults),
         };
-        config.apply_env(|name| std::env::var(name).ok());
+        config.apply_env(var);
         config.validate()?;
         Ok((config, source))
     }
@@ -764,7 +773,7 @@ impl Config {
             if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                 problems.push(format!("{at}.name: use letters, digits, '-', '_' or '.'"));
             }
-            if self.providers[..i].iter().any(|q| q.name == p.name) {
+            if self.providers.iter().take(i).any(|q| q.name == p.name) {
                 problems.push(format!("{at}.name: another provider already has this name"));
             }
             match reqwest::Url::parse(&p.base_url) {
@@ -836,11 +845,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+    while let Some(&tc) = t.get(ti) {
+        let pc = p.get(pi).copied();
+        if pc.is_some_and(|c| c == '?' || c == tc) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pc == Some('*') {
             backtrack = Some((pi, ti));
             pi += 1;
         } else if let Some((star, matched)) = backtrack {
@@ -851,7 +861,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p.iter().skip(pi).all(|&c| c == '*')
 }
 
 /// Parses "500ms", "30s", "5m", "2h", "7d" (a bare number is seconds).

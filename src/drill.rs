@@ -107,15 +107,17 @@ impl Simulator {
 
 async fn simulate(name: &'static str, anthropic: bool, body: axum::body::Bytes) -> Response {
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let prompt = request["messages"]
-        .as_array()
+    let prompt = request
+        .get("messages")
+        .and_then(Value::as_array)
         .and_then(|m| m.last())
-        .and_then(|m| m["content"].as_str())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let model = request["model"].as_str().unwrap_or("simulated").to_owned();
+    let model = request.get("model").and_then(Value::as_str).unwrap_or("simulated").to_owned();
     let answer = format!("[{name}] You asked: {prompt}");
-    let stream = request["stream"].as_bool() == Some(true);
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     // A little latency, like a real provider, so the report's timings mean something.
     tokio::time::sleep(Duration::from_millis(40)).await;
     let (content_type, body) = match (anthropic, stream) {
@@ -255,13 +257,17 @@ async fn send(client: &reqwest::Client, base: &str, path: &str, body: &Value) ->
 /// The answer text of a JSON body or an SSE stream, in either dialect.
 fn answer_text(raw: &str) -> String {
     if let Ok(v) = serde_json::from_str::<Value>(raw) {
-        let text = v["choices"][0]["message"]["content"].as_str().or(v["content"][0]["text"].as_str());
+        let text = v.pointer("/choices/0/message/content").and_then(Value::as_str);
+        let text = text.or_else(|| v.pointer("/content/0/text").and_then(Value::as_str));
         return text.unwrap_or("").to_owned();
     }
     raw.lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().or(v["delta"]["text"].as_str()).map(str::to_owned))
+        .filter_map(|v| {
+            let text = v.pointer("/choices/0/delta/content").and_then(Value::as_str);
+            text.or_else(|| v.pointer("/delta/text").and_then(Value::as_str)).map(str::to_owned)
+        })
         .collect()
 }
 

@@ -15,14 +15,18 @@
 //! 23      16    Argon2 salt (zero for a raw key)
 //! 39      12    nonce
 //! 51      4     ciphertext length n (including the 16-byte tag)
-//! 55      n     AES-256-GCM ciphertext of the contents, associated data = bytes 0..55
-//! 55+n    32    BLAKE3 of bytes 0..55+n
+//! 55      32    the keyring's identity, in the clear (format 2 on; see below)
+//! h       n     AES-256-GCM ciphertext of the contents, associated data = bytes 0..h
+//! h+n     32    BLAKE3 of bytes 0..h+n
 //! ```
+//! `h` is 87 from format 2 on, 55 in format 1 (no identity); both are read, format 2 is written.
 //! The trailing checksum tells corruption (checksum wrong) from a wrong secret (checksum right,
 //! tag wrong), which the GCM tag alone cannot.
-
-// Bytes here come from outside (clients, providers, files): no input may panic the process.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+//!
+//! The identity ([`KeySet::identity`], a one-way hash of the address key) names the store the
+//! keyring belongs to; the database keeps the same value in its settings, in the clear too. It
+//! is readable before unlocking so that another store's keyring is refused as such even when
+//! the secret given does not unlock it ([`clear_identity`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -41,8 +45,11 @@ use crate::durable::write_atomically;
 use crate::secret::{KEY_LEN, SecretKey, StoreSecret, fill_random};
 
 const MAGIC: &[u8; 8] = b"HFKEYRNG";
-pub const KEYRING_FORMAT: u16 = 1;
+pub const KEYRING_FORMAT: u16 = 2;
+/// The fields every format has (bytes 0..55).
 const HEADER_LEN: usize = 55;
+/// Length of the clear identity that follows them from format 2 on.
+const IDENTITY_LEN: usize = 32;
 const CHECKSUM_LEN: usize = 32;
 const SALT_LEN: usize = 16;
 const RAW_KEY_CONTEXT: &str = "holdfast 2026-11 keyring wrap v1";
@@ -191,7 +198,7 @@ impl KeySet {
     /// store is refused by name. Derived from the address key, which never rotates and which
     /// a passphrase change does not touch.
     pub fn identity(&self) -> [u8; 32] {
-        blake3::derive_key("holdfast 2026-12 keyring identity v1", self.address_key.expose())
+        identity_of(self.address_key.expose())
     }
 
     /// Keys the store's integrity record (`store/integrity.rs`). Derived from the address key,
@@ -314,6 +321,12 @@ impl Keyring {
         }
         keyring.shared = Some(Shared { cell, last: Mutex::new(bytes) });
         Ok(keyring)
+    }
+
+    /// The identity in the clear header of the keyring file at `path`, without unlocking it:
+    /// `None` for a keyring written before format 2, or one that cannot be read or is damaged.
+    pub fn file_identity(path: &Path) -> Option<[u8; 32]> {
+        clear_identity(&fs::read(path).ok()?)
     }
 
     /// Unlocks the keyring kept in a shared cell. Never writes.
@@ -609,14 +622,19 @@ impl Keyring {
 
     /// The keyring's bytes: `contents` encrypted under the KEK, with header and checksum.
     fn wrap_contents(&self, contents: &Contents, wrap: &Wrap) -> Result<Vec<u8>, KeyringError> {
+        self.wrap_contents_as(KEYRING_FORMAT, contents, wrap)
+    }
+
+    /// As `wrap_contents`, in `format` (tests write format 1 to check old keyrings still open).
+    fn wrap_contents_as(&self, format: u16, contents: &Contents, wrap: &Wrap) -> Result<Vec<u8>, KeyringError> {
         let (kek, wrapping) = (&wrap.kek, wrap.wrapping);
         let plaintext = Zeroizing::new(
             codec::encode(contents)
                 .map_err(|e| KeyringError::Corrupt { path: self.path.clone(), reason: e.to_string() })?,
         );
-        let mut header = Vec::with_capacity(HEADER_LEN);
+        let mut header = Vec::with_capacity(header_len(format));
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&KEYRING_FORMAT.to_be_bytes());
+        header.extend_from_slice(&format.to_be_bytes());
         match wrapping {
             Wrapping::Passphrase { params, salt } => {
                 header.push(1);
@@ -634,7 +652,10 @@ impl Keyring {
         fill_random(&mut nonce);
         header.extend_from_slice(&nonce);
         header.extend_from_slice(&((plaintext.len() + 16) as u32).to_be_bytes());
-        debug_assert_eq!(header.len(), HEADER_LEN);
+        if format >= 2 {
+            header.extend_from_slice(&identity_of(&contents.address_key));
+        }
+        debug_assert_eq!(header.len(), header_len(format));
 
         let mut sealed = plaintext.to_vec();
         let cipher = Aes256Gcm::new(kek.expose().into());
@@ -649,6 +670,33 @@ impl Keyring {
         file_bytes.extend_from_slice(checksum.as_bytes());
         Ok(file_bytes)
     }
+}
+
+/// The identity of the keyring whose address key is `address_key` (`KeySet::identity`).
+fn identity_of(address_key: &[u8; KEY_LEN]) -> [u8; 32] {
+    blake3::derive_key("holdfast 2026-12 keyring identity v1", address_key)
+}
+
+/// Where the ciphertext starts in a keyring of `format`.
+fn header_len(format: u16) -> usize {
+    if format >= 2 { HEADER_LEN + IDENTITY_LEN } else { HEADER_LEN }
+}
+
+/// The identity in the clear header of wrapped keyring `bytes`, without unlocking them: `None`
+/// for a keyring written before format 2, or bytes that are not a whole keyring.
+pub fn clear_identity(bytes: &[u8]) -> Option<[u8; 32]> {
+    if bytes.get(..8) != Some(&MAGIC[..]) {
+        return None;
+    }
+    let (body, checksum) = bytes.split_at_checked(bytes.len().checked_sub(CHECKSUM_LEN)?)?;
+    if blake3::hash(body).as_bytes() != checksum {
+        return None;
+    }
+    let format = u16::from_be_bytes(body.get(8..10)?.try_into().ok()?);
+    if !(2..=KEYRING_FORMAT).contains(&format) {
+        return None;
+    }
+    body.get(HEADER_LEN..HEADER_LEN + IDENTITY_LEN)?.try_into().ok()
 }
 
 /// A new keyring's contents: fresh address and namespace keys and one data key.
@@ -745,15 +793,18 @@ fn open_envelope(
         }
     };
     let ct_len = usize::try_from(u32::from_be_bytes(field(header, 51))).unwrap_or(usize::MAX);
-    if HEADER_LEN.checked_add(ct_len) != Some(body.len()) || ct_len < 16 {
+    let header_len = header_len(format);
+    if header_len.checked_add(ct_len) != Some(body.len()) || ct_len < 16 {
         return Err(corrupt("length field does not match file size"));
     }
-    let (sealed, tag) = body.split_at(body.len() - 16);
-    let mut plaintext = Zeroizing::new(sealed.get(HEADER_LEN..).unwrap_or_default().to_vec());
+    // The whole header, clear identity included, is the associated data.
+    let (aad, rest) = body.split_at_checked(header_len).ok_or_else(|| corrupt("header"))?;
+    let (sealed, tag) = rest.split_at_checked(rest.len().saturating_sub(16)).ok_or_else(|| corrupt("tag"))?;
+    let mut plaintext = Zeroizing::new(sealed.to_vec());
     let tag = Tag::try_from(tag).map_err(|_| corrupt("tag"))?;
     let nonce = Nonce::from(field::<12>(header, 39));
     let cipher = Aes256Gcm::new(kek.expose().into());
-    cipher.decrypt_inout_detached(&nonce, header, plaintext.as_mut_slice().into(), &tag).map_err(|_| {
+    cipher.decrypt_inout_detached(&nonce, aad, plaintext.as_mut_slice().into(), &tag).map_err(|_| {
         KeyringError::WrongSecret {
             hint: if matches!(opener, Opener::Kek(_)) {
                 " (the shared keyring was re-wrapped under a new passphrase by another process; restart with it)"
@@ -765,6 +816,9 @@ fn open_envelope(
     let contents: Contents = codec::decode(&plaintext).map_err(|e| corrupt(&e.to_string()))?;
     if !contents.keys.iter().any(|k| k.id == contents.active && !k.retired) {
         return Err(corrupt("no active data key"));
+    }
+    if format >= 2 && aad.get(HEADER_LEN..) != Some(&identity_of(&contents.address_key)[..]) {
+        return Err(corrupt("the identity in its header is not that of its keys"));
     }
     Ok((kek, wrapping, contents))
 }
@@ -884,6 +938,40 @@ mod tests {
         newer[body_len..].copy_from_slice(&checksum);
         fs::write(&path, &newer).unwrap();
         assert!(matches!(Keyring::unlock(&path, &pass("right one")), Err(KeyringError::NewerFormat { found: 9, .. })));
+    }
+
+    #[test]
+    fn a_format_1_keyring_without_a_clear_identity_still_opens_and_is_upgraded_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        let ring = Keyring::create(&path, &pass("pw"), FAST).unwrap();
+        let old = {
+            let wrap = ring.lock_writer();
+            ring.wrap_contents_as(1, &contents_of(&ring.snapshot()), &wrap).unwrap()
+        };
+        assert_eq!(old.len(), fs::read(&path).unwrap().len() - IDENTITY_LEN);
+        assert_eq!(clear_identity(&old), None);
+        fs::write(&path, &old).unwrap();
+        let opened = Keyring::unlock(&path, &pass("pw")).unwrap();
+        assert_eq!(opened.snapshot().identity(), ring.snapshot().identity());
+        assert_eq!(Keyring::file_identity(&path), None);
+        opened.rotate().unwrap();
+        assert_eq!(Keyring::file_identity(&path), Some(ring.snapshot().identity()));
+    }
+
+    #[test]
+    fn a_clear_identity_that_is_not_the_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        Keyring::create(&path, &pass("pw"), FAST).unwrap();
+        let mut edited = fs::read(&path).unwrap();
+        edited[HEADER_LEN] ^= 1;
+        let body_len = edited.len() - CHECKSUM_LEN;
+        let checksum = *blake3::hash(&edited[..body_len]).as_bytes();
+        edited[body_len..].copy_from_slice(&checksum);
+        fs::write(&path, &edited).unwrap();
+        // Part of the associated data, so the tag fails as for any edited header.
+        assert!(matches!(Keyring::unlock(&path, &pass("pw")), Err(KeyringError::WrongSecret { .. })));
     }
 
     #[test]

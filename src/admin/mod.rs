@@ -395,7 +395,9 @@ impl Admin {
                     AdminError::Invalid(format!("no entry at {address}; `holdfast audit list` shows addresses"))
                 })?;
                 let mut detail = audit::detail(&parsed, &entry);
-                detail["count"] = json!(1);
+                if let Some(fields) = detail.as_object_mut() {
+                    fields.insert("count".into(), json!(1));
+                }
                 detail.into()
             }
             AdminRequest::AuditSearch { text, filter } => {

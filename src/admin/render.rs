@@ -32,7 +32,10 @@ pub fn bytes(n: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    match UNITS.get(unit) {
+        Some(name) if unit > 0 => format!("{value:.1} {name}"),
+        _ => format!("{n} B"),
+    }
 }
 
 /// A one-line progress display on standard error, only when it is a terminal (logs and

@@ -76,17 +76,19 @@ pub fn prompt_text(record: &Record) -> String {
     let content_text = |content: &Value| -> String {
         match content {
             Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+            Value::Array(parts) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+            }
             _ => String::new(),
         }
     };
-    if let Some(messages) = body["messages"].as_array()
+    if let Some(messages) = body.get("messages").and_then(Value::as_array)
         && let Some(last_user) = messages.iter().rev().find(|m| m["role"] == "user")
     {
-        return content_text(&last_user["content"]);
+        return content_text(last_user.get("content").unwrap_or(&Value::Null));
     }
     for field in ["prompt", "input"] {
-        match &body[field] {
+        match body.get(field).unwrap_or(&Value::Null) {
             Value::String(s) => return s.clone(),
             Value::Array(items) => {
                 if let Some(last) = items.iter().rev().find(|i| i["role"] == "user") {

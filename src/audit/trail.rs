@@ -417,11 +417,11 @@ fn broken(line: u64, seq: Option<u64>, kind: BreakKind, reason: String) -> Optio
 impl ChainCheck<'_> {
     /// The link line `i` (0-based) must point back to.
     fn expected_prev(&self, i: usize) -> Hash {
-        if i == 0 { self.genesis } else { self.links[i - 1] }
+        i.checked_sub(1).and_then(|before| self.links.get(before)).copied().unwrap_or(self.genesis)
     }
 
     fn prev_of(&self, i: usize) -> Option<Hash> {
-        self.parsed[i].as_ref().ok().and_then(|e| parse_hash(&e.prev))
+        self.entry(i).and_then(|e| parse_hash(&e.prev))
     }
 
     fn link_ok(&self, i: usize) -> bool {
@@ -434,11 +434,12 @@ impl ChainCheck<'_> {
 
     /// Whether line `i` is vouched for by what follows it: the next line's prev, or the head.
     fn vouched(&self, i: usize) -> bool {
+        let Some(link) = self.links.get(i) else { return false };
         if i + 1 < self.links.len() {
-            return self.prev_of(i + 1) == Some(self.links[i]);
+            return self.prev_of(i + 1) == Some(*link);
         }
-        let seq = self.parsed[i].as_ref().map(|e| e.seq);
-        self.head().zip(seq.ok()).is_some_and(|(h, seq)| h.vouches(self.key, seq, &self.links[i]))
+        let seq = self.entry(i).map(|e| e.seq);
+        self.head().zip(seq).is_some_and(|(h, seq)| h.vouches(self.key, seq, link))
     }
 
     /// Whether anything at all verifies under the key: one good link, or a head that matches
@@ -456,7 +457,7 @@ impl ChainCheck<'_> {
     }
 
     fn entry(&self, i: usize) -> Option<&TrailEntry> {
-        self.parsed[i].as_ref().ok()
+        self.parsed.get(i).and_then(|e| e.as_ref().ok())
     }
 
     fn first_break(&self) -> Option<BrokenLink> {
@@ -471,9 +472,9 @@ impl ChainCheck<'_> {
                     .into(),
             );
         }
-        for i in 0..n {
+        for (i, parsed) in self.parsed.iter().enumerate().take(n) {
             let line = i as u64 + 1;
-            let entry = match &self.parsed[i] {
+            let entry = match parsed {
                 Ok(entry) => entry,
                 Err(e) => {
                     let reason = format!("line {line} is not a trail entry ({e}): it was altered or damaged");
@@ -529,8 +530,8 @@ impl ChainCheck<'_> {
     /// With every complete line chained, checks the end of the trail against the head file.
     fn check_head(&self) -> Option<BrokenLink> {
         let n = self.links.len();
-        let (last_seq, last_link) = match n.checked_sub(1) {
-            Some(i) => (self.entry(i).map_or(0, |e| e.seq), self.links[i]),
+        let (last_seq, last_link) = match self.links.last() {
+            Some(link) => (self.entry(n - 1).map_or(0, |e| e.seq), *link),
             None => (0, self.genesis),
         };
         let last_line = n as u64;
@@ -650,10 +651,11 @@ fn parse_line(line: &[u8]) -> Result<TrailEntry, String> {
 /// Splits a trail into its complete lines (without newlines) and an incomplete last line, if the
 /// file does not end in a newline.
 fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, Option<&[u8]>) {
-    match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(end) => {
-            let torn = (end + 1 < bytes.len()).then(|| &bytes[end + 1..]);
-            (bytes[..end].split(|&b| b == b'\n').collect(), torn)
+    match bytes.iter().rposition(|&b| b == b'\n').and_then(|end| bytes.split_at_checked(end)) {
+        Some((complete, rest)) => {
+            // `rest` starts with the newline at `end`; what follows it is the torn line.
+            let torn = rest.get(1..).filter(|torn| !torn.is_empty());
+            (complete.split(|&b| b == b'\n').collect(), torn)
         }
         None => (Vec::new(), (!bytes.is_empty()).then_some(bytes)),
     }
@@ -685,15 +687,14 @@ fn read_tail(mut file: &File, len: u64) -> io::Result<Tail> {
     }
     // Unless `buf` starts at the beginning of the file, its first bytes end a line that began earlier.
     let skip = if start == 0 { 0 } else { buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) };
-    let region = &buf[skip..];
+    let region = buf.get(skip..).unwrap_or_default();
     let region_start = start + skip as u64;
-    Ok(match region.iter().rposition(|&b| b == b'\n') {
+    Ok(match region.iter().rposition(|&b| b == b'\n').and_then(|end| Some((end, region.split_at_checked(end)?.0))) {
         None => Tail { last: None, torn_from: (!region.is_empty()).then_some(region_start) },
-        Some(end) => {
-            let complete = &region[..end];
-            let last_start = complete.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        Some((end, complete)) => {
+            let last = complete.rsplit(|&b| b == b'\n').next().unwrap_or_default();
             let torn_from = (end + 1 < region.len()).then_some(region_start + end as u64 + 1);
-            Tail { last: Some(complete[last_start..].to_vec()), torn_from }
+            Tail { last: Some(last.to_vec()), torn_from }
         }
     })
 }

@@ -51,7 +51,7 @@ pub async fn run(
     let mut last_provider = None;
     'targets: for (position, target) in targets.iter().enumerate() {
         let provider = target.provider;
-        let rest = &targets[position + 1..];
+        let rest = targets.get(position + 1..).unwrap_or_default();
         let name = provider.name().to_owned();
         let client = base.endpoint.dialect();
         let translated = provider.dialect() != client;
@@ -229,7 +229,10 @@ pub(super) fn prepare_body(
             return Ok(parsed.raw.clone());
         }
         let mut json = parsed.json().clone();
-        json["model"] = Value::String(model.to_owned());
+        // Normalization refused every body that is not a JSON object.
+        if let Some(object) = json.as_object_mut() {
+            object.insert("model".into(), Value::String(model.to_owned()));
+        }
         if ask_usage && let Some(object) = json.as_object_mut() {
             let options = object.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
             if let Some(options) = options.as_object_mut() {

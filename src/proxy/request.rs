@@ -177,6 +177,9 @@ impl Drop for BodyShare<'_> {
     }
 }
 
+/// A declared body up to this size gets its whole buffer at once.
+const SMALL_BODY: u64 = 16 * 1024;
+
 /// Reads a whole request body of at most `limit` bytes within the shared `budget`. Each chunk is
 /// copied out as it arrives, so the connection's read buffer is reused rather than pinned by
 /// the pieces of a body that trickles in.
@@ -185,9 +188,12 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64, budget: &Bod
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::TooLarge { limit });
     }
-    // A declared length is only a claim: start at most 16 KiB and grow with what arrives. The
-    // budget is charged for the buffer's capacity, which is what the body costs in memory.
-    let mut buffer = Vec::with_capacity(usize::try_from(declared.unwrap_or(0).min(16 * 1024)).unwrap_or(0));
+    // A declared length is only a claim: a small one (up to 16 KiB, most chat requests) is
+    // allocated at once; a larger one starts empty and grows with what arrives, so a client
+    // that declares megabytes and sends nothing holds nothing. The budget is charged for the
+    // buffer's capacity, which is what the body costs in memory.
+    let start = declared.filter(|&n| n <= SMALL_BODY).unwrap_or(0);
+    let mut buffer = Vec::with_capacity(usize::try_from(start).unwrap_or(0));
     let mut share = BodyShare { budget, held: 0 };
     share.take(buffer.capacity() as u64)?;
     let mut chunks = body.into_data_stream();

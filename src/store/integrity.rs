@@ -100,9 +100,8 @@ impl Tally {
         if blake3::Hash::from(mac(key, body)) != blake3::Hash::from(<[u8; 32]>::try_from(tag).unwrap_or([0; 32])) {
             return Err(TallyError::Mac);
         }
-        let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().unwrap_or([0; 8]));
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&body[16..48]);
+        let u64_at = |i: usize| body.get(i..i + 8).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+        let digest = body.get(16..48).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]);
         Ok(Tally { generation: u64_at(0), count: u64_at(8), digest })
     }
 }

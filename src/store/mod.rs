@@ -269,6 +269,11 @@ impl Store {
                         reason: "the keyring file is missing".into(),
                     });
                 }
+                // Before unlocking, so a secret that does not unlock another store's keyring
+                // does not read as a wrong one, and nothing is opened or written.
+                if keyring_of_another_store(&layout) {
+                    return Err(StoreOpenError::ForeignKeyring { path: path.to_owned() });
+                }
                 let keyring = Keyring::unlock(&keyring_path, secret)?;
                 if !layout.db().is_dir() {
                     return Err(StoreOpenError::Corrupt {
@@ -295,6 +300,7 @@ impl Store {
                     // Stores made before the identity was kept learn it at their first open.
                     backend.put_setting(KEYRING_IDENTITY_SETTING, &identity).map_err(|e| corrupt(path, e))?;
                 }
+                keep_identity_file(&layout, &identity)?;
                 let accept_damage = options.accept_damage;
                 let reopenable = reopenable(backend, &layout, &options);
                 let mut store = Self::assemble(path, reopenable, keyring, options)?;
@@ -324,6 +330,7 @@ impl Store {
         backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
         let identity = keyring.snapshot().identity();
         backend.put_setting(KEYRING_IDENTITY_SETTING, &identity).map_err(|e| corrupt(path, e))?;
+        keep_identity_file(layout, &identity)?;
         let tally_key = keyring.snapshot().tally_key();
         backend.put_tally(&Tally::default().seal(tally_key.expose())).map_err(|e| corrupt(path, e))?;
         backend.flush().map_err(|e| corrupt(path, e))?;
@@ -595,6 +602,36 @@ fn integrity_writer(
             Err(e) => tracing::warn!(error = %e, "could not write the store's integrity record"),
         }
     })
+}
+
+/// A clear copy of `settings["keyring_identity"]` beside the database, in hex: read when a secret
+/// does not unlock the keyring, so that another store's keyring is named as such without opening
+/// the database (opening sled writes to it, and a failed unlock must leave every byte alone).
+const KEYRING_IDENTITY_FILE: &str = "keyring-identity";
+
+/// Whether the keyring at `layout` belongs to another store than its database: the identity in
+/// the keyring's clear header differs from the one kept beside the database. `false` when
+/// either is missing (a keyring from before format 2; a store this build has not opened yet).
+fn keyring_of_another_store(layout: &Layout) -> bool {
+    let Some(identity) = Keyring::file_identity(&layout.keyring()) else { return false };
+    let kept = std::fs::read_to_string(layout.root.join(KEYRING_IDENTITY_FILE)).unwrap_or_default();
+    !kept.trim().is_empty() && kept.trim() != hex(&identity)
+}
+
+/// Keeps the clear copy of the keyring identity up to date (written at creation, and at the
+/// first open of a store made before it existed).
+fn keep_identity_file(layout: &Layout, identity: &[u8; 32]) -> Result<(), StoreOpenError> {
+    let path = layout.root.join(KEYRING_IDENTITY_FILE);
+    let text = format!("{}\n", hex(identity));
+    if std::fs::read_to_string(&path).is_ok_and(|kept| kept == text) {
+        return Ok(());
+    }
+    crate::durable::write_atomically(&path, text.as_bytes())
+        .map_err(|source| StoreOpenError::Io { path: layout.root.clone(), source })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, StoreOpenError> {

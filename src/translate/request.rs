@@ -704,10 +704,13 @@ fn anthropic_assistant_message(blocks: &[Value], path: &str) -> Result<Option<Va
     if text.is_empty() && calls.is_empty() {
         return Ok(None);
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { text.into() }});
+    let mut message = serde_json::Map::new();
+    message.insert("role".into(), "assistant".into());
+    message.insert("content".into(), if text.is_empty() { Value::Null } else { text.into() });
     if !calls.is_empty() {
-        message["tool_calls"] = calls.into();
+        message.insert("tool_calls".into(), calls.into());
     }
+    let message = Value::Object(message);
     Ok(Some(message))
 }
 

@@ -59,8 +59,8 @@ pub(super) fn openai_usage(usage: Option<&Object>) -> Value {
         .saturating_add(count("cache_creation_input_tokens").unwrap_or(0));
     let completion = count("output_tokens").unwrap_or(0);
     let mut out = json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt.saturating_add(completion)});
-    if let Some(read) = read {
-        out["prompt_tokens_details"] = json!({ "cached_tokens": read });
+    if let (Some(read), Some(fields)) = (read, out.as_object_mut()) {
+        fields.insert("prompt_tokens_details".into(), json!({ "cached_tokens": read }));
     }
     out
 }
@@ -71,8 +71,8 @@ pub(super) fn anthropic_usage(usage: Option<&Value>) -> Value {
     let cached = cached.and_then(Value::as_u64);
     let input = count("prompt_tokens").unwrap_or(0).saturating_sub(cached.unwrap_or(0));
     let mut out = json!({"input_tokens": input, "output_tokens": count("completion_tokens").unwrap_or(0)});
-    if let Some(cached) = cached {
-        out["cache_read_input_tokens"] = cached.into();
+    if let (Some(cached), Some(fields)) = (cached, out.as_object_mut()) {
+        fields.insert("cache_read_input_tokens".into(), cached.into());
     }
     out
 }
@@ -84,14 +84,16 @@ fn openai_message(text: Option<String>, reasoning: &str, calls: Vec<Value>) -> V
         Some(text) if !text.is_empty() || calls.is_empty() => Value::String(text),
         _ => Value::Null,
     };
-    let mut message = json!({"role": "assistant", "content": content});
+    let mut message = serde_json::Map::new();
+    message.insert("role".into(), "assistant".into());
+    message.insert("content".into(), content);
     if !reasoning.is_empty() {
-        message["reasoning_content"] = reasoning.into();
+        message.insert("reasoning_content".into(), reasoning.into());
     }
     if !calls.is_empty() {
-        message["tool_calls"] = calls.into();
+        message.insert("tool_calls".into(), calls.into());
     }
-    message
+    Value::Object(message)
 }
 
 pub(super) fn anthropic_answer_to_openai(body: &Object) -> Result<Value> {

@@ -176,3 +176,73 @@ fn an_open_relay_on_the_operators_key_is_warned_about_at_start_up() {
     let _ = child.wait();
     assert!(warned, "no open-relay warning at start-up");
 }
+
+/// The NUL-separated `NAME=value` pairs a process's environment holds now (Linux).
+fn environ_of(pid: u32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).replace('\0', "\n")
+}
+
+#[tokio::test]
+async fn secret_variables_are_gone_from_the_servers_environment_but_still_in_use() {
+    let upstream = crate::fake_upstream::FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[providers]]\nname = \"openai\"\n\
+         api = \"openai\"\nbase_url = \"{}\"\nmodels = [\"fake-*\"]\napi_key_env = \"ENVIRON_TEST_PROVIDER_KEY\"\n",
+        upstream.base_url()
+    );
+    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
+    let secrets = [
+        ("HOLDFAST_PASSPHRASE", PASSPHRASE),
+        ("HOLDFAST_ADMIN_TOKEN", "environ-test-admin-token"),
+        // Not used by this (embedded) store, but a Redis URL may carry a password.
+        ("HOLDFAST_STORE_URL", "redis://:environ-test-redis-password@127.0.0.1:1/0"),
+        ("ENVIRON_TEST_PROVIDER_KEY", "sk-environ-test-provider-key"),
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    command
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("HOLDFAST_STORE_PATH", dir.path().join("store"))
+        .env("ENVIRON_TEST_NOT_SECRET", "stays-in-the-environment")
+        .env_remove("HOLDFAST_LISTEN")
+        .env_remove("HOLDFAST_ADMIN_LISTEN")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    for (name, value) in secrets {
+        command.env(name, value);
+    }
+    let child = command.spawn().unwrap();
+    let mut served = Served { child, proxy: String::new(), admin: String::new() };
+    let mut lines = BufReader::new(served.child.stderr.take().unwrap()).lines();
+    while served.proxy.is_empty() || served.admin.is_empty() {
+        let line = lines.next().expect("server exited before listening").unwrap();
+        if let Some(rest) = line.split("admin API on ").nth(1) {
+            served.admin = rest.split(": ").next().unwrap().to_owned();
+        }
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            served.proxy = rest.split_whitespace().next().unwrap().to_owned();
+        }
+    }
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+
+    let environ = environ_of(served.child.id());
+    assert!(environ.contains("ENVIRON_TEST_NOT_SECRET=stays-in-the-environment"), "{environ}");
+    for (name, value) in secrets {
+        assert!(!environ.contains(value), "the value of {name} is still in /proc/<pid>/environ");
+        assert!(!environ.contains(&format!("{name}=")), "{name} is still in /proc/<pid>/environ");
+    }
+
+    // Read before they were removed: the provider key is sent, the admin token lets a command in.
+    let answer = http()
+        .post(format!("{}/v1/chat/completions", served.proxy))
+        .json(&serde_json::json!({"model": "fake-gpt", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let sent = upstream.last_headers().unwrap();
+    assert_eq!(sent["authorization"], "Bearer sk-environ-test-provider-key");
+    let keys = cli(dir.path(), &served.admin, "environ-test-admin-token", &["keys", "list", "--json"], &[]);
+    ok(&keys);
+}

@@ -116,7 +116,7 @@ async fn a_stalled_request_body_gets_408_in_the_clients_dialect() {
 #[tokio::test]
 async fn slow_uploads_share_one_byte_budget_and_give_it_back() {
     let upstream = FakeUpstream::start().await;
-    // Room for about four half-sent bodies of 40 KiB (each also reserves a 16 KiB start).
+    // Room for about four half-sent bodies of 40 KiB (each buffer grows by doubling to 64 KiB).
     let proxy = start_proxy(with_limits(&upstream.base_url(), "max_body_buffer = \"256KiB\"")).await;
     let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n";
     let mut uploads = Vec::new();
@@ -324,4 +324,37 @@ async fn client_keys_are_required_and_never_reach_the_provider() {
     let seen = upstream.last_headers().unwrap();
     assert_eq!(seen["authorization"], "Bearer sk-provider", "the provider is asked with the operator's key");
     assert!(!format!("{seen:?}").contains("hf-client"), "a client key reached the provider: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_request_head_must_fit_the_16_kib_read_buffer() {
+    let upstream = FakeUpstream::start().await;
+    let proxy = start_proxy(config_for(&upstream.base_url())).await;
+    let head = |padding: usize| {
+        format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\nconnection: close\r\n\r\n", "p".repeat(padding))
+    };
+    for (padding, expected) in [(12 * 1024, "HTTP/1.1 200"), (20 * 1024, "HTTP/1.1 431")] {
+        let mut stream = TcpStream::connect(addr_of(&proxy.url)).await.unwrap();
+        stream.write_all(head(padding).as_bytes()).await.unwrap();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with(expected), "{padding} bytes of header: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn uploads_that_declare_megabytes_and_send_nothing_hold_none_of_the_body_budget() {
+    let upstream = FakeUpstream::start().await;
+    // Room for two 16 KiB buffers: before, every such upload reserved one at its head.
+    let proxy = start_proxy(with_limits(&upstream.base_url(), "max_body_buffer = \"32KiB\"")).await;
+    let head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 9000000\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(addr_of(&proxy.url)).await.unwrap();
+        s.write_all(head).await.unwrap();
+        stalled.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http().post(format!("{}/v1/chat/completions", proxy.url)).json(&chat("still room")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    drop(stalled);
 }

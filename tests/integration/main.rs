@@ -12,6 +12,7 @@ mod edge;
 mod fake_upstream;
 mod flight;
 mod fuzz;
+mod keyring_binding;
 mod local_model;
 mod normalization;
 mod otel;
