@@ -245,6 +245,14 @@ pub struct StoreConfig {
     /// it, e.g. "50ms". Writes wait ten times as long (at least 500 ms).
     #[serde(default = "default_store_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Memory for recently served entries of a Redis store, kept sealed in each replica, e.g.
+    /// "32MiB"; 0 turns it off. Unused by the embedded store.
+    #[serde(default = "default_hot_cache_bytes", deserialize_with = "de_size")]
+    pub hot_cache_bytes: u64,
+    /// Longest a replica serves an entry from that memory before reading Redis again: the
+    /// bound on how late a purge or expiry elsewhere is noticed, e.g. "1s".
+    #[serde(default = "default_hot_cache_max_age", deserialize_with = "de_duration")]
+    pub hot_cache_max_age: Duration,
 }
 
 /// `store.backend`.
@@ -281,6 +289,7 @@ impl StoreConfig {
             key_prefix: self.key_prefix.clone(),
             timeout: self.timeout,
             ttl,
+            hot_cache: crate::store::HotCacheLimits { bytes: self.hot_cache_bytes, max_age: self.hot_cache_max_age },
         })
     }
 }
@@ -291,6 +300,16 @@ fn default_key_prefix() -> String {
 
 fn default_store_timeout() -> Duration {
     Duration::from_millis(50)
+}
+
+/// Room for about 25,000 hot 1 KiB answers; only what was served within the maximum age is
+/// held, so most replicas use a fraction of it (docs/performance.md, "Redis-backed store").
+fn default_hot_cache_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+
+fn default_hot_cache_max_age() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for StoreConfig {
@@ -306,6 +325,8 @@ impl Default for StoreConfig {
             key_prefix: default_key_prefix(),
             cluster: Vec::new(),
             timeout: default_store_timeout(),
+            hot_cache_bytes: default_hot_cache_bytes(),
+            hot_cache_max_age: default_hot_cache_max_age(),
         }
     }
 }
@@ -737,6 +758,15 @@ impl Config {
         }
         if store.timeout.is_zero() || store.timeout > Duration::from_secs(10) {
             problems.push("store.timeout: must be more than 0 and at most 10s (default 50ms)".into());
+        }
+        if store.hot_cache_bytes > 0
+            && (store.hot_cache_max_age.is_zero() || store.hot_cache_max_age > Duration::from_secs(10))
+        {
+            problems.push(
+                "store.hot_cache_max_age: must be more than 0 and at most 10s (default 1s); it bounds how late a \
+                 purge is noticed. To turn the hot cache off, set store.hot_cache_bytes = 0"
+                    .into(),
+            );
         }
     }
 

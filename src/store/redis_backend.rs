@@ -61,6 +61,8 @@ pub struct RedisTarget {
     pub timeout: Duration,
     /// TTL for entries without a retention deadline (fresh window + stale-if-error).
     pub ttl: Option<Duration>,
+    /// The in-process cache of recently served entries in front of Redis (`hot_cache`).
+    pub hot_cache: super::HotCacheLimits,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -145,6 +147,7 @@ pub struct RedisBackend {
     lookup_timeout: Duration,
     write_timeout: Duration,
     ttl: Option<Duration>,
+    hot_cache: super::HotCacheLimits,
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
     /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
@@ -186,6 +189,7 @@ impl RedisBackend {
             lookup_timeout: target.timeout,
             write_timeout,
             ttl: target.ttl,
+            hot_cache: target.hot_cache,
             health: Health::default(),
             scanned: Mutex::new(None),
             replace: redis::Script::new(REPLACE_SCRIPT),
@@ -197,6 +201,11 @@ impl RedisBackend {
     /// Where the store is, without user or password.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// How big and how old the store's hot cache in front of this backend may get.
+    pub fn hot_cache_limits(&self) -> super::HotCacheLimits {
+        self.hot_cache
     }
 
     /// Whether the last call reached Redis.

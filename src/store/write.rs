@@ -139,6 +139,7 @@ impl Store {
             expires_ms: self.options.retention.map_or(0, |r| created_ms.saturating_add(r.as_millis() as u64)),
         };
         let encoded = codec::encode(&meta).map_err(StoreError::Encode)?;
+        self.forget_hot(address);
         let previous = if self.shared.is_some() {
             // Other replicas write too: no tally of this process's own to keep (see `shared`).
             self.backend.put_entry(address.as_bytes(), &encoded, &sealed, &[])?
@@ -197,6 +198,7 @@ impl Store {
         let (sealed, key_id) = self.seal(address, &record)?;
         let new_meta = EntryMeta { size: sealed.len() as u64, key_id, ..meta };
         let encoded = codec::encode(&new_meta).map_err(StoreError::Encode)?;
+        self.forget_hot(address);
         let replaced = self.backend.replace_entry(address.as_bytes(), &old_value, &encoded, &sealed)?;
         if replaced {
             let delta = new_meta.size as i64 - meta.size as i64;
@@ -223,6 +225,7 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
+        self.forget_hot(address);
         let removed = if self.shared.is_some() {
             self.backend.delete_entry(address.as_bytes(), &[])?
         } else {

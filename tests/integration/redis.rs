@@ -156,8 +156,13 @@ fn holdfast(dir: &Path) -> Command {
 
 impl Replica {
     fn start(redis: &RedisServer, upstream: &str) -> Replica {
+        Self::start_with(redis, upstream, "")
+    }
+
+    /// As `start`, with `extra` lines in its `[store]` section.
+    fn start_with(redis: &RedisServer, upstream: &str, extra: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), upstream, "")).unwrap();
+        std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), upstream, extra)).unwrap();
         let mut child = holdfast(dir.path()).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -385,6 +390,7 @@ fn sealing_key(redis: &RedisServer, key: &str) -> Option<u32> {
         key_prefix: "hf-test:".into(),
         timeout: Duration::from_secs(2),
         ttl: None,
+        hot_cache: Default::default(),
     };
     let store = holdfast::store::Store::open_redis(&target, &crate::common::passphrase(), Default::default()).unwrap();
     let entry = store.get(&key.parse().unwrap()).unwrap()?;
@@ -596,4 +602,65 @@ fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
     assert!(String::from_utf8_lossy(&untrusted.stderr).contains("cannot use the Redis store"));
     let _ = server.kill();
     let _ = server.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_maximum_age() {
+    let Some(redis) =
+        RedisServer::start("a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_maximum_age")
+    else {
+        return;
+    };
+    let max_age = Duration::from_secs(5);
+    let upstream = FakeUpstream::start().await;
+    let uncached = Replica::start_with(&redis, &upstream.base_url(), "hot_cache_bytes = 0");
+    let hot = Replica::start_with(&redis, &upstream.base_url(), "hot_cache_max_age = \"5s\"");
+    let prompt = "purged while hot";
+    let live = post(&uncached.url, Dialect::OpenAi, prompt, false, "sk-tenant-one").send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let _ = live.bytes().await.unwrap();
+    upstream.down().await;
+    let served = |url: String| async move {
+        let r = post(&url, Dialect::OpenAi, prompt, false, "sk-tenant-one").send().await.unwrap();
+        r.status() == 200 && header(&r, "x-holdfast-cache") == "stale"
+    };
+    // The hot replica reads the entry from Redis once and then serves it from memory.
+    assert!(served(hot.url.clone()).await, "the replica with the hot cache did not serve the stored answer");
+    let read_from_redis = Instant::now();
+    assert!(served(hot.url.clone()).await);
+    assert!(served(uncached.url.clone()).await);
+    // Another tenant's request is a different address: nothing from the hot copy.
+    let other = post(&hot.url, Dialect::OpenAi, prompt, false, "sk-tenant-two").send().await.unwrap();
+    assert_ne!(other.status(), 200, "another tenant was served from the hot cache");
+
+    let redis_ref = &redis;
+    let purged = tokio::task::block_in_place(|| admin(redis_ref, &["cache", "purge", "--all", "--yes"]));
+    assert!(purged.contains("purged 1"), "{purged}");
+    let after_purge = Instant::now();
+    assert!(!served(uncached.url.clone()).await, "a replica without the hot cache served a purged entry");
+    if read_from_redis.elapsed() < max_age - Duration::from_secs(1) {
+        // Proof that the copy in memory is what answers: Redis no longer has it.
+        assert!(served(hot.url.clone()).await, "the hot copy was not used (or the purge was seen at once)");
+    } else {
+        eprintln!("the purge took {:?}: too slow to see the hot copy in use", after_purge - read_from_redis);
+    }
+    loop {
+        if !served(hot.url.clone()).await {
+            break;
+        }
+        assert!(
+            read_from_redis.elapsed() < max_age + Duration::from_millis(500),
+            "a purged entry was still served {:?} after it was read from Redis (maximum age {max_age:?})",
+            read_from_redis.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        after_purge.elapsed() <= max_age + Duration::from_millis(500),
+        "the purge was honoured only after {:?}",
+        after_purge.elapsed()
+    );
+    // And it stays gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!served(hot.url.clone()).await);
 }
