@@ -238,9 +238,11 @@ pub struct StoreConfig {
     /// Prepended to every Redis key, so one Redis can hold several stores.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// Redis Cluster node URLs instead of `url` (not supported by this build; refused).
+    /// Redis Cluster node URLs instead of `url` (any reachable node finds the others). A
+    /// password in them is a secret: never logged. `HOLDFAST_STORE_CLUSTER` (comma-separated)
+    /// overrides them.
     #[serde(default)]
-    pub cluster: Vec<String>,
+    pub cluster: Vec<StoreUrl>,
     /// Longest a stored-answer lookup in Redis may take before the request goes on without
     /// it, e.g. "50ms". Writes wait ten times as long (at least 500 ms).
     #[serde(default = "default_store_timeout", deserialize_with = "de_duration")]
@@ -286,6 +288,7 @@ impl StoreConfig {
         }
         Some(crate::store::RedisTarget {
             url: self.url.as_ref().map(|u| u.0.clone()).unwrap_or_default(),
+            cluster: self.cluster.iter().map(|u| u.0.clone()).collect(),
             key_prefix: self.key_prefix.clone(),
             timeout: self.timeout,
             ttl,
@@ -725,6 +728,10 @@ impl Config {
         if let Some(url) = var("HOLDFAST_STORE_URL").filter(|v| !v.is_empty()) {
             self.store.url = Some(StoreUrl(zeroize::Zeroizing::new(url)));
         }
+        if let Some(nodes) = var("HOLDFAST_STORE_CLUSTER").map(zeroize::Zeroizing::new).filter(|v| !v.is_empty()) {
+            self.store.cluster =
+                nodes.split(',').map(|n| StoreUrl(zeroize::Zeroizing::new(n.trim().to_owned()))).collect();
+        }
         if let Some(listen) = var("HOLDFAST_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
             self.admin.listen = listen;
         }
@@ -733,22 +740,37 @@ impl Config {
 
     fn validate_store(&self, problems: &mut Vec<String>) {
         let store = &self.store;
-        if !store.cluster.is_empty() {
-            problems.push(
-                "store.cluster: Redis Cluster is not supported by this build; point store.url at one primary \
-                 (with replicas and Sentinel or a managed failover behind it)"
-                    .into(),
-            );
-        }
         if store.backend != StoreBackend::Redis {
+            if !store.cluster.is_empty() {
+                problems.push("store.cluster: needs backend = \"redis\"".into());
+            }
             return;
         }
+        let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        if !store.cluster.is_empty() {
+            if store.url.as_ref().is_some_and(|u| !u.0.is_empty()) {
+                problems.push(
+                    "store.url and store.cluster: give one of them (a URL for one primary, node URLs for a cluster)"
+                        .into(),
+                );
+            }
+            if store.cluster.iter().any(|u| !is_redis_url(&u.0)) {
+                problems.push("store.cluster: every node must be a redis:// or rediss:// URL".into());
+            }
+            if store.key_prefix.contains(['{', '}']) {
+                problems.push(
+                    "store.key_prefix: must not contain { or } on a cluster (they would change the keys' hash slots)"
+                        .into(),
+                );
+            }
+        }
         match store.url.as_ref().map(|u| u.0.as_str()) {
+            _ if !store.cluster.is_empty() => {}
             None | Some("") => problems.push(
                 "store.url: backend = \"redis\" needs a URL like redis://127.0.0.1:6379/0 (or set HOLDFAST_STORE_URL)"
                     .into(),
             ),
-            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+            Some(url) if !is_redis_url(url) => {
                 problems.push("store.url: must start with redis:// or rediss:// (TLS)".into());
             }
             Some(_) => {}
@@ -1007,9 +1029,9 @@ mod tests {
     #[test]
     fn a_redis_store_needs_a_url_and_never_shows_its_password() {
         let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
-        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\ncluster = [\"redis://a:1\"]\n{base}")).unwrap();
+        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("store.url") && err.contains("store.cluster"), "{err}");
+        assert!(err.contains("store.url"), "{err}");
         let mut c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
         c.apply_env(|v| (v == "HOLDFAST_STORE_URL").then(|| "redis://holdfast:hunter2@10.0.0.1:6379/0".to_owned()));
         c.validate().unwrap();
@@ -1020,6 +1042,32 @@ mod tests {
         let target = c.store.redis_target(None).unwrap();
         assert!(!format!("{target:?}").contains("hunter2"));
         assert!(Config::parse(&format!("[store]\nbackend = \"memcached\"\n{base}")).is_err());
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_nodes_and_never_shows_their_passwords() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let parse = |store: &str| Config::parse(&format!("[store]\n{store}\n{base}")).unwrap();
+        let nodes = "cluster = [\"redis://:hunter2@10.0.0.1:6379\", \"rediss://10.0.0.2:6380\"]";
+        let c = parse(&format!("backend = \"redis\"\n{nodes}"));
+        c.validate().unwrap();
+        let target = c.store.redis_target(None).unwrap();
+        assert_eq!(target.cluster.len(), 2);
+        for shown in [format!("{c:?}"), format!("{target:?}"), target.location()] {
+            assert!(shown.contains("10.0.0.1:6379") && !shown.contains("hunter2"), "{shown}");
+        }
+        let err = parse(&format!("backend = \"redis\"\nurl = \"redis://a:1\"\n{nodes}")).validate().unwrap_err();
+        assert!(err.to_string().contains("store.url and store.cluster"), "{err}");
+        let err = parse("backend = \"redis\"\ncluster = [\"http://a:1\"]").validate().unwrap_err();
+        assert!(err.to_string().contains("store.cluster"), "{err}");
+        let err = parse(&format!("backend = \"redis\"\nkey_prefix = \"{{hf}}:\"\n{nodes}")).validate().unwrap_err();
+        assert!(err.to_string().contains("store.key_prefix"), "{err}");
+        let err = parse(nodes).validate().unwrap_err();
+        assert!(err.to_string().contains("needs backend"), "{err}");
+        let mut c = parse("backend = \"redis\"");
+        c.apply_env(|v| (v == "HOLDFAST_STORE_CLUSTER").then(|| "redis://10.0.0.1:1, redis://10.0.0.2:2".to_owned()));
+        c.validate().unwrap();
+        assert_eq!(c.store.redis_target(None).unwrap().cluster.len(), 2);
     }
 
     #[test]

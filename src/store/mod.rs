@@ -11,7 +11,8 @@
 //! - `verify`: the check at open, `cache verify` and `cache repair`.
 //! - `reopen`: reopening the database after a sticky write failure, without a restart.
 //! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
-//! - `redis_backend`: the shared backend on Redis / Valkey for many replicas.
+//! - `redis_backend`, `redis_connection`: the shared backend on Redis / Valkey (one primary or
+//!   a cluster) for many replicas.
 //! - `hot_cache`: the sealed in-process cache of recently served entries in front of Redis.
 //! - `layout`, `migrate`: the store directory and format upgrades.
 
@@ -22,6 +23,7 @@ mod integrity;
 mod layout;
 mod migrate;
 mod redis_backend;
+mod redis_connection;
 mod reopen;
 mod shared;
 mod sled_backend;

@@ -76,10 +76,6 @@ impl RedisServer {
         redis::cmd("PING").query::<String>(&mut conn).map(|_| ())
     }
 
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
-    }
-
     /// SIGKILL: no shutdown, no last save beyond what AOF already has.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -115,12 +111,17 @@ struct Replica {
 }
 
 fn config_text(redis_url: &str, upstream: &str, extra: &str) -> String {
+    config_text_on(&format!("url = \"{redis_url}\""), upstream, extra)
+}
+
+/// The configuration with `location` (a `url = …` or `cluster = […]` line) for the store.
+fn config_text_on(location: &str, upstream: &str, extra: &str) -> String {
     format!(
         r#"
 listen = "127.0.0.1:0"
 [store]
 backend = "redis"
-url = "{redis_url}"
+{location}
 key_prefix = "hf-test:"
 {extra}
 [cache]
@@ -161,8 +162,13 @@ impl Replica {
 
     /// As `start`, with `extra` lines in its `[store]` section.
     fn start_with(redis: &RedisServer, upstream: &str, extra: &str) -> Replica {
+        Self::start_on(&format!("url = \"{}\"", redis.url()), upstream, extra)
+    }
+
+    /// A replica on the store at `location` (a `url = …` or `cluster = […]` line).
+    fn start_on(location: &str, upstream: &str, extra: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), upstream, extra)).unwrap();
+        std::fs::write(dir.path().join("holdfast.toml"), config_text_on(location, upstream, extra)).unwrap();
         let mut child = holdfast(dir.path()).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -196,8 +202,13 @@ impl Drop for Replica {
 
 /// Runs `holdfast` against the shared store (no server involved) and returns stdout.
 fn admin(redis: &RedisServer, args: &[&str]) -> String {
+    admin_on(&format!("url = \"{}\"", redis.url()), args)
+}
+
+/// As `admin`, against the store at `location` (a `url = …` or `cluster = […]` line).
+fn admin_on(location: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), "http://127.0.0.1:9", "")).unwrap();
+    std::fs::write(dir.path().join("holdfast.toml"), config_text_on(location, "http://127.0.0.1:9", "")).unwrap();
     let out = holdfast(dir.path()).args(args).output().unwrap();
     assert!(out.status.success(), "holdfast {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -230,7 +241,12 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 
 /// Every key under any prefix, with its serialized value (DUMP works for every type).
 fn everything_in(redis: &RedisServer) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut conn = redis.connection();
+    everything_at(&redis.url())
+}
+
+/// As `everything_in`, for the Redis at `url` (one node of a cluster: its keys only).
+fn everything_at(url: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     let mut cursor = 0u64;
     let mut all = Vec::new();
     loop {
@@ -385,8 +401,14 @@ async fn load(urls: Vec<String>, tag: &str, requests: usize, parallel: usize) ->
 
 /// The data key that seals the entry at `key` (hex address), read through the library.
 fn sealing_key(redis: &RedisServer, key: &str) -> Option<u32> {
+    sealing_key_at(&redis.url(), &[], key)
+}
+
+/// As `sealing_key`, on the Redis at `url` or on the cluster of `nodes`.
+fn sealing_key_at(url: &str, nodes: &[String], key: &str) -> Option<u32> {
     let target = holdfast::store::RedisTarget {
-        url: zeroize::Zeroizing::new(redis.url()),
+        url: zeroize::Zeroizing::new(url.to_owned()),
+        cluster: nodes.iter().map(|n| zeroize::Zeroizing::new(n.clone())).collect(),
         key_prefix: "hf-test:".into(),
         timeout: Duration::from_secs(2),
         ttl: None,
@@ -664,3 +686,5 @@ async fn a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_m
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!served(hot.url.clone()).await);
 }
+
+mod cluster;
