@@ -6,9 +6,10 @@
 //! and every hit opens them again under the keyring, as a Redis read does. So the cache adds
 //! no plaintext to this process's memory beyond the answer being sent, and a heap that leaks
 //! (a core dump, swap, a read-past-the-end bug) shows no more than Redis itself would. The
-//! price is one AES-GCM open per hit, about 1 µs for a 1 KiB answer and 10 µs for 32 KiB on
-//! the bench machine, against the Redis round trip of roughly 100 µs it saves
-//! (docs/performance.md, "Redis-backed store").
+//! price is one AES-GCM open per hit, about 0.7 µs for a 1 KiB answer and 13 µs for 32 KiB
+//! (`cargo bench --bench store`), against roughly 200 µs of machine time per request that a
+//! Redis lookup costs on the bench machine (thread hand-offs, the round trip, redis-server's
+//! own work; docs/performance.md, "Redis-backed store").
 //!
 //! # Never serving what it must not
 //! Another replica or `holdfast cache purge` run against Redis deletes entries without this
