@@ -74,6 +74,13 @@ struct Entries {
     next_seq: u64,
 }
 
+/// When a Redis read began, for `HotCache::admit`.
+#[derive(Clone, Copy)]
+pub struct ReadStart {
+    epoch: u64,
+    at: Instant,
+}
+
 pub struct HotCache {
     limits: HotCacheLimits,
     entries: Mutex<Entries>,
@@ -110,21 +117,22 @@ impl HotCache {
         None
     }
 
-    /// The epoch to pass to `admit` for a Redis read starting now.
-    pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// To be taken just before a Redis read whose answer may be admitted: the entry's age
+    /// then counts from before the read, so the maximum age bounds the time since Redis had it.
+    pub fn begin_read(&self) -> ReadStart {
+        ReadStart { epoch: self.epoch.load(Ordering::Acquire), at: Instant::now() }
     }
 
-    /// Keeps an entry read from Redis (and opened) when the read began at `epoch`, unless a
-    /// local change came in between or it alone is over the budget.
-    pub fn admit(&self, address: &Address, epoch: u64, value: &[u8], meta: &[u8]) {
+    /// Keeps an entry read from Redis (and opened) by the read that began at `start`, unless
+    /// a local change came in between or it alone is over the budget.
+    pub fn admit(&self, address: &Address, start: ReadStart, value: &[u8], meta: &[u8]) {
         let mut entries = self.lock();
         // Checked under the lock that `invalidate` also takes, so no change slips in between.
-        if self.epoch.load(Ordering::Acquire) != epoch {
+        if self.epoch.load(Ordering::Acquire) != start.epoch {
             return;
         }
         let seq = entries.next_seq;
-        let cached = Cached { value: value.to_vec(), meta: meta.to_vec(), read_at: Instant::now(), seq };
+        let cached = Cached { value: value.to_vec(), meta: meta.to_vec(), read_at: start.at, seq };
         let budget = usize::try_from(self.limits.bytes).unwrap_or(usize::MAX);
         if cached.cost() > budget {
             return;
@@ -188,7 +196,7 @@ mod tests {
     #[test]
     fn an_entry_older_than_the_maximum_age_is_not_served() {
         let hot = cache(1 << 20, Duration::from_millis(50));
-        hot.admit(&address(1), hot.epoch(), b"sealed", b"meta");
+        hot.admit(&address(1), hot.begin_read(), b"sealed", b"meta");
         assert_eq!(hot.get(&address(1)), Some((b"sealed".to_vec(), b"meta".to_vec())));
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(hot.get(&address(1)), None);
@@ -198,11 +206,11 @@ mod tests {
     #[test]
     fn a_read_that_raced_with_a_local_delete_is_not_admitted() {
         let hot = cache(1 << 20, Duration::from_secs(5));
-        let before = hot.epoch();
+        let before = hot.begin_read();
         hot.invalidate(&address(1));
         hot.admit(&address(1), before, b"deleted meanwhile", b"m");
         assert_eq!(hot.get(&address(1)), None);
-        hot.admit(&address(2), hot.epoch(), b"v", b"m");
+        hot.admit(&address(2), hot.begin_read(), b"v", b"m");
         hot.invalidate(&address(2));
         assert_eq!(hot.get(&address(2)), None);
     }
@@ -213,17 +221,17 @@ mod tests {
         let per_entry = (value.len() + 4 + ENTRY_OVERHEAD) as u64;
         let hot = cache(per_entry * 3, Duration::from_secs(5));
         for n in 0..10 {
-            hot.admit(&address(n), hot.epoch(), &value, b"meta");
+            hot.admit(&address(n), hot.begin_read(), &value, b"meta");
             assert!(hot.bytes() as u64 <= per_entry * 3);
         }
         assert!(hot.get(&address(6)).is_none());
         assert!((7..10).all(|n| hot.get(&address(n)).is_some()));
         // An entry bigger than the whole budget is simply not kept.
-        hot.admit(&address(99), hot.epoch(), &vec![0u8; 10_000], b"meta");
+        hot.admit(&address(99), hot.begin_read(), &vec![0u8; 10_000], b"meta");
         assert!(hot.get(&address(99)).is_none());
         // Re-reading one entry again and again keeps the budget and the queue small.
         for _ in 0..1000 {
-            hot.admit(&address(8), hot.epoch(), &value, b"meta");
+            hot.admit(&address(8), hot.begin_read(), &value, b"meta");
         }
         assert!(hot.bytes() as u64 <= per_entry * 3);
         assert!(hot.lock().order.len() < 200);

@@ -463,13 +463,13 @@ impl Store {
             if let Some(entry) = self.get_hot(hot, address) {
                 return Ok(Some(entry));
             }
-            let epoch = hot.epoch();
+            let start = hot.begin_read();
             let (value, meta) = self.backend.get_entry(address.as_bytes())?;
             // Opening decrypts in place: keep the sealed bytes to admit once they opened.
             let sealed = value.clone().zip(meta.clone());
             let entry = self.open_entry(address, value, meta)?;
             if let (Some(_), Some((value, meta))) = (&entry, sealed) {
-                hot.admit(address, epoch, &value, &meta);
+                hot.admit(address, start, &value, &meta);
             }
             return Ok(entry);
         }

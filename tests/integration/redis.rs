@@ -205,10 +205,17 @@ fn admin(redis: &RedisServer, args: &[&str]) -> String {
     admin_on(&format!("url = \"{}\"", redis.url()), args)
 }
 
+/// What admin commands add to their config: a test machine running several Redis servers,
+/// replicas under load and builds at once can take longer than the default 50 ms lookup and
+/// 500 ms write timeouts, and a command gives up after the first call that runs out
+/// (docs/deployment.md). What is tested here is what the commands do, not how fast.
+const ADMIN_STORE: &str = "timeout = \"2s\"";
+
 /// As `admin`, against the store at `location` (a `url = …` or `cluster = […]` line).
 fn admin_on(location: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("holdfast.toml"), config_text_on(location, "http://127.0.0.1:9", "")).unwrap();
+    let config = config_text_on(location, "http://127.0.0.1:9", ADMIN_STORE);
+    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
     let out = holdfast(dir.path()).args(args).output().unwrap();
     assert!(out.status.success(), "holdfast {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -436,7 +443,7 @@ async fn a_rotation_by_an_admin_command_reaches_both_serving_replicas_without_a_
         let redis_url = redis.url();
         move || {
             let dir = tempfile::tempdir().unwrap();
-            let text = config_text(&redis_url, "http://127.0.0.1:9", "");
+            let text = config_text(&redis_url, "http://127.0.0.1:9", ADMIN_STORE);
             std::fs::write(dir.path().join("holdfast.toml"), text).unwrap();
             holdfast(dir.path()).args(["keys", "rotate", "--reencrypt"]).output().unwrap()
         }
@@ -671,14 +678,15 @@ async fn a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_m
             break;
         }
         assert!(
-            read_from_redis.elapsed() < max_age + Duration::from_millis(500),
+            // The bound, plus the time one request takes on a busy machine.
+            read_from_redis.elapsed() < max_age + Duration::from_secs(1),
             "a purged entry was still served {:?} after it was read from Redis (maximum age {max_age:?})",
             read_from_redis.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        after_purge.elapsed() <= max_age + Duration::from_millis(500),
+        after_purge.elapsed() <= max_age + Duration::from_secs(1),
         "the purge was honoured only after {:?}",
         after_purge.elapsed()
     );
