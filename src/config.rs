@@ -1047,6 +1047,25 @@ mod tests {
     }
 
     #[test]
+    fn the_hot_cache_is_on_by_default_and_its_maximum_age_stays_small() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let parse = |store: &str| {
+            Config::parse(&format!("[store]\nbackend = \"redis\"\nurl = \"redis://a:1\"\n{store}\n{base}")).unwrap()
+        };
+        let c = parse("");
+        c.validate().unwrap();
+        let limits = c.store.redis_target(None).unwrap().hot_cache;
+        assert_eq!((limits.bytes, limits.max_age), (32 << 20, Duration::from_secs(1)));
+        let c = parse("hot_cache_bytes = \"256MiB\"\nhot_cache_max_age = \"250ms\"");
+        c.validate().unwrap();
+        assert_eq!(c.store.hot_cache_bytes, 256 << 20);
+        let err = parse("hot_cache_max_age = \"1m\"").validate().unwrap_err().to_string();
+        assert!(err.contains("store.hot_cache_max_age"), "{err}");
+        // Turned off, its age does not matter.
+        parse("hot_cache_bytes = 0\nhot_cache_max_age = \"1m\"").validate().unwrap();
+    }
+
+    #[test]
     fn a_redis_cluster_is_named_by_its_nodes_and_never_shows_their_passwords() {
         let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
         let parse = |store: &str| Config::parse(&format!("[store]\n{store}\n{base}")).unwrap();
