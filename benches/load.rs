@@ -5,7 +5,8 @@
 //! To compare builds in one run (the same baseline, the same machine state), set
 //! `LOAD_PROXIES=before=/path/to/old/holdfast,after=target/release/holdfast`: every scenario
 //! then runs against each binary in turn. `LOAD_ONLY=hit,stream` picks scenarios (`hit`,
-//! `stream`, `miss`, `nostore`, `503`, `refused`; the baseline always runs) and
+//! `stream`, `miss`, `nostore`, `503`, `refused`, `redis-hit`, `redis-miss`; the baseline always
+//! runs) and
 //! `LOAD_SIZES=1024` the answer sizes. Each proxy's pid is printed, for `perf record -p`.
 //!
 //! Other proxies can be measured beside Holdfast with the same generator (benches/peers.sh
@@ -23,13 +24,19 @@
 //! - (c) serve-on-failure with the upstream refusing connections;
 //! - (d) serve-on-failure with the upstream answering 503;
 //! - (e) a streamed hit;
-//! - (b′) a miss with `Cache-Control: no-store`, to separate forwarding from storing.
+//! - (b′) a miss with `Cache-Control: no-store`, to separate forwarding from storing;
+//! - (f) a hit and (g) a miss through a Redis-backed store, each without and with the
+//!   in-process hot cache (`redis-hit`, `redis-miss`): the bench starts its own memory-only
+//!   `redis-server` on a free port (PATH or `HOLDFAST_REDIS_SERVER`; without one these rows are
+//!   skipped with a message) and two replicas on it, one with `hot_cache_bytes = 0`.
 //!
 //! It prints throughput and p50/p99/p99.9 latency, each as a ratio to the baseline, and the
 //! proxy's resident memory.
 
 #[path = "support/proxy_process.rs"]
 mod proxy_process;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -318,6 +325,21 @@ fn main() {
                 println!("proxy {label:?} ({binary}) pid {}", proxy.child.id());
                 running.push((label.clone(), proxy));
             }
+            // The Redis-backed replicas: per binary, one without and one with the hot cache, on
+            // one store (the prefix keeps sizes and binaries apart).
+            let redis = if wanted("redis-hit") || wanted("redis-miss") { redis_server::RedisServer::start() } else { None };
+            let mut on_redis = Vec::new();
+            if let Some(redis) = &redis {
+                println!("redis-server pid {} on port {}", redis.pid(), redis.port);
+                for (n, (label, binary)) in binaries.iter().enumerate() {
+                    let store = format!("backend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"load-{size}-{n}:\"\n", redis.url());
+                    let cold = proxy_process::start(binary, up_addr, &format!("{store}hot_cache_bytes = 0\n")).await;
+                    let hot = proxy_process::start(binary, up_addr, &store).await;
+                    record(cold.addr, &prompts, false).await;
+                    println!("proxy {label:?} on Redis: no hot cache pid {}, hot cache pid {}", cold.child.id(), hot.child.id());
+                    on_redis.push((label.clone(), cold, hot));
+                }
+            }
 
             let recorded = |stream: bool| {
                 let prompts = prompts.clone();
@@ -363,6 +385,21 @@ fn main() {
                     }
                 }
             }
+            let redis_rows: [(&str, &str, Headers, Body); 2] = [
+                ("redis-hit", "(f) hit through Redis, cache-first", cache_first.clone(), recorded(false)),
+                ("redis-miss", "(g) miss through Redis, passed through and stored", vec![], Arc::new(|n: u64| chat_body(&format!("fresh redis prompt {n}"), false))),
+            ];
+            for (key, title, headers, body) in redis_rows {
+                if !wanted(key) {
+                    continue;
+                }
+                for (label, cold, hot) in &on_redis {
+                    for (proxy, cache) in [(cold, "no hot cache"), (hot, "hot cache")] {
+                        let m = drive(scenario(proxy.addr, headers.clone(), body.clone()), secs).await;
+                        rows.push((name(label, &format!("{title}, {cache}")), m));
+                    }
+                }
+            }
             if wanted("503") {
                 up.mode.store(ERR_503, Ordering::Relaxed);
                 for (label, proxy) in &running {
@@ -389,6 +426,16 @@ fn main() {
             }
             for (label, proxy) in &running {
                 println!("\nholdfast {label} resident memory after the run: {:.1} MiB", rss_mib(proxy.child.id()));
+            }
+            for (label, cold, hot) in &on_redis {
+                println!(
+                    "holdfast {label} on Redis resident memory: {:.1} MiB without, {:.1} MiB with the hot cache",
+                    rss_mib(cold.child.id()),
+                    rss_mib(hot.child.id())
+                );
+            }
+            if let Some(redis) = &redis {
+                println!("redis-server resident memory: {:.1} MiB", rss_mib(redis.pid()));
             }
         }
     });

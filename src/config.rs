@@ -238,13 +238,23 @@ pub struct StoreConfig {
     /// Prepended to every Redis key, so one Redis can hold several stores.
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
-    /// Redis Cluster node URLs instead of `url` (not supported by this build; refused).
+    /// Redis Cluster node URLs instead of `url` (any reachable node finds the others). A
+    /// password in them is a secret: never logged. `HOLDFAST_STORE_CLUSTER` (comma-separated)
+    /// overrides them.
     #[serde(default)]
-    pub cluster: Vec<String>,
+    pub cluster: Vec<StoreUrl>,
     /// Longest a stored-answer lookup in Redis may take before the request goes on without
     /// it, e.g. "50ms". Writes wait ten times as long (at least 500 ms).
     #[serde(default = "default_store_timeout", deserialize_with = "de_duration")]
     pub timeout: Duration,
+    /// Memory for recently served entries of a Redis store, kept sealed in each replica, e.g.
+    /// "32MiB"; 0 turns it off. Unused by the embedded store.
+    #[serde(default = "default_hot_cache_bytes", deserialize_with = "de_size")]
+    pub hot_cache_bytes: u64,
+    /// Longest a replica serves an entry from that memory before reading Redis again: the
+    /// bound on how late a purge or expiry elsewhere is noticed, e.g. "1s".
+    #[serde(default = "default_hot_cache_max_age", deserialize_with = "de_duration")]
+    pub hot_cache_max_age: Duration,
 }
 
 /// `store.backend`.
@@ -278,9 +288,11 @@ impl StoreConfig {
         }
         Some(crate::store::RedisTarget {
             url: self.url.as_ref().map(|u| u.0.clone()).unwrap_or_default(),
+            cluster: self.cluster.iter().map(|u| u.0.clone()).collect(),
             key_prefix: self.key_prefix.clone(),
             timeout: self.timeout,
             ttl,
+            hot_cache: crate::store::HotCacheLimits { bytes: self.hot_cache_bytes, max_age: self.hot_cache_max_age },
         })
     }
 }
@@ -291,6 +303,18 @@ fn default_key_prefix() -> String {
 
 fn default_store_timeout() -> Duration {
     Duration::from_millis(50)
+}
+
+/// Room for about 16,000 sealed 1 KiB answers (≈ 2 KB each with bookkeeping): as many
+/// distinct entries as one replica can read from Redis within the default 1 s maximum age at
+/// the peak measured hit rate (≈ 16,000/s, docs/performance.md, "Redis-backed store"), so
+/// it is rarely full, and a replica with few hot keys uses a fraction of it.
+fn default_hot_cache_bytes() -> u64 {
+    32 * 1024 * 1024
+}
+
+fn default_hot_cache_max_age() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for StoreConfig {
@@ -306,6 +330,8 @@ impl Default for StoreConfig {
             key_prefix: default_key_prefix(),
             cluster: Vec::new(),
             timeout: default_store_timeout(),
+            hot_cache_bytes: default_hot_cache_bytes(),
+            hot_cache_max_age: default_hot_cache_max_age(),
         }
     }
 }
@@ -713,6 +739,10 @@ impl Config {
         if let Some(url) = var("HOLDFAST_STORE_URL").filter(|v| !v.is_empty()) {
             self.store.url = Some(StoreUrl(zeroize::Zeroizing::new(url)));
         }
+        if let Some(nodes) = var("HOLDFAST_STORE_CLUSTER").map(zeroize::Zeroizing::new).filter(|v| !v.is_empty()) {
+            self.store.cluster =
+                nodes.split(',').map(|n| StoreUrl(zeroize::Zeroizing::new(n.trim().to_owned()))).collect();
+        }
         if let Some(listen) = var("HOLDFAST_ADMIN_LISTEN").filter(|v| !v.is_empty()) {
             self.admin.listen = listen;
         }
@@ -721,22 +751,37 @@ impl Config {
 
     fn validate_store(&self, problems: &mut Vec<String>) {
         let store = &self.store;
-        if !store.cluster.is_empty() {
-            problems.push(
-                "store.cluster: Redis Cluster is not supported by this build; point store.url at one primary \
-                 (with replicas and Sentinel or a managed failover behind it)"
-                    .into(),
-            );
-        }
         if store.backend != StoreBackend::Redis {
+            if !store.cluster.is_empty() {
+                problems.push("store.cluster: needs backend = \"redis\"".into());
+            }
             return;
         }
+        let is_redis_url = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        if !store.cluster.is_empty() {
+            if store.url.as_ref().is_some_and(|u| !u.0.is_empty()) {
+                problems.push(
+                    "store.url and store.cluster: give one of them (a URL for one primary, node URLs for a cluster)"
+                        .into(),
+                );
+            }
+            if store.cluster.iter().any(|u| !is_redis_url(&u.0)) {
+                problems.push("store.cluster: every node must be a redis:// or rediss:// URL".into());
+            }
+            if store.key_prefix.contains(['{', '}']) {
+                problems.push(
+                    "store.key_prefix: must not contain { or } on a cluster (they would change the keys' hash slots)"
+                        .into(),
+                );
+            }
+        }
         match store.url.as_ref().map(|u| u.0.as_str()) {
+            _ if !store.cluster.is_empty() => {}
             None | Some("") => problems.push(
                 "store.url: backend = \"redis\" needs a URL like redis://127.0.0.1:6379/0 (or set HOLDFAST_STORE_URL)"
                     .into(),
             ),
-            Some(url) if !(url.starts_with("redis://") || url.starts_with("rediss://")) => {
+            Some(url) if !is_redis_url(url) => {
                 problems.push("store.url: must start with redis:// or rediss:// (TLS)".into());
             }
             Some(_) => {}
@@ -746,6 +791,15 @@ impl Config {
         }
         if store.timeout.is_zero() || store.timeout > Duration::from_secs(10) {
             problems.push("store.timeout: must be more than 0 and at most 10s (default 50ms)".into());
+        }
+        if store.hot_cache_bytes > 0
+            && (store.hot_cache_max_age.is_zero() || store.hot_cache_max_age > Duration::from_secs(10))
+        {
+            problems.push(
+                "store.hot_cache_max_age: must be more than 0 and at most 10s (default 1s); it bounds how late a \
+                 purge is noticed. To turn the hot cache off, set store.hot_cache_bytes = 0"
+                    .into(),
+            );
         }
     }
 
@@ -987,9 +1041,9 @@ mod tests {
     #[test]
     fn a_redis_store_needs_a_url_and_never_shows_its_password() {
         let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
-        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\ncluster = [\"redis://a:1\"]\n{base}")).unwrap();
+        let c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
         let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("store.url") && err.contains("store.cluster"), "{err}");
+        assert!(err.contains("store.url"), "{err}");
         let mut c = Config::parse(&format!("[store]\nbackend = \"redis\"\n{base}")).unwrap();
         c.apply_env(|v| (v == "HOLDFAST_STORE_URL").then(|| "redis://holdfast:hunter2@10.0.0.1:6379/0".to_owned()));
         c.validate().unwrap();
@@ -1000,6 +1054,51 @@ mod tests {
         let target = c.store.redis_target(None).unwrap();
         assert!(!format!("{target:?}").contains("hunter2"));
         assert!(Config::parse(&format!("[store]\nbackend = \"memcached\"\n{base}")).is_err());
+    }
+
+    #[test]
+    fn the_hot_cache_is_on_by_default_and_its_maximum_age_stays_small() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let parse = |store: &str| {
+            Config::parse(&format!("[store]\nbackend = \"redis\"\nurl = \"redis://a:1\"\n{store}\n{base}")).unwrap()
+        };
+        let c = parse("");
+        c.validate().unwrap();
+        let limits = c.store.redis_target(None).unwrap().hot_cache;
+        assert_eq!((limits.bytes, limits.max_age), (32 << 20, Duration::from_secs(1)));
+        let c = parse("hot_cache_bytes = \"256MiB\"\nhot_cache_max_age = \"250ms\"");
+        c.validate().unwrap();
+        assert_eq!(c.store.hot_cache_bytes, 256 << 20);
+        let err = parse("hot_cache_max_age = \"1m\"").validate().unwrap_err().to_string();
+        assert!(err.contains("store.hot_cache_max_age"), "{err}");
+        // Turned off, its age does not matter.
+        parse("hot_cache_bytes = 0\nhot_cache_max_age = \"1m\"").validate().unwrap();
+    }
+
+    #[test]
+    fn a_redis_cluster_is_named_by_its_nodes_and_never_shows_their_passwords() {
+        let base = "[[providers]]\nname = \"a\"\napi = \"openai\"\nbase_url = \"http://x\"\nmodels = [\"*\"]\n";
+        let parse = |store: &str| Config::parse(&format!("[store]\n{store}\n{base}")).unwrap();
+        let nodes = "cluster = [\"redis://:hunter2@10.0.0.1:6379\", \"rediss://10.0.0.2:6380\"]";
+        let c = parse(&format!("backend = \"redis\"\n{nodes}"));
+        c.validate().unwrap();
+        let target = c.store.redis_target(None).unwrap();
+        assert_eq!(target.cluster.len(), 2);
+        for shown in [format!("{c:?}"), format!("{target:?}"), target.location()] {
+            assert!(shown.contains("10.0.0.1:6379") && !shown.contains("hunter2"), "{shown}");
+        }
+        let err = parse(&format!("backend = \"redis\"\nurl = \"redis://a:1\"\n{nodes}")).validate().unwrap_err();
+        assert!(err.to_string().contains("store.url and store.cluster"), "{err}");
+        let err = parse("backend = \"redis\"\ncluster = [\"http://a:1\"]").validate().unwrap_err();
+        assert!(err.to_string().contains("store.cluster"), "{err}");
+        let err = parse(&format!("backend = \"redis\"\nkey_prefix = \"{{hf}}:\"\n{nodes}")).validate().unwrap_err();
+        assert!(err.to_string().contains("store.key_prefix"), "{err}");
+        let err = parse(nodes).validate().unwrap_err();
+        assert!(err.to_string().contains("needs backend"), "{err}");
+        let mut c = parse("backend = \"redis\"");
+        c.apply_env(|v| (v == "HOLDFAST_STORE_CLUSTER").then(|| "redis://10.0.0.1:1, redis://10.0.0.2:2".to_owned()));
+        c.validate().unwrap();
+        assert_eq!(c.store.redis_target(None).unwrap().cluster.len(), 2);
     }
 
     #[test]

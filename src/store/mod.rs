@@ -11,15 +11,19 @@
 //! - `verify`: the check at open, `cache verify` and `cache repair`.
 //! - `reopen`: reopening the database after a sticky write failure, without a restart.
 //! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
-//! - `redis_backend`: the shared backend on Redis / Valkey for many replicas.
+//! - `redis_backend`, `redis_connection`: the shared backend on Redis / Valkey (one primary or
+//!   a cluster) for many replicas.
+//! - `hot_cache`: the sealed in-process cache of recently served entries in front of Redis.
 //! - `layout`, `migrate`: the store directory and format upgrades.
 
 mod backend;
 mod committer;
+mod hot_cache;
 mod integrity;
 mod layout;
 mod migrate;
 mod redis_backend;
+mod redis_connection;
 mod reopen;
 mod shared;
 mod sled_backend;
@@ -34,6 +38,7 @@ use std::time::Duration;
 pub use crate::clock::now_ms;
 pub use backend::{Backend, BackendError, MetaUpdate, RawAddress};
 pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
+pub use hot_cache::HotCacheLimits;
 pub use layout::FORMAT_VERSION;
 pub use migrate::{MigrationReport, migrate};
 pub use redis_backend::{RedisBackend, RedisTarget, redacted};
@@ -218,6 +223,9 @@ pub struct Store {
     /// The same backend, typed, for a store shared through Redis: its trail, reachability and
     /// eviction policy. Other replicas write too, so no integrity tally or totals are kept.
     shared: Option<Arc<RedisBackend>>,
+    /// Recently served entries of a shared store, sealed, in front of Redis (`hot_cache`);
+    /// `None` for the embedded store or when turned off.
+    hot: Option<hot_cache::HotCache>,
 }
 
 /// A backend and, when it can be reopened or is shared, its typed handle for that.
@@ -400,6 +408,7 @@ impl Store {
             write_failure: Mutex::new(None),
             eviction: tokio::sync::Notify::new(),
             reopenable,
+            hot: shared.as_ref().and_then(|b| hot_cache::HotCache::new(b.hot_cache_limits())),
             shared,
         };
         let corrupt =
@@ -457,7 +466,48 @@ impl Store {
 
     /// Reads, authenticates and decodes the entry at `address`. Expired entries are absent.
     pub fn get(&self, address: &Address) -> Result<Option<Entry>, StoreError> {
+        if let Some(hot) = &self.hot {
+            if let Some(entry) = self.get_hot(hot, address) {
+                return Ok(Some(entry));
+            }
+            let start = hot.begin_read();
+            let (value, meta) = self.backend.get_entry(address.as_bytes())?;
+            // Opening decrypts in place: keep the sealed bytes to admit once they opened.
+            let sealed = value.clone().zip(meta.clone());
+            let entry = self.open_entry(address, value, meta)?;
+            if let (Some(_), Some((value, meta))) = (&entry, sealed) {
+                hot.admit(address, start, &value, &meta);
+            }
+            return Ok(entry);
+        }
         let (value, meta) = self.backend.get_entry(address.as_bytes())?;
+        self.open_entry(address, value, meta)
+    }
+
+    /// An entry from the hot cache, opened as a Redis read would be. `None` sends the caller
+    /// to Redis: not cached, too old, expired, or sealed under a key retired meanwhile.
+    fn get_hot(&self, hot: &hot_cache::HotCache, address: &Address) -> Option<Entry> {
+        let (mut value, meta) = hot.get(address)?;
+        let known_key = crypto::envelope_key_id(&value).is_ok_and(|id| self.keyring.snapshot().data_key(id).is_some());
+        if !known_key {
+            hot.invalidate(address);
+            return None;
+        }
+        let meta: EntryMeta = codec::decode(&meta).ok()?;
+        if meta.is_expired(now_ms()) {
+            return None;
+        }
+        let record = self.open_value(address, &mut value).ok()?;
+        Some(Entry { record, meta })
+    }
+
+    /// Authenticates and decodes an entry's bytes as read from the backend.
+    fn open_entry(
+        &self,
+        address: &Address,
+        value: Option<Vec<u8>>,
+        meta: Option<Vec<u8>>,
+    ) -> Result<Option<Entry>, StoreError> {
         let Some(mut value) = value else {
             return Ok(None);
         };
@@ -470,6 +520,13 @@ impl Store {
         }
         let record = self.open_value(address, &mut value)?;
         Ok(Some(Entry { record, meta }))
+    }
+
+    /// Drops the hot-cache copy of an entry this process is changing.
+    fn forget_hot(&self, address: &Address) {
+        if let Some(hot) = &self.hot {
+            hot.invalidate(address);
+        }
     }
 
     fn open_value(&self, address: &Address, value: &mut Vec<u8>) -> Result<Record, StoreError> {

@@ -3,7 +3,8 @@
 //!
 //! Everything sent is already sealed by `Store` exactly as for the embedded store: values are
 //! AES-GCM envelopes bound to their address, metadata is content-free bookkeeping, keys are
-//! the keyed addresses in hex (never a plain hash of a prompt). Under `key_prefix`:
+//! the keyed addresses in hex (never a plain hash of a prompt). Under `key_prefix`, on one
+//! primary (`store.url`):
 //!
 //! ```text
 //! <prefix>format        "holdfast store\nformat <N>\n", written last by `holdfast init`
@@ -14,6 +15,20 @@
 //! <prefix>trail         the access trail, one JSON line per list element
 //! <prefix>trail:head    the trail's head (the MAC over its last line)
 //! ```
+//!
+//! On a Redis Cluster (`store.cluster`) every multi-key step (value and metadata written or
+//! re-sealed together, the trail and its head appended together) needs its keys in one hash
+//! slot, so the keys carry hash tags: an entry's two keys share the tag of its address, and
+//! the store-wide keys share the tag `{store}`:
+//!
+//! ```text
+//! <prefix>m:{<address>}  <prefix>v:{<address>}
+//! <prefix>{store}format  <prefix>{store}keyring  <prefix>{store}s:<name>
+//! <prefix>{store}trail   <prefix>{store}trail:head
+//! ```
+//!
+//! The single-primary layout is unchanged, so stores made before cluster support open as
+//! they are; the two layouts are not mixed under one prefix (docs/format.md).
 //!
 //! Commands used (the subset Redis 7 and Valkey 8 share): GET, MGET, SET (NX, PXAT, KEEPTTL),
 //! DEL, SCAN, EVALSHA/EVAL (SCRIPT LOAD), MULTI/EXEC, LRANGE, LLEN, RPUSH, PING, CONFIG GET.
@@ -41,10 +56,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use zeroize::Zeroizing;
 
 use super::backend::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
+use super::redis_connection::Connection;
 use crate::address::Address;
 use crate::audit::trail::TrailContents;
 use crate::codec;
@@ -55,17 +70,32 @@ use crate::record::EntryMeta;
 pub struct RedisTarget {
     /// `redis://` or `rediss://` URL; may hold a password, so it is never printed.
     pub url: Zeroizing<String>,
+    /// Redis Cluster node URLs instead of `url` (any reachable node finds the others); may
+    /// hold passwords too.
+    pub cluster: Vec<Zeroizing<String>>,
     /// Prepended to every key, so one Redis can hold several stores.
     pub key_prefix: String,
     /// Longest a stored-answer lookup waits before the request goes on without the store.
     pub timeout: Duration,
     /// TTL for entries without a retention deadline (fresh window + stale-if-error).
     pub ttl: Option<Duration>,
+    /// The in-process cache of recently served entries in front of Redis (`hot_cache`).
+    pub hot_cache: super::HotCacheLimits,
 }
 
 impl std::fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisTarget({})", redacted(&self.url, &self.key_prefix))
+        write!(f, "RedisTarget({})", self.location())
+    }
+}
+
+impl RedisTarget {
+    /// Where the store is, without users or passwords: safe for logs and messages.
+    pub fn location(&self) -> String {
+        match self.cluster.first() {
+            None => redacted(&self.url, &self.key_prefix),
+            Some(first) => format!("cluster of {} nodes at {}", self.cluster.len(), redacted(first, &self.key_prefix)),
+        }
     }
 }
 
@@ -138,13 +168,16 @@ pub struct RedisBackend {
     /// which Tokio allows inside an async context).
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
-    conn: ConnectionManager,
+    conn: Connection,
     prefix: String,
+    /// Keys carry hash tags (a Redis Cluster; see the module docs).
+    tagged: bool,
     /// Where, without secrets.
     location: String,
     lookup_timeout: Duration,
     write_timeout: Duration,
     ttl: Option<Duration>,
+    hot_cache: super::HotCacheLimits,
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
     /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
@@ -158,9 +191,15 @@ impl RedisBackend {
     /// Connects; fails if Redis cannot be reached (a replica cannot unlock its keyring
     /// without it). Later outages are survived: the connection manager reconnects by itself.
     pub fn connect(target: &RedisTarget) -> Result<Self, BackendError> {
-        let location = redacted(&target.url, &target.key_prefix);
-        let client = redis::Client::open(target.url.as_str())
-            .map_err(|e| BackendError::Unavailable(format!("store.url is not a Redis URL ({:?})", e.kind())))?;
+        let location = target.location();
+        let tagged = !target.cluster.is_empty();
+        let what = if tagged { "store.cluster" } else { "store.url" };
+        let urls = if tagged { target.cluster.clone() } else { vec![target.url.clone()] };
+        for url in &urls {
+            // Parsed here too, so a malformed URL is told apart from an unreachable Redis.
+            redis::Client::open(url.as_str())
+                .map_err(|e| BackendError::Unavailable(format!("{what} is not a Redis URL ({:?})", e.kind())))?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("holdfast-redis")
@@ -168,12 +207,12 @@ impl RedisBackend {
             .build()
             .map_err(|e| BackendError::Io(format!("cannot start the Redis client: {e}")))?;
         let handle = runtime.handle().clone();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connect = ConnectionManager::new_with_config(client, config);
+        let connect = async move {
+            match urls.as_slice() {
+                [url] if !tagged => Connection::single(url).await,
+                nodes => Connection::cluster(nodes).await,
+            }
+        };
         let conn = wait_for(&handle, Duration::from_secs(10), connect)
             .map_err(|e| BackendError::Unavailable(format!("cannot reach Redis at {location}: {e}")))?;
         let write_timeout = (target.timeout * 10).max(WRITE_TIMEOUT_FLOOR);
@@ -182,10 +221,12 @@ impl RedisBackend {
             handle,
             conn,
             prefix: target.key_prefix.clone(),
+            tagged,
             location,
             lookup_timeout: target.timeout,
             write_timeout,
             ttl: target.ttl,
+            hot_cache: target.hot_cache,
             health: Health::default(),
             scanned: Mutex::new(None),
             replace: redis::Script::new(REPLACE_SCRIPT),
@@ -199,17 +240,23 @@ impl RedisBackend {
         &self.location
     }
 
+    /// How big and how old the store's hot cache in front of this backend may get.
+    pub fn hot_cache_limits(&self) -> super::HotCacheLimits {
+        self.hot_cache
+    }
+
     /// Whether the last call reached Redis.
     pub fn reachable(&self) -> bool {
         !self.health.down.load(Ordering::Relaxed)
     }
 
     fn key(&self, kind: &str, address: &RawAddress) -> String {
-        format!("{}{kind}:{}", self.prefix, Address(*address).to_hex())
+        let hex = Address(*address).to_hex();
+        if self.tagged { format!("{}{kind}:{{{hex}}}", self.prefix) } else { format!("{}{kind}:{hex}", self.prefix) }
     }
 
     pub(crate) fn named(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        if self.tagged { format!("{}{{store}}{name}", self.prefix) } else { format!("{}{name}", self.prefix) }
     }
 
     /// Runs `fut` on this backend's runtime and waits up to `limit` for it (see the module
@@ -278,14 +325,15 @@ impl RedisBackend {
 
     /// The `maxmemory-policy` Redis runs with, if it lets us ask (managed services often
     /// refuse CONFIG).
+    /// On a cluster every primary is asked, and the first policy that differs from the
+    /// others' is the one reported (so a warning names the odd one out).
     pub fn eviction_policy(&self) -> Option<String> {
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = self
-            .run(self.write_timeout, "CONFIG GET", async move {
-                redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await
-            })
+        let policies = self
+            .run(self.write_timeout, "CONFIG GET", async move { conn.config_get("maxmemory-policy").await })
             .ok()?;
-        reply.get(1).cloned()
+        let first = policies.first()?;
+        Some(policies.iter().find(|p| !is_volatile(p)).unwrap_or(first).clone())
     }
 
     /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
@@ -336,29 +384,37 @@ impl RedisBackend {
         })
     }
 
-    /// Every address of one kind (`m` or `v`), sorted; one full SCAN.
+    /// Every address of one kind (`m` or `v`), sorted; one full SCAN of every primary.
     fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>, BackendError> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}{}:*", escape_glob(&self.prefix), kind as char);
         let strip = self.prefix.len() + 2;
+        let tagged = self.tagged;
+        let address = move |key: &str| -> Option<RawAddress> {
+            let hex = key.get(strip..)?;
+            let hex = if tagged { hex.strip_prefix('{')?.strip_suffix('}')? } else { hex };
+            hex.parse::<Address>().ok().map(|a| a.0)
+        };
         let mut found = self.run(SCAN_TIMEOUT, "a scan", async move {
-            let mut cursor = 0u64;
             let mut found = Vec::new();
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(&mut conn)
-                    .await?;
-                found.extend(keys.iter().filter_map(|k| k.get(strip..)?.parse::<Address>().ok()).map(|a| a.0));
-                if next == 0 {
-                    return Ok(found);
+            let nodes: Vec<Option<(String, u16)>> = match conn.primaries().await? {
+                None => vec![None],
+                Some(primaries) => primaries.into_iter().map(Some).collect(),
+            };
+            for node in &nodes {
+                let mut cursor = 0u64;
+                loop {
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
+                    let (next, keys) = conn.scan_node(node.as_ref(), scan).await?;
+                    found.extend(keys.iter().filter_map(|k| address(k)));
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
             }
+            Ok(found)
         })?;
         found.sort_unstable();
         found.dedup(); // SCAN may return a key twice
@@ -406,6 +462,11 @@ fn wait_for<T: Send + 'static>(
 /// A Redis error for messages (server replies and I/O errors: never a command's arguments).
 fn describe(e: &redis::RedisError) -> String {
     e.to_string()
+}
+
+/// Whether an eviction policy evicts only keys with a TTL (or nothing), never the keyring.
+fn is_volatile(policy: &str) -> bool {
+    policy.starts_with("volatile-") || policy == "noeviction"
 }
 
 /// The prefix with SCAN's glob characters escaped, so it matches only itself.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::redis_backend::{RedisBackend, RedisKeyringCell, RedisTarget, redacted};
+use super::redis_backend::{RedisBackend, RedisKeyringCell, RedisTarget};
 use super::{Backend, FORMAT_VERSION, Handle, KEYRING_IDENTITY_SETTING, Store, StoreOpenError, StoreOptions};
 use crate::keyring::{Keyring, KeyringError};
 use crate::secret::StoreSecret;
@@ -149,10 +149,9 @@ impl Store {
 }
 
 fn connect(target: &RedisTarget) -> Result<Arc<RedisBackend>, StoreOpenError> {
-    RedisBackend::connect(target).map(Arc::new).map_err(|e| StoreOpenError::Unreachable {
-        location: redacted(&target.url, &target.key_prefix),
-        reason: e.to_string(),
-    })
+    RedisBackend::connect(target)
+        .map(Arc::new)
+        .map_err(|e| StoreOpenError::Unreachable { location: target.location(), reason: e.to_string() })
 }
 
 fn unreachable(backend: &RedisBackend, e: super::BackendError) -> StoreOpenError {

@@ -156,6 +156,7 @@ impl Store {
             };
             codec::encode(&meta).map(|encoded| (meta, encoded)).map_err(StoreError::Encode)
         };
+        self.forget_hot(address);
         let (meta, previous) = if self.shared.is_some() {
             // Other replicas write too: no tally of this process's own to keep (see `shared`),
             // and no read before the write (Redis's own eviction ignores the ask count).
@@ -216,6 +217,7 @@ impl Store {
         let (sealed, key_id) = self.seal(address, &record)?;
         let new_meta = EntryMeta { size: sealed.len() as u64, key_id, ..meta };
         let encoded = codec::encode(&new_meta).map_err(StoreError::Encode)?;
+        self.forget_hot(address);
         let replaced = self.backend.replace_entry(address.as_bytes(), &old_value, &encoded, &sealed)?;
         if replaced {
             let delta = new_meta.size as i64 - meta.size as i64;
@@ -242,6 +244,7 @@ impl Store {
 
     /// Deletes the entry at `address`. Returns whether there was one.
     pub fn delete(&self, address: &Address) -> Result<bool, StoreError> {
+        self.forget_hot(address);
         let removed = if self.shared.is_some() {
             self.backend.delete_entry(address.as_bytes(), &[])?
         } else {

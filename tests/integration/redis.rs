@@ -76,10 +76,6 @@ impl RedisServer {
         redis::cmd("PING").query::<String>(&mut conn).map(|_| ())
     }
 
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
-    }
-
     /// SIGKILL: no shutdown, no last save beyond what AOF already has.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -115,12 +111,17 @@ struct Replica {
 }
 
 fn config_text(redis_url: &str, upstream: &str, extra: &str) -> String {
+    config_text_on(&format!("url = \"{redis_url}\""), upstream, extra)
+}
+
+/// The configuration with `location` (a `url = …` or `cluster = […]` line) for the store.
+fn config_text_on(location: &str, upstream: &str, extra: &str) -> String {
     format!(
         r#"
 listen = "127.0.0.1:0"
 [store]
 backend = "redis"
-url = "{redis_url}"
+{location}
 key_prefix = "hf-test:"
 {extra}
 [cache]
@@ -156,8 +157,18 @@ fn holdfast(dir: &Path) -> Command {
 
 impl Replica {
     fn start(redis: &RedisServer, upstream: &str) -> Replica {
+        Self::start_with(redis, upstream, "")
+    }
+
+    /// As `start`, with `extra` lines in its `[store]` section.
+    fn start_with(redis: &RedisServer, upstream: &str, extra: &str) -> Replica {
+        Self::start_on(&format!("url = \"{}\"", redis.url()), upstream, extra)
+    }
+
+    /// A replica on the store at `location` (a `url = …` or `cluster = […]` line).
+    fn start_on(location: &str, upstream: &str, extra: &str) -> Replica {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), upstream, "")).unwrap();
+        std::fs::write(dir.path().join("holdfast.toml"), config_text_on(location, upstream, extra)).unwrap();
         let mut child = holdfast(dir.path()).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -191,8 +202,20 @@ impl Drop for Replica {
 
 /// Runs `holdfast` against the shared store (no server involved) and returns stdout.
 fn admin(redis: &RedisServer, args: &[&str]) -> String {
+    admin_on(&format!("url = \"{}\"", redis.url()), args)
+}
+
+/// What admin commands add to their config: a test machine running several Redis servers,
+/// replicas under load and builds at once can take longer than the default 50 ms lookup and
+/// 500 ms write timeouts, and a command gives up after the first call that runs out
+/// (docs/deployment.md). What is tested here is what the commands do, not how fast.
+const ADMIN_STORE: &str = "timeout = \"2s\"";
+
+/// As `admin`, against the store at `location` (a `url = …` or `cluster = […]` line).
+fn admin_on(location: &str, args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("holdfast.toml"), config_text(&redis.url(), "http://127.0.0.1:9", "")).unwrap();
+    let config = config_text_on(location, "http://127.0.0.1:9", ADMIN_STORE);
+    std::fs::write(dir.path().join("holdfast.toml"), config).unwrap();
     let out = holdfast(dir.path()).args(args).output().unwrap();
     assert!(out.status.success(), "holdfast {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
@@ -225,7 +248,12 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 
 /// Every key under any prefix, with its serialized value (DUMP works for every type).
 fn everything_in(redis: &RedisServer) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut conn = redis.connection();
+    everything_at(&redis.url())
+}
+
+/// As `everything_in`, for the Redis at `url` (one node of a cluster: its keys only).
+fn everything_at(url: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     let mut cursor = 0u64;
     let mut all = Vec::new();
     loop {
@@ -380,11 +408,18 @@ async fn load(urls: Vec<String>, tag: &str, requests: usize, parallel: usize) ->
 
 /// The data key that seals the entry at `key` (hex address), read through the library.
 fn sealing_key(redis: &RedisServer, key: &str) -> Option<u32> {
+    sealing_key_at(&redis.url(), &[], key)
+}
+
+/// As `sealing_key`, on the Redis at `url` or on the cluster of `nodes`.
+fn sealing_key_at(url: &str, nodes: &[String], key: &str) -> Option<u32> {
     let target = holdfast::store::RedisTarget {
-        url: zeroize::Zeroizing::new(redis.url()),
+        url: zeroize::Zeroizing::new(url.to_owned()),
+        cluster: nodes.iter().map(|n| zeroize::Zeroizing::new(n.clone())).collect(),
         key_prefix: "hf-test:".into(),
         timeout: Duration::from_secs(2),
         ttl: None,
+        hot_cache: Default::default(),
     };
     let store = holdfast::store::Store::open_redis(&target, &crate::common::passphrase(), Default::default()).unwrap();
     let entry = store.get(&key.parse().unwrap()).unwrap()?;
@@ -408,7 +443,7 @@ async fn a_rotation_by_an_admin_command_reaches_both_serving_replicas_without_a_
         let redis_url = redis.url();
         move || {
             let dir = tempfile::tempdir().unwrap();
-            let text = config_text(&redis_url, "http://127.0.0.1:9", "");
+            let text = config_text(&redis_url, "http://127.0.0.1:9", ADMIN_STORE);
             std::fs::write(dir.path().join("holdfast.toml"), text).unwrap();
             holdfast(dir.path()).args(["keys", "rotate", "--reencrypt"]).output().unwrap()
         }
@@ -597,3 +632,67 @@ fn a_rediss_url_reaches_redis_over_tls_and_checks_its_certificate() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_maximum_age() {
+    let Some(redis) =
+        RedisServer::start("a_purge_against_redis_stops_a_replica_serving_its_hot_copy_within_the_maximum_age")
+    else {
+        return;
+    };
+    let max_age = Duration::from_secs(5);
+    let upstream = FakeUpstream::start().await;
+    let uncached = Replica::start_with(&redis, &upstream.base_url(), "hot_cache_bytes = 0");
+    let hot = Replica::start_with(&redis, &upstream.base_url(), "hot_cache_max_age = \"5s\"");
+    let prompt = "purged while hot";
+    let live = post(&uncached.url, Dialect::OpenAi, prompt, false, "sk-tenant-one").send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let _ = live.bytes().await.unwrap();
+    upstream.down().await;
+    let served = |url: String| async move {
+        let r = post(&url, Dialect::OpenAi, prompt, false, "sk-tenant-one").send().await.unwrap();
+        r.status() == 200 && header(&r, "x-holdfast-cache") == "stale"
+    };
+    // The hot replica reads the entry from Redis once and then serves it from memory.
+    assert!(served(hot.url.clone()).await, "the replica with the hot cache did not serve the stored answer");
+    let read_from_redis = Instant::now();
+    assert!(served(hot.url.clone()).await);
+    assert!(served(uncached.url.clone()).await);
+    // Another tenant's request is a different address: nothing from the hot copy.
+    let other = post(&hot.url, Dialect::OpenAi, prompt, false, "sk-tenant-two").send().await.unwrap();
+    assert_ne!(other.status(), 200, "another tenant was served from the hot cache");
+
+    let redis_ref = &redis;
+    let purged = tokio::task::block_in_place(|| admin(redis_ref, &["cache", "purge", "--all", "--yes"]));
+    assert!(purged.contains("purged 1"), "{purged}");
+    let after_purge = Instant::now();
+    assert!(!served(uncached.url.clone()).await, "a replica without the hot cache served a purged entry");
+    if read_from_redis.elapsed() < max_age - Duration::from_secs(1) {
+        // Proof that the copy in memory is what answers: Redis no longer has it.
+        assert!(served(hot.url.clone()).await, "the hot copy was not used (or the purge was seen at once)");
+    } else {
+        eprintln!("the purge took {:?}: too slow to see the hot copy in use", after_purge - read_from_redis);
+    }
+    loop {
+        if !served(hot.url.clone()).await {
+            break;
+        }
+        assert!(
+            // The bound, plus the time one request takes on a busy machine.
+            read_from_redis.elapsed() < max_age + Duration::from_secs(1),
+            "a purged entry was still served {:?} after it was read from Redis (maximum age {max_age:?})",
+            read_from_redis.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        after_purge.elapsed() <= max_age + Duration::from_secs(1),
+        "the purge was honoured only after {:?}",
+        after_purge.elapsed()
+    );
+    // And it stays gone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!served(hot.url.clone()).await);
+}
+
+mod cluster;
