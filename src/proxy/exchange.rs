@@ -111,14 +111,14 @@ async fn answer(
         if let Stateful::Bypass(reason) = policy.stateful {
             return Err(ApiError::StatefulNotReplayed { reason });
         }
-        return match lookup(state, &address, span) {
+        return match lookup(state, &address, span).await {
             Some(entry) => serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None, span)
                 .ok_or(ApiError::NotRecorded { address: address.to_hex() }),
             None => Err(ApiError::NotRecorded { address: address.to_hex() }),
         };
     }
     if policy.may_serve_fresh()
-        && let Some(entry) = lookup(state, &address, span)
+        && let Some(entry) = lookup(state, &address, span).await
         && age_of(&entry) <= policy.fresh_for
         && let Some(answer) =
             serve_entry(state, &entry, endpoint, parsed.form(), CacheResult::Hit, &address, None, span)
@@ -161,7 +161,7 @@ async fn answer(
     let stateful = exchange.policy.stateful.reason();
     let mut answer = match outcome.result {
         Ok(answer) => Ok(answer),
-        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()),
+        Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()).await,
     };
     if let (Ok((response, ..)), Some(reason)) = (&mut answer, stateful) {
         // Tells the client why its request bypassed (or only fell back on) the store.
@@ -176,14 +176,14 @@ async fn answer(
 
 /// Upstream failed: serve the stored answer if the mode and the failure allow it, else an
 /// error (a provider's own 4xx is passed through as it is: it is the provider's verdict).
-fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Result<Answer, ApiError> {
+async fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Result<Answer, ApiError> {
     let state = &exchange.state;
     let reason = failure.reason();
     tracing::warn!(provider = %exchange.provider_name, address = %exchange.address, %reason, "upstream failed");
     let servable = failure.kind().is_some_and(|k| state.config.cache.serve_stale_on.contains(&k));
     if servable
         && exchange.policy.may_serve_stale()
-        && let Some(entry) = lookup(state, &exchange.address, &exchange.span)
+        && let Some(entry) = lookup(state, &exchange.address, &exchange.span).await
         && exchange.policy.stale_if_error.is_none_or(|limit| age_of(&entry) <= limit)
         && let Some(answer) = serve_entry(
             state,
@@ -226,13 +226,14 @@ fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -> Resu
 
 /// Reads an entry; a store failure is logged and counted and reads as "nothing stored".
 ///
-/// Inline on the async worker, on measurement: a read is a few µs (sled's page cache, then
-/// AES-GCM), while a `spawn_blocking` round trip made the in-process 1 KiB hit 33.8 µs instead
-/// of 9.1 µs (`cargo bench --bench hit_path`, docs/performance.md). Writes, which wait for an
-/// fsync, always run on blocking threads (`store_record`).
-fn lookup(state: &AppState, address: &Address, span: &RequestSpan) -> Option<Entry> {
+/// The embedded store reads inline on the async worker, on measurement: a read is a few µs
+/// (sled's page cache, then AES-GCM), while a `spawn_blocking` round trip made the in-process
+/// 1 KiB hit 33.8 µs instead of 9.1 µs (`cargo bench --bench hit_path`, docs/performance.md).
+/// A Redis read is awaited (`Store::get_async`). Writes, which wait for an fsync, always run
+/// on blocking threads (`store_record`).
+async fn lookup(state: &AppState, address: &Address, span: &RequestSpan) -> Option<Entry> {
     let store_span = span.store("get");
-    let read = state.store.get(address);
+    let read = state.store.get_async(address).await;
     store_span.read(matches!(read, Ok(Some(_))), read.is_err());
     match read {
         Ok(entry) => entry,

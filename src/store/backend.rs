@@ -24,6 +24,9 @@ pub enum BackendError {
 /// An entry's sealed value and metadata, each if present.
 pub type EntryBytes = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// An entry's bytes on their way from a network backend.
+pub type EntryFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<EntryBytes, BackendError>> + Send + 'a>>;
+
 /// A change to apply to one entry's metadata; `None` from the closure leaves it unchanged.
 pub type MetaUpdate<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
 
@@ -32,6 +35,13 @@ pub trait Backend: Send + Sync {
     /// backend, whose lookups are bounded by a timeout.
     fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
         Ok((self.get_value(address)?, self.get_meta(address)?))
+    }
+
+    /// `get_entry` as a future, for a backend that waits on the network: the request path
+    /// awaits it instead of blocking a runtime worker. `None` (the default): call `get_entry`,
+    /// which for a local engine is a few microseconds.
+    fn get_entry_async(&self, _address: &RawAddress) -> Option<EntryFuture<'_>> {
+        None
     }
 
     /// The sealed value stored at `address`.

@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::backend::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
+use super::backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 use super::redis_connection::Connection;
 use crate::address::Address;
 use crate::audit::trail::TrailContents;
@@ -267,6 +267,32 @@ impl RedisBackend {
         what: &str,
         fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
     ) -> Result<T, BackendError> {
+        self.admit(what)?;
+        self.settle(what, wait_for(&self.handle, limit, fut))
+    }
+
+    /// As `run`, awaited instead of waited for: the client's task runs on the client's runtime
+    /// and the caller's worker goes on with other requests meanwhile.
+    async fn run_async<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        what: &str,
+        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        self.admit(what)?;
+        let answer = self.handle.spawn(tokio::time::timeout(limit, fut)).await;
+        let result = match answer {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(describe(&e)),
+            Ok(Err(_)) => Err(format!("no answer within {} ms", limit.as_millis())),
+            Err(_) => Err("the Redis client stopped".into()),
+        };
+        self.settle(what, result)
+    }
+
+    /// While Redis is down, lets one call through per probe interval and refuses the rest at
+    /// once, so a dead Redis costs requests nothing.
+    fn admit(&self, what: &str) -> Result<(), BackendError> {
         if self.health.down.load(Ordering::Relaxed) {
             let now = crate::clock::now_ms();
             let probe_at = self.health.probe_at_ms.load(Ordering::Relaxed);
@@ -283,7 +309,12 @@ impl RedisBackend {
                 )));
             }
         }
-        match wait_for(&self.handle, limit, fut) {
+        Ok(())
+    }
+
+    /// Notes a call's outcome in the store's health: recovery is logged, failures counted.
+    fn settle<T>(&self, what: &str, result: Result<T, String>) -> Result<T, BackendError> {
+        match result {
             Ok(v) => {
                 if self.health.down.swap(false, Ordering::Relaxed) {
                     tracing::info!(store = %self.location, "the Redis store is reachable again; recording resumes");
@@ -496,6 +527,14 @@ impl Backend for RedisBackend {
         self.run(self.lookup_timeout, "a lookup", async move {
             redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
         })
+    }
+
+    fn get_entry_async(&self, address: &RawAddress) -> Option<EntryFuture<'_>> {
+        let mut conn = self.conn.clone();
+        let (v, m) = (self.key("v", address), self.key("m", address));
+        Some(Box::pin(self.run_async(self.lookup_timeout, "a lookup", async move {
+            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
+        })))
     }
 
     fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
