@@ -215,7 +215,9 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 async fn start_proxy(binary: &str, upstream: SocketAddr) -> Proxy {
-    proxy_process::start(binary, upstream, "").await
+    // `HOLDFAST_BENCH_ENGINE=redb` (with `--features engine-redb`) measures another engine.
+    let engine = std::env::var("HOLDFAST_BENCH_ENGINE").map(|e| format!("engine = \"{e}\"")).unwrap_or_default();
+    proxy_process::start(binary, upstream, &engine).await
 }
 
 /// A proxy other than Holdfast: where it listens and the headers each request needs.

@@ -1,6 +1,8 @@
 //! Store micro-benchmarks (issue 2, item 8): normalize + address, seal / open, put, get.
 //!
 //! Run: `cargo bench --bench store`. Figures and the machine are in docs/performance.md.
+//! Another engine: `HOLDFAST_BENCH_ENGINE=redb cargo bench --features engine-redb --bench store`
+//! (or `fjall`); docs/storage.md compares them.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -12,7 +14,19 @@ use holdfast::crypto::{self, DataKey};
 use holdfast::normalize::normalize;
 use holdfast::record::{Record, ResponseBody, StoredResponse};
 use holdfast::secret::{SecretKey, StoreSecret};
-use holdfast::store::{Store, StoreOptions};
+use holdfast::store::{Engine, Store, StoreOptions};
+
+/// The engine under test: `HOLDFAST_BENCH_ENGINE`, or the default.
+fn bench_engine() -> Option<Engine> {
+    let name = std::env::var("HOLDFAST_BENCH_ENGINE").ok().filter(|n| !n.is_empty())?;
+    let engine = Engine::from_name(&name).unwrap_or_else(|| panic!("HOLDFAST_BENCH_ENGINE={name}: unknown engine"));
+    assert!(
+        engine.is_built(),
+        "HOLDFAST_BENCH_ENGINE={name}: build with --features {}",
+        engine.feature().unwrap_or("")
+    );
+    Some(engine)
+}
 
 const KIB: usize = 1024;
 
@@ -93,10 +107,11 @@ fn bench_crypto(c: &mut Criterion) {
 fn bench_store(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let secret = StoreSecret::passphrase("bench passphrase").unwrap();
-    let options = StoreOptions { create_if_missing: true, ..StoreOptions::default() };
+    let engine = bench_engine();
+    let options = StoreOptions { create_if_missing: true, engine, ..StoreOptions::default() };
     let store = Store::open(&dir.path().join("store"), &secret, options).unwrap();
     let addresser = store.addresser();
-    let mut group = c.benchmark_group("store");
+    let mut group = c.benchmark_group(format!("store-{}", engine.unwrap_or_default()));
     for size in [KIB, 32 * KIB, 1024 * KIB] {
         let record = record_with_answer(size);
         group.throughput(Throughput::Bytes(size as u64));

@@ -255,6 +255,12 @@ pub struct StoreConfig {
     /// bound on how late a purge or expiry elsewhere is noticed, e.g. "1s".
     #[serde(default = "default_hot_cache_max_age", deserialize_with = "de_duration")]
     pub hot_cache_max_age: Duration,
+    /// The embedded database engine: `sled` (default), `redb` or `fjall` (each of the last two
+    /// needs a build with its cargo feature; docs/storage.md compares them). A new store is
+    /// created with it; an existing store must have been created with it. Absent: a new store
+    /// gets sled, an existing one opens with the engine it was created with.
+    #[serde(default)]
+    pub engine: Option<crate::store::Engine>,
 }
 
 /// `store.backend`.
@@ -332,6 +338,7 @@ impl Default for StoreConfig {
             timeout: default_store_timeout(),
             hot_cache_bytes: default_hot_cache_bytes(),
             hot_cache_max_age: default_hot_cache_max_age(),
+            engine: None,
         }
     }
 }
@@ -751,6 +758,18 @@ impl Config {
 
     fn validate_store(&self, problems: &mut Vec<String>) {
         let store = &self.store;
+        if let Some(engine) = store.engine {
+            if store.backend == StoreBackend::Redis {
+                problems.push(format!(
+                    "store.engine: \"{engine}\" is an embedded engine; remove it with backend = \"redis\""
+                ));
+            } else if !engine.is_built() {
+                problems.push(format!(
+                    "store.engine: \"{engine}\" is not in this build; rebuild with `cargo build --release --features {}`",
+                    engine.feature().unwrap_or_default()
+                ));
+            }
+        }
         if store.backend != StoreBackend::Redis {
             if !store.cluster.is_empty() {
                 problems.push("store.cluster: needs backend = \"redis\"".into());
@@ -989,6 +1008,23 @@ fn de_opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_engine_names_an_embedded_engine_this_build_has() {
+        let base =
+            "[[providers]]\nname = \"p\"\napi = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\nmodels = [\"*\"]\n";
+        let c = Config::parse(&format!("[store]\nengine = \"sled\"\n{base}")).unwrap();
+        assert_eq!(c.store.engine, Some(crate::store::Engine::Sled));
+        c.validate().unwrap();
+        assert!(Config::parse(&format!("[store]\nengine = \"rocksdb\"\n{base}")).is_err());
+        let c = Config::parse(&format!(
+            "[store]\nbackend = \"redis\"\nengine = \"sled\"\nurl = \"redis://127.0.0.1:1\"\n{base}"
+        ))
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("store.engine"));
+        let c = Config::parse(&format!("[store]\nengine = \"redb\"\n{base}")).unwrap();
+        assert_eq!(c.validate().is_ok(), cfg!(feature = "engine-redb"));
+    }
 
     #[test]
     fn defaults_serve_openai_and_anthropic() {

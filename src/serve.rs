@@ -152,6 +152,7 @@ pub async fn serve(
 /// Opens the store `config` names: the embedded one at `store.path`, or the shared one in
 /// Redis. Blocking (Argon2id, and for Redis the network): call it off the async workers.
 pub fn open_configured(config: &Config, secret: &StoreSecret, options: StoreOptions) -> Result<Store, StoreOpenError> {
+    let options = StoreOptions { engine: config.store.engine, ..options };
     match config.store.redis_target(shared_ttl(config)) {
         Some(target) => Store::open_redis(&target, secret, options),
         None => Store::open(&config.store.path, secret, options),
@@ -164,6 +165,7 @@ pub fn create_configured(
     secret: &StoreSecret,
     options: StoreOptions,
 ) -> Result<Store, StoreOpenError> {
+    let options = StoreOptions { engine: config.store.engine, ..options };
     match config.store.redis_target(shared_ttl(config)) {
         Some(target) => Store::create_redis(&target, secret, options),
         None => Store::create(&config.store.path, secret, options),

@@ -3,10 +3,18 @@
 //! writing a byte.
 //!
 //! ```text
-//! <store>/HOLDFAST   text marker: "holdfast store\nformat <N>\n", written last at creation
+//! <store>/HOLDFAST   text marker: "holdfast store\nformat <N>\n[engine <name>\n]", written last
 //! <store>/keyring    the wrapped keyring (see keyring.rs)
-//! <store>/db/        the sled database
+//! <store>/db/        the sled database (engine `sled`, the default)
+//! <store>/redb/      the redb database, one file `store.redb` (engine `redb`)
+//! <store>/fjall/     the fjall keyspace directory (engine `fjall`)
 //! ```
+//!
+//! The engine is recorded in the marker so a store is always opened with the engine that
+//! wrote it: a sled store's marker has no `engine` line (it is byte-for-byte the marker of
+//! stores made before engines were selectable), any other engine's has one. Each engine has a
+//! directory of its own, so an older build that does not know the line finds no `db/` and
+//! refuses the store instead of creating an empty sled database beside the real one.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,6 +28,69 @@ pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "HOLDFAST";
 const MARKER_HEADER: &str = "holdfast store";
 
+/// The embedded database engine under a store (`store.engine`); see docs/storage.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// sled 0.34: the engine of every store made before engines were selectable.
+    #[default]
+    Sled,
+    /// redb: a copy-on-write B-tree in one file (cargo feature `engine-redb`).
+    Redb,
+    /// fjall: an LSM tree with checksummed blocks (cargo feature `engine-fjall`).
+    Fjall,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Sled, Engine::Redb, Engine::Fjall];
+
+    /// The name used in the configuration and the marker.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The cargo feature a build needs for this engine (`None`: always built).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Engine::Sled => None,
+            Engine::Redb => Some("engine-redb"),
+            Engine::Fjall => Some("engine-fjall"),
+        }
+    }
+
+    /// Whether this build includes the engine.
+    pub fn is_built(self) -> bool {
+        match self {
+            Engine::Sled => true,
+            Engine::Redb => cfg!(feature = "engine-redb"),
+            Engine::Fjall => cfg!(feature = "engine-fjall"),
+        }
+    }
+
+    /// The directory (under the store root) that holds this engine's database.
+    fn dir_name(self) -> &'static str {
+        match self {
+            Engine::Sled => "db",
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root: PathBuf,
@@ -28,7 +99,7 @@ pub struct Layout {
 /// What is at the store path before opening.
 pub enum Found {
     Nothing,
-    Store { format: u32 },
+    Store { format: u32, engine: Engine },
 }
 
 impl Layout {
@@ -40,8 +111,9 @@ impl Layout {
         self.root.join("keyring")
     }
 
-    pub fn db(&self) -> PathBuf {
-        self.root.join("db")
+    /// The directory of the database written by `engine`.
+    pub fn db(&self, engine: Engine) -> PathBuf {
+        self.root.join(engine.dir_name())
     }
 
     fn marker(&self) -> PathBuf {
@@ -97,7 +169,17 @@ impl Layout {
                 supported: FORMAT_VERSION,
             });
         }
-        Ok(Found::Store { format })
+        let engine = match lines.next().map(|l| l.strip_prefix("engine ")) {
+            None => Engine::Sled,
+            Some(Some(name)) => Engine::from_name(name.trim()).ok_or_else(|| {
+                not_a_store(format!(
+                    "its HOLDFAST marker names the storage engine `{}`, which this build does not know",
+                    name.trim()
+                ))
+            })?,
+            Some(None) => return Err(not_a_store("its HOLDFAST marker has an unexpected third line".into())),
+        };
+        Ok(Found::Store { format, engine })
     }
 
     pub fn create_root(&self) -> Result<(), StoreOpenError> {
@@ -107,8 +189,12 @@ impl Layout {
     }
 
     /// Written last when a store is created: its presence means the store is complete.
-    pub fn write_marker(&self, format: u32) -> Result<(), StoreOpenError> {
-        write_atomically(&self.marker(), format!("{MARKER_HEADER}\nformat {format}\n").as_bytes())
+    pub fn write_marker(&self, format: u32, engine: Engine) -> Result<(), StoreOpenError> {
+        let engine_line = match engine {
+            Engine::Sled => String::new(),
+            other => format!("engine {other}\n"),
+        };
+        write_atomically(&self.marker(), format!("{MARKER_HEADER}\nformat {format}\n{engine_line}").as_bytes())
             .map_err(|source| StoreOpenError::Io { path: self.marker(), source })
     }
 }
@@ -119,5 +205,42 @@ fn restrict_permissions(dir: &Path) {
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inspect(marker: &str) -> Result<Found, StoreOpenError> {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(MARKER), marker).unwrap();
+        Layout::new(dir.path()).inspect()
+    }
+
+    #[test]
+    fn a_marker_without_an_engine_line_is_a_sled_store_and_names_its_engine_otherwise() {
+        assert!(matches!(inspect("holdfast store\nformat 1\n"), Ok(Found::Store { format: 1, engine: Engine::Sled })));
+        assert!(matches!(
+            inspect("holdfast store\nformat 1\nengine redb\n"),
+            Ok(Found::Store { engine: Engine::Redb, .. })
+        ));
+        let unknown = inspect("holdfast store\nformat 1\nengine rocksdb\n").err().unwrap().to_string();
+        assert!(unknown.contains("`rocksdb`"), "{unknown}");
+        assert!(inspect("holdfast store\nformat 1\nsomething else\n").is_err());
+    }
+
+    #[test]
+    fn the_marker_written_for_each_engine_reads_back_as_that_engine() {
+        for engine in Engine::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = Layout::new(dir.path());
+            layout.write_marker(FORMAT_VERSION, engine).unwrap();
+            assert!(matches!(layout.inspect(), Ok(Found::Store { engine: e, .. }) if e == engine));
+        }
+        // A sled store's marker is the one written before engines were selectable.
+        let dir = tempfile::tempdir().unwrap();
+        Layout::new(dir.path()).write_marker(1, Engine::Sled).unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join(MARKER)).unwrap(), "holdfast store\nformat 1\n");
     }
 }

@@ -46,16 +46,16 @@ const STEPS: &[Step] = &[];
 /// Upgrades the store at `path` to `FORMAT_VERSION` (or, with `dry_run`, says how).
 pub fn migrate(path: &Path, dry_run: bool) -> Result<MigrationReport, StoreOpenError> {
     let layout = Layout::new(path);
-    let found = match layout.inspect()? {
+    let (found, engine) = match layout.inspect()? {
         Found::Nothing => return Err(StoreOpenError::NotFound { path: path.to_owned() }),
-        Found::Store { format } => format,
+        Found::Store { format, engine } => (format, engine),
     };
     let mut report =
         MigrationReport { path: path.to_owned(), found, current: FORMAT_VERSION, dry_run, steps: Vec::new() };
     for (target, name, apply) in STEPS.iter().filter(|(target, ..)| *target > found) {
         if !dry_run {
             apply(&layout)?;
-            layout.write_marker(*target)?;
+            layout.write_marker(*target, engine)?;
         }
         report.steps.push(name);
     }

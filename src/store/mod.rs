@@ -11,6 +11,8 @@
 //! - `verify`: the check at open, `cache verify` and `cache repair`.
 //! - `reopen`: reopening the database after a sticky write failure, without a restart.
 //! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
+//! - `redb_backend`, `fjall_backend`: the alternative embedded engines (cargo features
+//!   `engine-redb`, `engine-fjall`; compared in docs/storage.md).
 //! - `redis_backend`, `redis_connection`: the shared backend on Redis / Valkey (one primary or
 //!   a cluster) for many replicas.
 //! - `hot_cache`: the sealed in-process cache of recently served entries in front of Redis.
@@ -18,10 +20,14 @@
 
 mod backend;
 mod committer;
+#[cfg(feature = "engine-fjall")]
+mod fjall_backend;
 mod hot_cache;
 mod integrity;
 mod layout;
 mod migrate;
+#[cfg(feature = "engine-redb")]
+mod redb_backend;
 mod redis_backend;
 mod redis_connection;
 mod reopen;
@@ -39,7 +45,7 @@ pub use crate::clock::now_ms;
 pub use backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
 pub use hot_cache::HotCacheLimits;
-pub use layout::FORMAT_VERSION;
+pub use layout::{Engine, FORMAT_VERSION};
 pub use migrate::{MigrationReport, migrate};
 pub use redis_backend::{RedisBackend, RedisTarget, redacted};
 pub use sled_backend::SledBackend;
@@ -55,7 +61,7 @@ use crate::secret::StoreSecret;
 use committer::Committer;
 use integrity::Tally;
 use layout::{Found, Layout};
-use sled_backend::SledOpenError;
+use sled_backend::EngineOpenError;
 
 /// How a store is opened and kept.
 #[derive(Debug, Clone)]
@@ -75,6 +81,10 @@ pub struct StoreOptions {
     /// Open a store whose integrity check failed instead of refusing (for `cache verify` and
     /// `cache repair`, which report or fix the damage); the findings are in `Store::damage`.
     pub accept_damage: bool,
+    /// The embedded engine: the one a new store is created with, and the one an existing
+    /// store must have been created with (refused otherwise). `None`: sled for a new store,
+    /// whatever the marker records for an existing one.
+    pub engine: Option<Engine>,
 }
 
 impl Default for StoreOptions {
@@ -87,6 +97,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             durability: Durability::Durable,
             accept_damage: false,
+            engine: None,
         }
     }
 }
@@ -112,6 +123,17 @@ pub enum StoreOpenError {
          command against the server with --server URL"
     )]
     InUse { path: PathBuf },
+    #[error(
+        "store at {path} was created with the {found} engine, but store.engine is {configured}; set \
+         store.engine = \"{found}\" (nothing was changed)"
+    )]
+    EngineMismatch { path: PathBuf, found: Engine, configured: Engine },
+    #[error(
+        "the {engine} storage engine is not in this build{}; rebuild with `cargo build --release --features {}`",
+        .path.as_ref().map(|p| format!(" (the store at {} uses it)", p.display())).unwrap_or_default(),
+        .engine.feature().unwrap_or_default()
+    )]
+    EngineNotBuilt { path: Option<PathBuf>, engine: Engine },
     #[error("store at {path} is damaged: {reason}; restore it from a backup")]
     Corrupt { path: PathBuf, reason: String },
     #[error(
@@ -235,13 +257,11 @@ struct Handle {
     shared: Option<Arc<RedisBackend>>,
 }
 
-/// Wraps the sled backend so the committer can reopen it after a failed write.
-fn reopenable(backend: SledBackend, layout: &Layout, options: &StoreOptions) -> Handle {
+/// Wraps an embedded backend so the committer can reopen it after a failed write.
+fn reopenable(backend: Arc<dyn Backend>, layout: &Layout, engine: Engine, options: &StoreOptions) -> Handle {
     let (layout, options) = (layout.clone(), options.clone());
-    let opener: reopen::Opener = Box::new(move || {
-        open_sled(&layout, &options).map(|b| Arc::new(b) as Arc<dyn Backend>).map_err(|e| e.to_string())
-    });
-    let reopenable = Arc::new(reopen::Reopenable::new(Arc::new(backend), opener));
+    let opener: reopen::Opener = Box::new(move || open_engine(&layout, engine, &options).map_err(|e| e.to_string()));
+    let reopenable = Arc::new(reopen::Reopenable::new(backend, opener));
     Handle { backend: reopenable.clone(), reopenable: Some(reopenable), shared: None }
 }
 
@@ -266,10 +286,16 @@ impl Store {
         match layout.inspect()? {
             Found::Nothing if options.create_if_missing => Self::create_at(&layout, secret, options),
             Found::Nothing => Err(StoreOpenError::NotFound { path: path.to_owned() }),
-            Found::Store { format } if format < FORMAT_VERSION => {
+            Found::Store { format, .. } if format < FORMAT_VERSION => {
                 Err(StoreOpenError::OlderFormat { path: path.to_owned(), found: format, current: FORMAT_VERSION })
             }
-            Found::Store { .. } => {
+            Found::Store { engine, .. } => {
+                if let Some(configured) = options.engine.filter(|c| *c != engine) {
+                    return Err(StoreOpenError::EngineMismatch { path: path.to_owned(), found: engine, configured });
+                }
+                if !engine.is_built() {
+                    return Err(StoreOpenError::EngineNotBuilt { path: Some(path.to_owned()), engine });
+                }
                 let keyring_path = layout.keyring();
                 if !keyring_path.exists() {
                     return Err(StoreOpenError::Corrupt {
@@ -283,13 +309,13 @@ impl Store {
                     return Err(StoreOpenError::ForeignKeyring { path: path.to_owned() });
                 }
                 let keyring = Keyring::unlock(&keyring_path, secret)?;
-                if !layout.db().is_dir() {
+                if !layout.db(engine).is_dir() {
                     return Err(StoreOpenError::Corrupt {
                         path: path.to_owned(),
-                        reason: "the db directory is missing".into(),
+                        reason: format!("the {engine} database directory {} is missing", layout.db(engine).display()),
                     });
                 }
-                let backend = open_sled(&layout, &options)?;
+                let backend = open_engine(&layout, engine, &options)?;
                 match backend.get_setting("format_version").map_err(|e| corrupt(path, e))? {
                     Some(v) if v == FORMAT_VERSION.to_be_bytes() => {}
                     other => {
@@ -310,7 +336,7 @@ impl Store {
                 }
                 keep_identity_file(&layout, &identity)?;
                 let accept_damage = options.accept_damage;
-                let reopenable = reopenable(backend, &layout, &options);
+                let reopenable = reopenable(backend, &layout, engine, &options);
                 let mut store = Self::assemble(path, reopenable, keyring, options)?;
                 store.check_at_open()?;
                 if !store.damage.is_empty() && !accept_damage {
@@ -331,9 +357,13 @@ impl Store {
     }
 
     fn create_at(layout: &Layout, secret: &StoreSecret, options: StoreOptions) -> Result<Self, StoreOpenError> {
+        let engine = options.engine.unwrap_or_default();
+        if !engine.is_built() {
+            return Err(StoreOpenError::EngineNotBuilt { path: None, engine });
+        }
         layout.create_root()?;
         let keyring = Keyring::create(&layout.keyring(), secret, options.kdf)?;
-        let backend = open_sled(layout, &options)?;
+        let backend = open_engine(layout, engine, &options)?;
         let path = &layout.root;
         backend.put_setting("format_version", &FORMAT_VERSION.to_be_bytes()).map_err(|e| corrupt(path, e))?;
         let identity = keyring.snapshot().identity();
@@ -344,8 +374,8 @@ impl Store {
         backend.flush().map_err(|e| corrupt(path, e))?;
         integrity::write_file(path, tally_key.expose(), &Tally::default())
             .map_err(|source| StoreOpenError::Io { path: path.to_owned(), source })?;
-        layout.write_marker(FORMAT_VERSION)?;
-        let reopenable = reopenable(backend, layout, &options);
+        layout.write_marker(FORMAT_VERSION, engine)?;
+        let reopenable = reopenable(backend, layout, engine, &options);
         Self::assemble(path, reopenable, keyring, options)
     }
 
@@ -720,13 +750,37 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Opens (or creates) the database of `engine` in its directory of the store.
+fn open_engine(layout: &Layout, engine: Engine, options: &StoreOptions) -> Result<Arc<dyn Backend>, StoreOpenError> {
+    match engine {
+        Engine::Sled => open_sled(layout, options).map(|b| Arc::new(b) as Arc<dyn Backend>),
+        #[cfg(feature = "engine-redb")]
+        Engine::Redb => redb_backend::RedbBackend::open(&layout.db(engine), options.cache_bytes)
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+            .map_err(|e| engine_open_error(&layout.root, e)),
+        #[cfg(feature = "engine-fjall")]
+        Engine::Fjall => fjall_backend::FjallBackend::open(&layout.db(engine), options.cache_bytes)
+            .map(|b| Arc::new(b) as Arc<dyn Backend>)
+            .map_err(|e| engine_open_error(&layout.root, e)),
+        // Only reachable in a build without one of the engine features.
+        #[allow(unreachable_patterns)]
+        other => Err(StoreOpenError::EngineNotBuilt { path: Some(layout.root.clone()), engine: other }),
+    }
+}
+
+fn engine_open_error(path: &Path, e: EngineOpenError) -> StoreOpenError {
+    let path = path.to_owned();
+    match e {
+        EngineOpenError::Locked => StoreOpenError::InUse { path },
+        EngineOpenError::Corrupt(reason) => StoreOpenError::Corrupt { path, reason },
+        EngineOpenError::Io(source) => StoreOpenError::Io { path, source },
+    }
+}
+
 fn open_sled(layout: &Layout, options: &StoreOptions) -> Result<SledBackend, StoreOpenError> {
     let path = layout.root.clone();
-    let backend = SledBackend::open(&layout.db(), options.cache_bytes).map_err(|e| match e {
-        SledOpenError::Locked => StoreOpenError::InUse { path: path.clone() },
-        SledOpenError::Corrupt(reason) => StoreOpenError::Corrupt { path: path.clone(), reason },
-        SledOpenError::Io(source) => StoreOpenError::Io { path: path.clone(), source },
-    })?;
+    let backend =
+        SledBackend::open(&layout.db(Engine::Sled), options.cache_bytes).map_err(|e| engine_open_error(&path, e))?;
     let unexpected: Vec<String> =
         backend.tree_names().into_iter().filter(|n| n != "entries" && n != "settings").collect();
     if !unexpected.is_empty() {

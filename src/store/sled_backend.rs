@@ -19,20 +19,26 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::backend::{Backend, BackendError, MetaUpdate, RawAddress};
 use crate::address::ADDRESS_LEN;
 
-const META: u8 = b'm';
-const VALUE: u8 = b'v';
-const TALLY: &[u8] = b"t";
+// The key scheme is shared by every embedded engine (redb and fjall use it as well).
+pub(super) const META: u8 = b'm';
+pub(super) const VALUE: u8 = b'v';
+pub(super) const TALLY: &[u8] = b"t";
 
-/// Runs a sled call, turning a panic inside sled into a corruption error.
-fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
+/// Runs a database call, turning a panic inside the engine into a corruption error. (redb's
+/// debug builds also panic on some damaged files, so the other engines use it too.)
+pub(super) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, BackendError>) -> Result<T, BackendError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let reason = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(BackendError::Corrupt(format!("the database failed during {what}: {reason}")))
+        Err(BackendError::Corrupt(format!("the database failed during {what}: {}", panic_reason(&*panic))))
     })
+}
+
+/// The message of a caught panic.
+pub(super) fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 pub struct SledBackend {
@@ -41,16 +47,17 @@ pub struct SledBackend {
     settings: sled::Tree,
 }
 
-/// Why the database could not be opened; the store turns these into user-facing errors.
+/// Why an embedded database could not be opened (any engine); the store turns these into
+/// user-facing errors.
 #[derive(Debug)]
-pub enum SledOpenError {
+pub enum EngineOpenError {
     /// Another process has the database open.
     Locked,
     Corrupt(String),
     Io(std::io::Error),
 }
 
-fn key(prefix: u8, address: &RawAddress) -> [u8; 1 + ADDRESS_LEN] {
+pub(super) fn key(prefix: u8, address: &RawAddress) -> [u8; 1 + ADDRESS_LEN] {
     let mut k = [0u8; 1 + ADDRESS_LEN];
     k[0] = prefix;
     k[1..].copy_from_slice(address);
@@ -74,24 +81,22 @@ fn err(e: sled::Error) -> BackendError {
 
 impl SledBackend {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds sled's page cache.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, SledOpenError> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, EngineOpenError> {
         let opened = std::panic::catch_unwind(|| {
             let db = sled::Config::new().path(dir).cache_capacity(cache_bytes).open().map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => SledOpenError::Locked,
-                sled::Error::Io(io) => SledOpenError::Io(io),
-                other => SledOpenError::Corrupt(other.to_string()),
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => EngineOpenError::Locked,
+                sled::Error::Io(io) => EngineOpenError::Io(io),
+                other => EngineOpenError::Corrupt(other.to_string()),
             })?;
-            let entries = db.open_tree("entries").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
-            let settings = db.open_tree("settings").map_err(|e| SledOpenError::Corrupt(e.to_string()))?;
+            let entries = db.open_tree("entries").map_err(|e| EngineOpenError::Corrupt(e.to_string()))?;
+            let settings = db.open_tree("settings").map_err(|e| EngineOpenError::Corrupt(e.to_string()))?;
             Ok(Self { db, entries, settings })
         });
         opened.unwrap_or_else(|panic| {
-            let reason = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(SledOpenError::Corrupt(format!("sled failed while recovering the database: {reason}")))
+            Err(EngineOpenError::Corrupt(format!(
+                "sled failed while recovering the database: {}",
+                panic_reason(&*panic)
+            )))
         })
     }
 
@@ -229,7 +234,7 @@ impl Backend for SledBackend {
 }
 
 /// The keys of one prefix, after `after` if given.
-fn range(prefix: u8, after: Option<&RawAddress>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(super) fn range(prefix: u8, after: Option<&RawAddress>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let start = match after {
         Some(a) => Bound::Excluded(key(prefix, a).to_vec()),
         None => Bound::Included(vec![prefix]),
@@ -237,7 +242,7 @@ fn range(prefix: u8, after: Option<&RawAddress>) -> (Bound<Vec<u8>>, Bound<Vec<u
     (start, Bound::Excluded(vec![prefix + 1]))
 }
 
-fn address_of(k: &[u8]) -> Result<RawAddress, BackendError> {
+pub(super) fn address_of(k: &[u8]) -> Result<RawAddress, BackendError> {
     k.get(1..)
         .and_then(|a| a.try_into().ok())
         .ok_or_else(|| BackendError::Corrupt(format!("entry key of {} bytes", k.len())))

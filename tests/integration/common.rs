@@ -16,7 +16,7 @@ pub fn passphrase() -> StoreSecret {
 }
 
 pub fn create_options() -> StoreOptions {
-    StoreOptions { create_if_missing: true, ..StoreOptions::default() }
+    StoreOptions { create_if_missing: true, engine: test_engine(), ..StoreOptions::default() }
 }
 
 /// A fresh store in a temp dir (the real sled store, default Argon2 cost).
@@ -298,4 +298,24 @@ pub fn self_signed_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) 
         .expect("openssl is needed to make a test certificate");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     (cert, key)
+}
+
+/// The embedded engine the tests create stores with: `HOLDFAST_TEST_ENGINE` (sled, redb,
+/// fjall), or the default. An engine this build lacks fails loudly rather than testing sled
+/// under another name.
+pub fn test_engine() -> Option<holdfast::store::Engine> {
+    let name = std::env::var("HOLDFAST_TEST_ENGINE").ok().filter(|n| !n.is_empty())?;
+    let engine = holdfast::store::Engine::from_name(&name)
+        .unwrap_or_else(|| panic!("HOLDFAST_TEST_ENGINE={name}: not an engine (sled, redb, fjall)"));
+    assert!(
+        engine.is_built(),
+        "HOLDFAST_TEST_ENGINE={name}: this test build lacks it; run with --features {}",
+        engine.feature().unwrap_or_default()
+    );
+    Some(engine)
+}
+
+/// The `[store]` line that selects `test_engine()` in a configuration file ("" for the default).
+pub fn engine_config_line() -> String {
+    test_engine().map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default()
 }

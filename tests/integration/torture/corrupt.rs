@@ -6,8 +6,8 @@ use std::path::Path;
 use holdfast::address::Address;
 use holdfast::store::{Store, StoreOptions};
 
-use super::{copy_tree, files_under, holdfast, soak};
-use crate::common::{chat_request, create_options, passphrase, record};
+use super::{copy_tree, files_under, holdfast, is_database, soak};
+use crate::common::{chat_request, create_options, engine_config_line, passphrase, record};
 
 /// Entries in the store under test.
 const ENTRIES: usize = 10;
@@ -76,14 +76,15 @@ fn every_corruption_is_reported_by_verify_and_none_panics() {
     for file in files_under(&pristine) {
         let relative = file.strip_prefix(&pristine).unwrap().to_owned();
         let len = std::fs::metadata(&file).unwrap().len() as usize;
-        let is_database = relative.starts_with("db");
+        let is_database = is_database(&relative);
         for damage in cases(len, is_database) {
             total += 1;
             let case = dir.path().join(format!("case-{total}"));
             copy_tree(&pristine, &case);
             apply(&case.join(&relative), damage);
             let config = dir.path().join(format!("case-{total}.toml"));
-            std::fs::write(&config, format!("[store]\npath = \"{}\"\n", case.display())).unwrap();
+            std::fs::write(&config, format!("[store]\npath = \"{}\"\n{}", case.display(), engine_config_line()))
+                .unwrap();
             let out = holdfast(dir.path()).arg("--config").arg(&config).args(["cache", "verify"]).output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -145,21 +146,74 @@ fn readable_entries(path: &Path, addresses: &[Address]) -> usize {
 #[test]
 fn serve_refuses_a_store_that_lost_entries_until_repair_says_how_many() {
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("store");
+    let pristine = dir.path().join("pristine");
     {
-        let store = Store::open(&store_path, &passphrase(), create_options()).unwrap();
+        let store = Store::open(&pristine, &passphrase(), create_options()).unwrap();
         for i in 0..ENTRIES {
             let (address, request) = chat_request(&store, &format!("repair prompt {i}"));
             store.put(&address, &record(request, &format!("answer {i}"))).unwrap();
         }
     }
-    apply(&store_path.join("db/db"), Damage::Truncate(0.5));
+    let store_path = dir.path().join("store");
     let config = dir.path().join("holdfast.toml");
-    std::fs::write(&config, format!("listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n", store_path.display()))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n{}", store_path.display(), engine_config_line()),
+    )
+    .unwrap();
     let run = |args: &[&str]| holdfast(dir.path()).arg("--config").arg(&config).args(args).output().unwrap();
 
-    let serve = run(&["serve"]);
+    // Cut a database file in half, biggest first, until the store has lost entries that
+    // verify can name (which file holds the entries differs per engine: sled's log, redb's
+    // one file, fjall's journal or tables).
+    let mut files: Vec<_> = files_under(&pristine)
+        .into_iter()
+        .filter(|f| is_database(f.strip_prefix(&pristine).unwrap()))
+        .map(|f| (std::fs::metadata(&f).unwrap().len(), f))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut tried = Vec::new();
+    let damaged = files.iter().find(|(_, file)| {
+        let _ = std::fs::remove_dir_all(&store_path);
+        copy_tree(&pristine, &store_path);
+        let relative = file.strip_prefix(&pristine).unwrap();
+        apply(&store_path.join(relative), Damage::Truncate(0.5));
+        let verify = run(&["cache", "verify"]);
+        let said = String::from_utf8_lossy(&verify.stderr);
+        tried.push(format!(
+            "{}: verify exit {:?}: {}",
+            relative.display(),
+            verify.status.code(),
+            said.lines().last().unwrap_or("")
+        ));
+        verify.status.code() == Some(3) && String::from_utf8_lossy(&verify.stdout).contains("missing")
+    });
+    assert!(
+        damaged.is_some(),
+        "no truncation of a database file left a store whose lost entries verify names (so `cache repair` \
+         has nothing to work on):\n{}",
+        tried.join("\n")
+    );
+
+    // Bounded: a serve that starts on this store is the failure, not a hang.
+    let mut serve = holdfast(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while serve.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = serve.kill();
+            let _ = serve.wait();
+            panic!("serve started on a store that lost entries");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let serve = serve.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&serve.stderr);
     assert_eq!(serve.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("has lost entries") && stderr.contains("holdfast cache repair"), "{stderr}");

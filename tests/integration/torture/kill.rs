@@ -25,9 +25,11 @@ async fn kill_9_under_load_loses_no_answer_a_client_fully_received() {
         let url = server.url.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
+        let completed = Arc::new(AtomicUsize::new(0));
         let mut writers = Vec::new();
         for w in 0..WRITERS {
-            let (client, url, stop, sent) = (client.clone(), url.clone(), stop.clone(), sent.clone());
+            let (client, url, stop, sent, completed) =
+                (client.clone(), url.clone(), stop.clone(), sent.clone(), completed.clone());
             writers.push(tokio::spawn(async move {
                 let stream = w % 2 == 1;
                 let mut acknowledged = Vec::new();
@@ -42,6 +44,7 @@ async fn kill_9_under_load_loses_no_answer_a_client_fully_received() {
                         Some(reply) if fully_received(&reply, stream) => {
                             assert_eq!(reply.cache, "miss", "a first request must be a miss");
                             acknowledged.push((prompt, stream));
+                            completed.fetch_add(1, Ordering::Relaxed);
                         }
                         // The server died mid-request: not acknowledged, nothing to check.
                         Some(_) | None => break,
@@ -50,8 +53,14 @@ async fn kill_9_under_load_loses_no_answer_a_client_fully_received() {
                 acknowledged
             }));
         }
-        // Kill at a varying point: early in a round, or once plenty is in flight.
-        let wait = 150 + (round * 137) % 400;
+        // Kill at a varying point after the first answer completed (a slow machine or engine
+        // must not turn the round into one that proves nothing): early, or once plenty is in
+        // flight.
+        let first = std::time::Instant::now();
+        while completed.load(Ordering::Relaxed) == 0 && first.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let wait = 100 + (round * 137) % 400;
         tokio::time::sleep(Duration::from_millis(wait as u64)).await;
         server.kill9();
         stop.store(true, Ordering::Relaxed);

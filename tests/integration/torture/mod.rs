@@ -2,15 +2,19 @@
 //! starved of disk, checking that no answer a client fully received is ever lost silently.
 //!
 //! Bounded by default (a few seconds each); `HOLDFAST_SOAK=1` runs many more rounds.
+//! `HOLDFAST_TEST_ENGINE=redb` (or `fjall`, with the build's matching `--features engine-…`)
+//! runs the suite against another embedded engine; docs/storage.md has the results.
 //!
 //! - `kill`: SIGKILL under concurrent JSON and stream writers, then every acknowledged answer
 //!   must be served from the store with the provider down.
 //! - `corrupt`: flips, overwrites and truncations of every database file; `cache verify`
 //!   must report every loss, and nothing may panic.
 //! - `disk_full`: a tiny tmpfs fills up while serving; recording resumes without a restart.
+//! - `engines`: a store opens only with the engine it was created with.
 
 mod corrupt;
 mod disk_full;
+mod engines;
 mod kill;
 mod large_answer;
 
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::PASSPHRASE;
+use crate::common::{PASSPHRASE, engine_config_line};
 
 /// Whether the long version was asked for.
 pub fn soak() -> bool {
@@ -50,7 +54,7 @@ listen = "127.0.0.1:0"
 level = "info"
 [store]
 path = "{}"
-{extra_store}
+{engine}{extra_store}
 [cache]
 mode = "fallback"
 scope = "shared"
@@ -64,7 +68,8 @@ timeout = "5s"
 retry = {{ attempts = 1 }}
 breaker = {{ failures = 1000000, min_requests = 1000000 }}
 "#,
-        store.display()
+        store.display(),
+        engine = engine_config_line(),
     );
     let path = dir.join("holdfast.toml");
     std::fs::write(&path, text).unwrap();
@@ -190,4 +195,13 @@ pub fn copy_tree(from: &Path, to: &Path) {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::copy(&file, &target).unwrap();
     }
+}
+
+/// Top-level directories of a store that hold a database (one per engine).
+pub const DATABASE_DIRS: [&str; 3] = ["db", "redb", "fjall"];
+
+/// Whether `relative` (a path inside a store) belongs to the database rather than the
+/// marker, keyring or integrity record.
+pub fn is_database(relative: &Path) -> bool {
+    relative.components().next().is_some_and(|c| DATABASE_DIRS.iter().any(|d| c.as_os_str() == *d))
 }
