@@ -14,19 +14,11 @@ use holdfast::crypto::{self, DataKey};
 use holdfast::normalize::normalize;
 use holdfast::record::{Record, ResponseBody, StoredResponse};
 use holdfast::secret::{SecretKey, StoreSecret};
-use holdfast::store::{Engine, Store, StoreOptions};
+use holdfast::store::{Store, StoreOptions};
 
-/// The engine under test: `HOLDFAST_BENCH_ENGINE`, or the default.
-fn bench_engine() -> Option<Engine> {
-    let name = std::env::var("HOLDFAST_BENCH_ENGINE").ok().filter(|n| !n.is_empty())?;
-    let engine = Engine::from_name(&name).unwrap_or_else(|| panic!("HOLDFAST_BENCH_ENGINE={name}: unknown engine"));
-    assert!(
-        engine.is_built(),
-        "HOLDFAST_BENCH_ENGINE={name}: build with --features {}",
-        engine.feature().unwrap_or("")
-    );
-    Some(engine)
-}
+#[path = "support/engine.rs"]
+mod engine;
+use engine::bench_engine;
 
 const KIB: usize = 1024;
 
