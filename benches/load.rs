@@ -160,7 +160,11 @@ async fn drive(load: Arc<Load>, secs: f64) -> Measured {
                     break;
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let mut req = Request::post("/v1/chat/completions").header("content-type", "application/json");
+                // HTTP/1.1 requires Host; Holdfast and the fake do not check, but peers' servers
+                // (uvicorn, Node) refuse a request without it and close the connection.
+                let mut req = Request::post("/v1/chat/completions")
+                    .header("host", load.addr.to_string())
+                    .header("content-type", "application/json");
                 for (k, v) in &load.headers {
                     req = req.header(*k, *v);
                 }
@@ -180,6 +184,9 @@ async fn drive(load: Arc<Load>, secs: f64) -> Measured {
                     }
                 }
                 if !ok && sender.ready().await.is_err() {
+                    // A connection the server closed is an error even during the warm-up, so
+                    // a proxy that refuses everything cannot read as 0 errors.
+                    errors += u64::from(now < warm_until);
                     break;
                 }
             }

@@ -7,6 +7,7 @@
 # Everything is installed into a temporary folder, removed at the end. Environment:
 #   LITELLM_VERSION, PORTKEY_VERSION   pin versions (default: the newest)
 #   LOAD_SECONDS                       seconds per scenario (default 5)
+#   PEERS_WORK                         keep the installs in this folder and reuse them
 # Each peer is configured with its own cache in front of the fake provider: LiteLLM with its
 # in-memory cache (`cache: true`, type local), Portkey with its simple cache (x-portkey-config).
 # Each runs the load bench's hit scenario (recorded prompts, after one pass through the peer)
@@ -14,12 +15,14 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
+# PEERS_WORK=DIR keeps the installs in DIR (reused when present) instead of a temporary folder.
+work=${PEERS_WORK:-$(mktemp -d)}
+mkdir -p "$work"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -rf "$work"
+    if [ -z "${PEERS_WORK:-}" ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -40,9 +43,13 @@ litellm_port=$(free_port)
 portkey_port=$(free_port)
 
 echo "== installing LiteLLM proxy (PyPI) and Portkey gateway (npm) into $work"
-python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q "litellm[proxy]${LITELLM_VERSION:+==$LITELLM_VERSION}"
-(cd "$work" && npm install --silent --no-audit --no-fund "@portkey-ai/gateway${PORTKEY_VERSION:+@$PORTKEY_VERSION}" >/dev/null)
+if [ ! -x "$work/venv/bin/litellm" ]; then
+    python3 -m venv "$work/venv"
+    "$work/venv/bin/pip" install -q "litellm[proxy]${LITELLM_VERSION:+==$LITELLM_VERSION}"
+fi
+if [ ! -d "$work/node_modules/@portkey-ai/gateway" ]; then
+    (cd "$work" && npm install --silent --no-audit --no-fund "@portkey-ai/gateway${PORTKEY_VERSION:+@$PORTKEY_VERSION}" >/dev/null)
+fi
 litellm_version=$("$work/venv/bin/pip" show litellm | awk '/^Version:/ {print $2}')
 portkey_version=$(node -p "require('$work/node_modules/@portkey-ai/gateway/package.json').version")
 
