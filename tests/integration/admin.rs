@@ -45,21 +45,6 @@ fn holdfast(f: &Fixture, args: &[&str]) -> Output {
     holdfast_with(f.dir.path(), &f.store, PASSPHRASE, args, &[])
 }
 
-fn holdfast_with(cwd: &Path, store: &Path, pass: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-    c.current_dir(cwd)
-        .args(args)
-        .env("HOLDFAST_PASSPHRASE", pass)
-        .env("HOLDFAST_STORE_PATH", store)
-        .env_remove("HOLDFAST_KEY")
-        .env_remove("HOLDFAST_SERVER")
-        .env_remove("HOLDFAST_CONFIG");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
 /// Every entry's sealed bytes, read behind the store's back (the store must be closed).
 fn sealed_values(store: &Path) -> Vec<Vec<u8>> {
     let backend = SledBackend::open(&store.join("db"), 1 << 20).unwrap_or_else(|_| panic!("open db"));
@@ -68,17 +53,6 @@ fn sealed_values(store: &Path) -> Vec<Vec<u8>> {
         values.push(backend.get_value(&address).unwrap().unwrap());
     }
     values
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn text(out: &Output) -> String {

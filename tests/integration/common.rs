@@ -137,6 +137,17 @@ pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
         r#"
         [cache]
         mode = "fallback"
+        {}"#,
+        fake_providers(upstream_base)
+    );
+    holdfast::config::Config::parse(&text).unwrap()
+}
+
+/// The `[[providers]]` of [`config_for`] as TOML: both dialects on the fake at `upstream_base`,
+/// one attempt each, breakers that never open.
+pub fn fake_providers(upstream_base: &str) -> String {
+    format!(
+        r#"
         [[providers]]
         name = "fake-openai"
         api = "openai"
@@ -156,8 +167,7 @@ pub fn config_for(upstream_base: &str) -> holdfast::config::Config {
         retry = {{ attempts = 1 }}
         breaker = {{ failures = 1000000, min_requests = 1000000 }}
         "#
-    );
-    holdfast::config::Config::parse(&text).unwrap()
+    )
 }
 
 pub async fn start_proxy(config: holdfast::config::Config) -> Proxy {
@@ -318,4 +328,39 @@ pub fn test_engine() -> Option<holdfast::store::Engine> {
 /// The `[store]` line that selects `test_engine()` in a configuration file ("" for the default).
 pub fn engine_config_line() -> String {
     test_engine().map(|e| format!("engine = \"{e}\"\n")).unwrap_or_default()
+}
+
+/// Runs the holdfast binary in `cwd` on the store at `store`, unlocked by `pass`, with no
+/// server, key or config from the caller's environment; `env` is set last.
+pub fn holdfast_with(
+    cwd: &Path,
+    store: &Path,
+    pass: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    c.current_dir(cwd)
+        .args(args)
+        .env("HOLDFAST_PASSPHRASE", pass)
+        .env("HOLDFAST_STORE_PATH", store)
+        .env_remove("HOLDFAST_KEY")
+        .env_remove("HOLDFAST_SERVER")
+        .env_remove("HOLDFAST_CONFIG");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// The JSON a successful `--json` command printed; fails the test with its output otherwise.
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -126,25 +126,8 @@ key_prefix = "hf-test:"
 {extra}
 [cache]
 mode = "fallback"
-[[providers]]
-name = "fake-openai"
-api = "openai"
-base_url = "{upstream}"
-models = ["gpt-*"]
-first_byte_timeout = "2s"
-timeout = "5s"
-retry = {{ attempts = 1 }}
-breaker = {{ failures = 1000000, min_requests = 1000000 }}
-[[providers]]
-name = "fake-anthropic"
-api = "anthropic"
-base_url = "{upstream}"
-models = ["claude-*"]
-first_byte_timeout = "2s"
-timeout = "5s"
-retry = {{ attempts = 1 }}
-breaker = {{ failures = 1000000, min_requests = 1000000 }}
-"#
+{}"#,
+        crate::common::fake_providers(upstream)
     )
 }
 

@@ -3,7 +3,7 @@
 //! cannot do (tenant entries, a provider that is down) leaves the stored answers as they were.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use holdfast::store::Store;
@@ -14,53 +14,17 @@ use crate::fake_upstream::{FakeUpstream, Fault};
 
 const TOKEN: &str = "refresh-admin-token-5c1d0e2f";
 
-/// `holdfast.toml` with both dialects routed to the fake, one attempt, breakers that stay
-/// closed; `sections` go before the providers.
+/// `holdfast.toml` with both dialects routed to the fake; `sections` go before the providers.
 fn config_text(upstream: &str, sections: &str) -> String {
-    let provider = |name: &str, api: &str, models: &str| {
-        format!(
-            "[[providers]]\nname = \"{name}\"\napi = \"{api}\"\nbase_url = \"{upstream}\"\nmodels = [{models}]\n\
-             retry = {{ attempts = 1 }}\nbreaker = {{ failures = 1000000, min_requests = 1000000 }}\n"
-        )
-    };
-    format!(
-        "listen = \"127.0.0.1:0\"\n{sections}\n{}{}",
-        provider("fake-openai", "openai", "\"gpt-*\""),
-        provider("fake-anthropic", "anthropic", "\"claude-*\"")
-    )
+    format!("listen = \"127.0.0.1:0\"\n{sections}\n{}", fake_providers(upstream))
 }
 
-/// Runs `holdfast ARGS` in `dir`; through `server` when given. Blocking, so the fake provider
-/// keeps its runtime workers meanwhile.
+/// Runs `holdfast ARGS` in `dir` with the admin token; through `server` when given. Blocking,
+/// so the fake provider keeps its runtime workers meanwhile.
 fn holdfast(dir: &Path, store: &Path, server: Option<&str>, args: &[&str]) -> Output {
-    tokio::task::block_in_place(|| run_holdfast(dir, store, server, args))
-}
-
-fn run_holdfast(dir: &Path, store: &Path, server: Option<&str>, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
-    command
-        .current_dir(dir)
-        .args(args)
-        .env("HOLDFAST_PASSPHRASE", PASSPHRASE)
-        .env("HOLDFAST_STORE_PATH", store)
-        .env("HOLDFAST_ADMIN_TOKEN", TOKEN)
-        .env_remove("HOLDFAST_CONFIG")
-        .env_remove("HOLDFAST_KEY");
-    match server {
-        Some(url) => command.env("HOLDFAST_SERVER", url),
-        None => command.env_remove("HOLDFAST_SERVER"),
-    };
-    command.output().unwrap()
-}
-
-fn json_of(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "holdfast failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    let mut env = vec![("HOLDFAST_ADMIN_TOKEN", TOKEN)];
+    env.extend(server.map(|url| ("HOLDFAST_SERVER", url)));
+    tokio::task::block_in_place(|| holdfast_with(dir, store, PASSPHRASE, args, &env))
 }
 
 async fn chat(proxy: &str, prompt: &str, credential: Option<&str>) -> (String, String) {
