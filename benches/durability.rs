@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use holdfast::address::Namespace;
-use holdfast::normalize::normalize;
-use holdfast::record::{Record, ResponseBody, StoredResponse};
+use holdfast::cache_key::address::Namespace;
+use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::StoreSecret;
+use holdfast::store::record::{Record, ResponseBody, StoredResponse};
 use holdfast::store::{Durability, Store, StoreOptions};
 
 #[global_allocator]

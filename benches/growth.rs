@@ -14,10 +14,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::Bytes;
-use holdfast::address::{Address, Namespace};
-use holdfast::normalize::normalize;
-use holdfast::record::{Record, ResponseBody, StoredResponse};
+use holdfast::cache_key::address::{Address, Namespace};
+use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::StoreSecret;
+use holdfast::store::record::{Record, ResponseBody, StoredResponse};
 use holdfast::store::{Store, StoreOptions};
 
 #[path = "support/engine.rs"]

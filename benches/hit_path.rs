@@ -10,13 +10,13 @@ use std::time::Instant;
 
 use axum::body::Body;
 use bytes::Bytes;
+use holdfast::cache_key::normalize::normalize;
 use holdfast::config::Config;
-use holdfast::normalize::normalize;
+use holdfast::proxy::upstream::Upstreams;
 use holdfast::proxy::{AppState, router};
-use holdfast::record::{Record, ResponseBody, StoredResponse};
 use holdfast::secret::StoreSecret;
+use holdfast::store::record::{Record, ResponseBody, StoredResponse};
 use holdfast::store::{Store, StoreOptions};
-use holdfast::upstream::Upstreams;
 use tower::ServiceExt as _;
 
 // The same allocator as the `holdfast` binary, so the profile matches production.

@@ -8,8 +8,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use holdfast::address::Addresser;
-use holdfast::normalize::{normalize, normalize_value};
+use holdfast::cache_key::address::Addresser;
+use holdfast::cache_key::normalize::{normalize, normalize_value};
 use holdfast::secret::SecretKey;
 
 const KIB: usize = 1024;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use holdfast::address::{Address, Addresser, Namespace};
-use holdfast::crypto::{self, DataKey};
-use holdfast::normalize::normalize;
-use holdfast::record::{Record, ResponseBody, StoredResponse};
+use holdfast::cache_key::address::{Address, Addresser, Namespace};
+use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::{SecretKey, StoreSecret};
+use holdfast::store::crypto::{self, DataKey};
+use holdfast::store::record::{Record, ResponseBody, StoredResponse};
 use holdfast::store::{Store, StoreOptions};
 
 #[path = "support/engine.rs"]

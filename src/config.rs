@@ -862,7 +862,7 @@ impl Config {
                 problems.push(format!("{at}.api_key_env: name an environment variable"));
             }
             if let Some(version) = &p.anthropic_version
-                && let Err(e) = crate::translate::anthropic_rules(version)
+                && let Err(e) = crate::wire::dialect::anthropic_rules(version)
             {
                 problems.push(format!("{at}.anthropic_version: {e}"));
             }

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use holdfast::admin::{self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, RefreshPlan, Refresher, SecretText};
-use holdfast::audit::AuditFilter;
 use holdfast::config::{Config, parse_duration};
+use holdfast::ops::admin::{
+    self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, RefreshPlan, Refresher, SecretText,
+};
+use holdfast::ops::audit::AuditFilter;
 use holdfast::secret::{SecretEnv, SecretError, StoreSecret, resolve_secret};
 use holdfast::store::{StoreOpenError, StoreOptions};
 use zeroize::Zeroizing;
@@ -374,10 +376,10 @@ fn version_text() -> String {
         env!("CARGO_PKG_VERSION"),
         build.map(|id| format!(" (build {id})")).unwrap_or_default(),
         holdfast::store::FORMAT_VERSION,
-        holdfast::crypto::ENVELOPE_VERSION,
-        holdfast::keyring::KEYRING_FORMAT,
-        holdfast::bundle::BUNDLE_FORMAT,
-        holdfast::normalize::NORMALIZATION_VERSION,
+        holdfast::store::crypto::ENVELOPE_VERSION,
+        holdfast::store::keyring::KEYRING_FORMAT,
+        holdfast::ops::bundle::BUNDLE_FORMAT,
+        holdfast::cache_key::normalize::NORMALIZATION_VERSION,
     )
 }
 
@@ -388,7 +390,7 @@ fn run(cli: Cli, mut secrets: SecretEnv) -> Result<ExitCode> {
             // Quiet by default: the report is the output; RUST_LOG shows the proxy's logs.
             let quiet = holdfast::config::LogConfig { level: "error".into(), ..Default::default() };
             holdfast::telemetry::init_logging(&quiet);
-            let report = runtime()?.block_on(holdfast::drill::run_drill())?;
+            let report = runtime()?.block_on(holdfast::ops::drill::run_drill())?;
             print!("{report}");
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
         }
@@ -399,7 +401,7 @@ fn run(cli: Cli, mut secrets: SecretEnv) -> Result<ExitCode> {
             take_from_environment(&mut secrets, named.chain(config.clients.keys_env.as_deref()));
             holdfast::telemetry::init_logging(&config.log);
             let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| secret_var(&secrets, name))?;
-            runtime()?.block_on(holdfast::serve::serve(config, source, secret, secrets))?;
+            runtime()?.block_on(holdfast::ops::serve::serve(config, source, secret, secrets))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Init => {
@@ -408,7 +410,7 @@ fn run(cli: Cli, mut secrets: SecretEnv) -> Result<ExitCode> {
                 Err(SecretError::Missing) if std::io::stdin().is_terminal() => ask_new_passphrase("store")?,
                 other => other?,
             };
-            let store = holdfast::serve::create_configured(&config, &secret, StoreOptions::default())?;
+            let store = holdfast::ops::serve::create_configured(&config, &secret, StoreOptions::default())?;
             println!("created store at {}", store.location());
             Ok(ExitCode::SUCCESS)
         }
@@ -537,7 +539,7 @@ fn admin_command(
                 accept_damage: matches!(request, AdminRequest::CacheVerify | AdminRequest::CacheRepair),
                 ..StoreOptions::default()
             };
-            let store = match holdfast::serve::open_configured(&config, &secret, options) {
+            let store = match holdfast::ops::serve::open_configured(&config, &secret, options) {
                 Ok(store) => store,
                 // A database too damaged to open is a verification failure, not a usage error.
                 Err(e @ StoreOpenError::Corrupt { .. }) if matches!(request, AdminRequest::CacheVerify) => {

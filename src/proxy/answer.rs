@@ -11,10 +11,10 @@ use serde_json::Value;
 
 use super::AppState;
 use super::request::{CachePolicy, Endpoint};
-use crate::address::{Address, Namespace};
-use crate::normalize::NormalizedRequest;
-use crate::record::{Record, StoredResponse, Usage};
+use crate::cache_key::address::{Address, Namespace};
+use crate::cache_key::normalize::NormalizedRequest;
 use crate::store::now_ms;
+use crate::store::record::{Record, StoredResponse, Usage};
 use crate::telemetry::RequestSpan;
 
 /// What a request carries through its life; shared with the stream relay task.
@@ -136,7 +136,7 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
         }
         store.put(&address, &record)?;
         if let Some(by_id) = by_id {
-            let namespace = crate::address::Namespace::from_hash(by_id.namespace);
+            let namespace = crate::cache_key::address::Namespace::from_hash(by_id.namespace);
             store.put(&store.address(&namespace, &by_id.request), &by_id)?;
         }
         Ok::<_, crate::store::StoreError>(record.usage)

@@ -18,14 +18,14 @@ use super::relay::{RelayPlan, relay};
 use super::request::{Endpoint, ParsedRequest};
 use super::rescue::Rescue;
 use super::stored;
-use crate::normalize::Dialect;
-use crate::record::{ResponseBody, StoredResponse};
-use crate::resilience::backoff::next_wait;
-use crate::resilience::breaker::Transition;
-use crate::resilience::verdict::AttemptPermits;
-use crate::sse::StreamKind;
-use crate::translate::{self, StreamTranslator};
-use crate::upstream::{Provider, RETURNED_HEADERS, Target, UpstreamFailure, classify};
+use crate::cache_key::normalize::Dialect;
+use crate::proxy::resilience::backoff::next_wait;
+use crate::proxy::resilience::breaker::Transition;
+use crate::proxy::resilience::verdict::AttemptPermits;
+use crate::proxy::upstream::{Provider, RETURNED_HEADERS, Target, UpstreamFailure, classify};
+use crate::store::record::{ResponseBody, StoredResponse};
+use crate::wire::dialect::{self, StreamTranslator};
+use crate::wire::sse::StreamKind;
 
 /// What the chain did, for `x-holdfast-attempts` and the fallback decision.
 pub struct ChainOutcome {
@@ -136,7 +136,7 @@ pub async fn run(
             );
             let asked_too_long = failure
                 .headers()
-                .and_then(crate::resilience::backoff::retry_after)
+                .and_then(crate::proxy::resilience::backoff::retry_after)
                 .is_some_and(|asked| asked > provider.config.retry.retry_after_cap);
             last = Some(if translated { failure.in_dialect(client) } else { failure });
             if !retryable || retry + 1 >= provider.config.retry.attempts || asked_too_long {
@@ -244,7 +244,7 @@ pub(super) fn prepare_body(
     if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
         return Err(format!("{} has no counterpart in the other dialect", endpoint.path()));
     }
-    let json = translate::request_for_version(client, target, parsed.json(), model, anthropic_version)
+    let json = dialect::request_for_version(client, target, parsed.json(), model, anthropic_version)
         .map_err(|e| e.to_string())?;
     serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string())
 }
@@ -341,7 +341,7 @@ async fn forward(
     }
     let (body, content_type) = match (translated, answer) {
         (true, Some(json)) => {
-            let client_json = translate::response(provider.dialect(), exchange.endpoint.dialect(), &json)
+            let client_json = dialect::response(provider.dialect(), exchange.endpoint.dialect(), &json)
                 .map_err(|e| UpstreamFailure::Invalid(format!("cannot translate the answer: {e}")))?;
             let bytes = serde_json::to_vec(&client_json).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
             (Bytes::from(bytes), stored::JSON.to_owned())

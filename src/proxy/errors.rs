@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::normalize::Dialect;
+use crate::cache_key::normalize::Dialect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -33,7 +33,7 @@ pub enum ApiError {
     #[error("unsupported path {0}")]
     UnsupportedPath(String),
     #[error(transparent)]
-    Credential(#[from] crate::credential::CredentialError),
+    Credential(#[from] crate::edge::credential::CredentialError),
     #[error("this Holdfast accepts only its own client keys: send one as `Authorization: Bearer …` or `x-api-key`")]
     Unauthorized,
     #[error("holdfast is answering as many requests as it may (limits.max_in_flight); retry shortly")]

@@ -15,12 +15,12 @@ use super::errors::ApiError;
 use super::flight::Ticket;
 use super::request::{self, CachePolicy, Endpoint, Stateful};
 use super::stored::{self, Form};
-use crate::address::Address;
+use crate::cache_key::address::Address;
+use crate::cache_key::normalize::statefulness;
 use crate::config::CacheMode;
-use crate::normalize::statefulness;
+use crate::proxy::upstream::{RETURNED_HEADERS, UpstreamFailure};
 use crate::store::{Entry, now_ms};
 use crate::telemetry::{Outcome, RequestSpan};
-use crate::upstream::{RETURNED_HEADERS, UpstreamFailure};
 
 pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();

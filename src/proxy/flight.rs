@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::answer::{Answer, CacheResult};
 use super::stored::Form;
-use crate::address::Address;
+use crate::cache_key::address::Address;
 
 /// Which requests are identical: the same address, asked for in the same form.
 type Key = (Address, bool, bool);

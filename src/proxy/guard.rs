@@ -8,8 +8,8 @@ use axum::response::Response;
 
 use super::AppState;
 use super::errors::ApiError;
-use crate::credential::client_credential;
-use crate::normalize::Dialect;
+use crate::cache_key::normalize::Dialect;
+use crate::edge::credential::client_credential;
 
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let dialect = Dialect::of_endpoint(request.uri().path());
@@ -27,5 +27,5 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     let response = next.run(request).await;
     // A stream is in flight until its last byte, not until its headers.
-    response.map(|body| crate::server::hold(body, permit))
+    response.map(|body| crate::edge::server::hold(body, permit))
 }

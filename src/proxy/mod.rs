@@ -28,7 +28,9 @@ mod reask;
 mod relay;
 mod request;
 mod rescue;
+pub mod resilience;
 mod stored;
+pub mod upstream;
 
 use std::future::Future;
 use std::ops::Deref;
@@ -48,17 +50,17 @@ pub use request::Endpoint;
 
 use tokio::sync::Semaphore;
 
-use crate::address::{Address, Namespace};
+use crate::cache_key::address::{Address, Namespace};
+use crate::cache_key::normalize::NormalizedRequest;
 use crate::config::{CacheScope, Config};
-use crate::credential::ClientKeys;
-use crate::credential::credential_for_namespace;
-use crate::metrics::Metrics;
-use crate::normalize::NormalizedRequest;
-use crate::resilience::breaker::Breakers;
-use crate::server::{Listener, ServerLimits};
+use crate::edge::credential::ClientKeys;
+use crate::edge::credential::credential_for_namespace;
+use crate::edge::server::{Listener, ServerLimits};
+use crate::proxy::resilience::breaker::Breakers;
+use crate::proxy::upstream::Upstreams;
 use crate::store::Store;
 use crate::telemetry::Traces;
-use crate::upstream::Upstreams;
+use crate::telemetry::metrics::Metrics;
 
 /// Everything a request handler needs, shared by all of them.
 pub struct AppInner {
@@ -178,7 +180,7 @@ pub async fn run_with_limits(
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    crate::server::serve(Listener::Tcp(listener), None, router(state), limits, shutdown).await
+    crate::edge::server::serve(Listener::Tcp(listener), None, router(state), limits, shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -216,6 +218,6 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
-    text.push_str(&crate::metrics::render_breakers(&state.breakers.statuses()));
+    text.push_str(&crate::telemetry::metrics::render_breakers(&state.breakers.statuses()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

@@ -17,11 +17,13 @@ use super::AppState;
 use super::errors::ApiError;
 use super::request::CachePolicy;
 use super::stored;
-use crate::address::Address;
+use crate::cache_key::address::Address;
+use crate::cache_key::normalize::{
+    Dialect, NORMALIZATION_VERSION, NormalizedRequest, canonical_headers, canonical_query,
+};
 use crate::config::CacheMode;
-use crate::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest, canonical_headers, canonical_query};
-use crate::record::{Record, ResponseBody, StoredResponse};
 use crate::store::now_ms;
+use crate::store::record::{Record, ResponseBody, StoredResponse};
 
 const PATH: &str = "/v1/models";
 

@@ -35,12 +35,12 @@ use super::answer::{CacheResult, decorate};
 use super::errors::ApiError;
 use super::request::{CachePolicy, read_body};
 use super::stored;
+use crate::cache_key::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
 use crate::config::CacheMode;
-use crate::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
-use crate::record::{Record, ResponseBody, StoredResponse};
-use crate::resilience::backoff::next_wait;
+use crate::proxy::resilience::backoff::next_wait;
+use crate::proxy::upstream::{Provider, UpstreamFailure, classify};
+use crate::store::record::{Record, ResponseBody, StoredResponse};
 use crate::telemetry::{Outcome, RequestSpan};
-use crate::upstream::{Provider, UpstreamFailure, classify};
 
 /// Metrics label for every passthrough request (ids in paths would explode the label set).
 const LABEL: &str = "passthrough";

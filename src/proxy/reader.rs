@@ -12,11 +12,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::time::Instant;
 
-use crate::sse::{
+use crate::proxy::upstream::{UpstreamFailure, classify};
+use crate::wire::dialect::StreamTranslator;
+use crate::wire::sse::{
     SseSplitter, StreamKind, carries_content, carries_finish, is_error_event, is_terminal, parse_event, terminal_event,
 };
-use crate::translate::StreamTranslator;
-use crate::upstream::{UpstreamFailure, classify};
 
 /// Longest partial event held while waiting for its end. Real events are kilobytes; a stream
 /// that never ends an event is broken, not big.

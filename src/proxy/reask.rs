@@ -9,7 +9,7 @@ use futures_util::StreamExt as _;
 
 use super::AppState;
 use super::request::Endpoint;
-use crate::normalize::NormalizedRequest;
+use crate::cache_key::normalize::NormalizedRequest;
 
 /// How much of an error answer is kept to say why a refresh failed.
 const ERROR_EXCERPT_CHARS: usize = 300;

@@ -20,11 +20,11 @@ use super::answer::{Exchange, store_record};
 use super::reader::Reader;
 use super::rescue::{Delivered, Rescue, Spliced, Splicer};
 use crate::config::RetryConfig;
-use crate::record::{ResponseBody, StoredResponse};
-use crate::resilience::breaker::Transition;
-use crate::resilience::verdict::AttemptPermits;
-use crate::sse::{StreamKind, error_event, is_error_event, is_terminal, is_usage_only, parse_event};
-use crate::upstream::UpstreamFailure;
+use crate::proxy::resilience::breaker::Transition;
+use crate::proxy::resilience::verdict::AttemptPermits;
+use crate::proxy::upstream::UpstreamFailure;
+use crate::store::record::{ResponseBody, StoredResponse};
+use crate::wire::sse::{StreamKind, error_event, is_error_event, is_terminal, is_usage_only, parse_event};
 
 /// Buffered events between the upstream reader and a slow client. Small: backpressure should
 /// reach the provider rather than memory.

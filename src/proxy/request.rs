@@ -14,13 +14,13 @@ use serde_json::Value;
 
 use super::AppInner;
 use super::errors::ApiError;
-use crate::config::{CacheConfig, CacheMode, ResilienceConfig, StatefulPolicy, parse_duration};
-use crate::normalize::stateful::STATEFUL_FIELDS;
-use crate::normalize::{
+use crate::cache_key::normalize::stateful::STATEFUL_FIELDS;
+use crate::cache_key::normalize::{
     Dialect, NormalizeError, NormalizedRequest, Statefulness, canonical_headers, canonical_query, normalize_capturing,
 };
-use crate::sse::StreamKind;
-use crate::translate::DEFAULT_ANTHROPIC_VERSION;
+use crate::config::{CacheConfig, CacheMode, ResilienceConfig, StatefulPolicy, parse_duration};
+use crate::wire::dialect::DEFAULT_ANTHROPIC_VERSION;
+use crate::wire::sse::StreamKind;
 
 /// The POST endpoints Holdfast answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: u64, budget: &Bod
     share.take(buffer.capacity() as u64)?;
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|e| match crate::server::BodyTimeout::find(&e) {
+        let chunk = chunk.map_err(|e| match crate::edge::server::BodyTimeout::find(&e) {
             Some(reason) => ApiError::BodyTimeout(reason.to_string()),
             None => ApiError::BodyRead(e.to_string()),
         })?;

@@ -25,12 +25,12 @@ use super::answer::Exchange;
 use super::chain::{admit, prepare_body, stream_kind_of, target_path};
 use super::reader::Reader;
 use super::request::{self, ParsedRequest};
+use crate::cache_key::normalize::Dialect;
 use crate::config::RetryConfig;
-use crate::normalize::Dialect;
-use crate::resilience::verdict::AttemptPermits;
-use crate::sse::{SseEvent, StreamKind, event_type, format_event, is_error_event, parse_event};
-use crate::translate::StreamTranslator;
-use crate::upstream::{Provider, UpstreamFailure};
+use crate::proxy::resilience::verdict::AttemptPermits;
+use crate::proxy::upstream::{Provider, UpstreamFailure};
+use crate::wire::dialect::StreamTranslator;
+use crate::wire::sse::{SseEvent, StreamKind, event_type, format_event, is_error_event, parse_event};
 
 /// Keys of an OpenAI chunk's `delta` that carry something other than text.
 const NON_TEXT_DELTA: [&str; 5] = ["tool_calls", "refusal", "reasoning_content", "reasoning", "function_call"];

@@ -9,9 +9,9 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::request::Endpoint;
-use crate::convert::{self, ConvertError};
-use crate::record::{Record, ResponseBody};
-use crate::sse::{self, StreamKind};
+use crate::store::record::{Record, ResponseBody};
+use crate::wire::form::{self, ConvertError};
+use crate::wire::sse::{self, StreamKind};
 
 pub const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 pub const JSON: &str = "application/json";
@@ -47,10 +47,10 @@ pub fn body_for(record: &Record, endpoint: Endpoint, form: Form) -> Result<(Body
             Ok((Body::from(json.clone()), record.response.content_type.clone()))
         }
         (ResponseBody::Complete(json), true, Some(kind)) => {
-            Ok((event_body(follow(convert::json_to_stream(kind, json)?)), EVENT_STREAM.to_owned()))
+            Ok((event_body(follow(form::json_to_stream(kind, json)?)), EVENT_STREAM.to_owned()))
         }
         (ResponseBody::Stream(events), false, Some(kind)) => {
-            Ok((Body::from(convert::stream_to_json(kind, events)?), JSON.to_owned()))
+            Ok((Body::from(form::stream_to_json(kind, events)?), JSON.to_owned()))
         }
         (_, _, None) => Err(ConvertError::Unsupported(format!("{} does not stream", endpoint.path()))),
     }

@@ -5,7 +5,7 @@
 //! `Arc<dyn Backend>`. A backend never sees plaintext: values arrive sealed, metadata is
 //! content-free.
 
-use crate::address::ADDRESS_LEN;
+use crate::cache_key::address::ADDRESS_LEN;
 
 pub type RawAddress = [u8; ADDRESS_LEN];
 

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::address::Address;
+use crate::cache_key::address::Address;
 
 /// What one cached entry costs beyond its bytes (the map slot, the queue slot, the address).
 const ENTRY_OVERHEAD: usize = 128;
@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn address(n: u8) -> Address {
-        Address([n; crate::address::ADDRESS_LEN])
+        Address([n; crate::cache_key::address::ADDRESS_LEN])
     }
 
     fn cache(bytes: u64, max_age: Duration) -> HotCache {

@@ -21,7 +21,7 @@
 
 use std::path::Path;
 
-use crate::durable::write_atomically;
+use crate::store::durable::write_atomically;
 
 /// Bytes of an encoded tally: generation, count, digest, MAC.
 const LEN: usize = 8 + 8 + 32 + 32;

@@ -22,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::StoreOpenError;
-use crate::durable::write_atomically;
+use crate::store::durable::write_atomically;
 
 /// The on-disk format this build writes and reads; `migrations/` has one file per version.
 pub const FORMAT_VERSION: u32 = 1;

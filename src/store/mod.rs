@@ -19,13 +19,18 @@
 //! - `layout`, `migrate`: the store directory and format upgrades.
 
 mod backend;
+pub mod codec;
 mod committer;
+pub mod crypto;
+pub(crate) mod durable;
 #[cfg(feature = "engine-fjall")]
 mod fjall_backend;
 mod hot_cache;
 mod integrity;
+pub mod keyring;
 mod layout;
 mod migrate;
+pub mod record;
 #[cfg(feature = "engine-redb")]
 mod redb_backend;
 mod redis_backend;
@@ -51,14 +56,14 @@ pub use redis_backend::{RedisBackend, RedisTarget, redacted};
 pub use sled_backend::SledBackend;
 pub use verify::{RepairReport, VerifyReport};
 
-use crate::address::{Address, Addresser, Namespace};
-use crate::codec::{self, CodecError};
-use crate::crypto::{self, EnvelopeError};
-use crate::keyring::{KdfParams, Keyring, KeyringError};
-use crate::normalize::NormalizedRequest;
-use crate::record::{EntryMeta, Record};
+use crate::cache_key::address::{Address, Addresser, Namespace};
+use crate::cache_key::normalize::NormalizedRequest;
 use crate::secret::StoreSecret;
+use crate::store::keyring::{KdfParams, Keyring, KeyringError};
+use crate::store::record::{EntryMeta, Record};
+use codec::CodecError;
 use committer::Committer;
+use crypto::EnvelopeError;
 use integrity::Tally;
 use layout::{Found, Layout};
 use sled_backend::EngineOpenError;
@@ -742,7 +747,7 @@ fn keep_identity_file(layout: &Layout, identity: &[u8; 32]) -> Result<(), StoreO
     if std::fs::read_to_string(&path).is_ok_and(|kept| kept == text) {
         return Ok(());
     }
-    crate::durable::write_atomically(&path, text.as_bytes())
+    crate::store::durable::write_atomically(&path, text.as_bytes())
         .map_err(|source| StoreOpenError::Io { path: layout.root.clone(), source })
 }
 

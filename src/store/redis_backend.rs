@@ -62,10 +62,10 @@ use zeroize::Zeroizing;
 
 use super::backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 use super::redis_connection::Connection;
-use crate::address::Address;
-use crate::audit::trail::TrailContents;
-use crate::codec;
-use crate::record::EntryMeta;
+use crate::cache_key::address::Address;
+use crate::ops::audit::trail::TrailContents;
+use crate::store::codec;
+use crate::store::record::EntryMeta;
 
 /// Where the shared store is and how long to wait for it.
 #[derive(Clone)]
@@ -693,7 +693,7 @@ impl Backend for RedisBackend {
 /// The keyring kept in Redis at `<prefix>keyring`.
 pub struct RedisKeyringCell(pub std::sync::Arc<RedisBackend>);
 
-impl crate::keyring::KeyringCell for RedisKeyringCell {
+impl crate::store::keyring::KeyringCell for RedisKeyringCell {
     fn describe(&self) -> String {
         format!("{} key {}keyring", self.0.location(), self.0.prefix)
     }
@@ -710,7 +710,7 @@ impl crate::keyring::KeyringCell for RedisKeyringCell {
 /// The access trail kept in Redis at `<prefix>trail` and `<prefix>trail:head`.
 pub struct RedisTrailCell(pub std::sync::Arc<RedisBackend>);
 
-impl crate::audit::trail::TrailCell for RedisTrailCell {
+impl crate::ops::audit::trail::TrailCell for RedisTrailCell {
     fn describe(&self) -> String {
         format!("{} key {}trail", self.0.location(), self.0.prefix)
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::redis_backend::{RedisBackend, RedisKeyringCell, RedisTarget};
 use super::{Backend, FORMAT_VERSION, Handle, KEYRING_IDENTITY_SETTING, Store, StoreOpenError, StoreOptions};
-use crate::keyring::{Keyring, KeyringError};
 use crate::secret::StoreSecret;
+use crate::store::keyring::{Keyring, KeyringError};
 
 const MARKER_HEADER: &str = "holdfast store";
 /// How long a replica waits for another one that is creating the store right now.
@@ -83,7 +83,7 @@ impl Store {
     }
 
     /// The access trail of a shared store, kept in Redis beside it.
-    pub fn shared_trail(&self) -> Option<Arc<dyn crate::audit::trail::TrailCell>> {
+    pub fn shared_trail(&self) -> Option<Arc<dyn crate::ops::audit::trail::TrailCell>> {
         let backend = self.shared.clone()?;
         Some(Arc::new(super::redis_backend::RedisTrailCell(backend)))
     }

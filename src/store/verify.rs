@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::integrity::{self, Tally};
 use super::{Address, RawAddress, SCAN_PAGE, Store, StoreError, StoreOpenError};
-use crate::codec;
-use crate::record::EntryMeta;
+use crate::store::codec;
+use crate::store::record::EntryMeta;
 
 /// What `cache verify` found.
 #[derive(Debug, Clone, Default, Serialize)]

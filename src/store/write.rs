@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 
 use super::integrity::Tally;
 use super::{MIN_FREE_BYTES, RawAddress, SCAN_PAGE, Store, StoreError, now_ms};
-use crate::address::Address;
-use crate::codec;
-use crate::crypto;
-use crate::keyring::KeyringError;
-use crate::record::{EntryMeta, Record};
+use crate::cache_key::address::Address;
+use crate::store::codec;
+use crate::store::crypto;
+use crate::store::keyring::KeyringError;
+use crate::store::record::{EntryMeta, Record};
 
 impl Store {
     /// Notes that the entry was served to a client (for `audit list` and eviction order).

@@ -5,6 +5,8 @@
 //! - `export`: the OTLP/HTTP pipeline behind them (`[telemetry]`).
 
 mod export;
+pub mod metrics;
+pub mod rates;
 mod spans;
 
 pub use spans::{AttemptSpan, AttemptTarget, Outcome, RequestSpan, SCHEMA_URL, StoreSpan, Traces};

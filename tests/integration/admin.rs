@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use holdfast::admin::{Actor, Admin, AdminRequest};
+use holdfast::ops::admin::{Actor, Admin, AdminRequest};
 use holdfast::store::{Backend, SledBackend, Store, StoreOptions};
 use serde_json::Value;
 
@@ -235,7 +235,7 @@ fn cache_stats_verify_and_purge() {
     let (victim, _) = &f.entries[2];
     {
         let backend = SledBackend::open(&f.store.join("db"), 1 << 20).unwrap_or_else(|_| panic!("open db"));
-        let raw: holdfast::address::Address = victim.parse().unwrap();
+        let raw: holdfast::cache_key::address::Address = victim.parse().unwrap();
         let mut value = backend.get_value(raw.as_bytes()).unwrap().unwrap();
         let meta = backend.get_meta(raw.as_bytes()).unwrap().unwrap();
         value[30] ^= 1;
@@ -270,7 +270,7 @@ async fn export_then_import_into_a_fresh_store_serves_the_same_answers() {
     let bundle_dir = tempfile::tempdir().unwrap();
     let bundle = bundle_dir.path().join("seed.hfb");
     let admin = Admin::open(source.state.store.clone()).unwrap();
-    let pass = holdfast::admin::SecretText(zeroize::Zeroizing::new("bundle pass".into()));
+    let pass = holdfast::ops::admin::SecretText(zeroize::Zeroizing::new("bundle pass".into()));
     let out = admin
         .execute(
             &AdminRequest::CacheExport { passphrase: pass.clone() },
@@ -371,7 +371,7 @@ async fn rotation_with_reencrypt_through_the_server_while_it_serves() {
     let store = Arc::new(Store::open(&dir.path().join("store"), &passphrase(), create_options()).unwrap());
     let admin = Arc::new(Admin::open(store.clone()).unwrap());
     let config = config_for(&upstream.base_url());
-    let upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
+    let upstreams = holdfast::proxy::upstream::Upstreams::new(&config.providers, |_| None).unwrap();
     let state = holdfast::proxy::AppState::new(config, store.clone(), upstreams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

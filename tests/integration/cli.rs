@@ -114,6 +114,8 @@ fn version_names_the_build_and_the_formats_it_reads() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with(&format!("holdfast {}", env!("CARGO_PKG_VERSION"))), "{text}");
     assert!(text.contains(&format!("store format {}", holdfast::store::FORMAT_VERSION)), "{text}");
-    assert!(text.contains(&format!("cache-key normalization {}", holdfast::normalize::NORMALIZATION_VERSION)));
-    assert!(text.contains(&format!("export bundle format {}", holdfast::bundle::BUNDLE_FORMAT)), "{text}");
+    assert!(
+        text.contains(&format!("cache-key normalization {}", holdfast::cache_key::normalize::NORMALIZATION_VERSION))
+    );
+    assert!(text.contains(&format!("export bundle format {}", holdfast::ops::bundle::BUNDLE_FORMAT)), "{text}");
 }

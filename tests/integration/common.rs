@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use holdfast::address::{Address, Namespace};
-use holdfast::normalize::normalize;
-use holdfast::record::{Record, ResponseBody, StoredResponse, Usage};
+use holdfast::cache_key::address::{Address, Namespace};
+use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::StoreSecret;
+use holdfast::store::record::{Record, ResponseBody, StoredResponse, Usage};
 use holdfast::store::{Store, StoreOptions};
 
 pub const PASSPHRASE: &str = "integration test passphrase";
@@ -31,7 +31,7 @@ pub fn reopen(path: &Path) -> Store {
 }
 
 /// A chat request whose content is `prompt`, with its address in the shared namespace.
-pub fn chat_request(store: &Store, prompt: &str) -> (Address, holdfast::normalize::NormalizedRequest) {
+pub fn chat_request(store: &Store, prompt: &str) -> (Address, holdfast::cache_key::normalize::NormalizedRequest) {
     let body = serde_json::json!({
         "model": "gpt-4o-mini",
         "messages": [{"role": "user", "content": prompt}],
@@ -42,7 +42,7 @@ pub fn chat_request(store: &Store, prompt: &str) -> (Address, holdfast::normaliz
 }
 
 /// A complete (non-streamed) record answering `request` with `answer`.
-pub fn record(request: holdfast::normalize::NormalizedRequest, answer: &str) -> Record {
+pub fn record(request: holdfast::cache_key::normalize::NormalizedRequest, answer: &str) -> Record {
     let body = serde_json::json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -197,7 +197,7 @@ async fn start_proxy_env(
     dir: tempfile::TempDir,
     env: impl Fn(&str) -> Option<String>,
 ) -> Proxy {
-    let upstreams = holdfast::upstream::Upstreams::new(&config.providers, env).unwrap();
+    let upstreams = holdfast::proxy::upstream::Upstreams::new(&config.providers, env).unwrap();
     let state = holdfast::proxy::AppState::new(config, std::sync::Arc::new(store), upstreams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -219,16 +219,16 @@ pub fn http() -> reqwest::Client {
 }
 
 /// The admin listener for `admin` on 127.0.0.1:0 with `token`; returns its URL.
-pub async fn start_admin(admin: std::sync::Arc<holdfast::admin::Admin>, token: &str) -> String {
+pub async fn start_admin(admin: std::sync::Arc<holdfast::ops::admin::Admin>, token: &str) -> String {
     let state =
-        holdfast::admin::api::AdminState::new(admin, zeroize::Zeroizing::new(token.to_owned()), 1 << 30).unwrap();
+        holdfast::ops::admin::api::AdminState::new(admin, zeroize::Zeroizing::new(token.to_owned()), 1 << 30).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(holdfast::admin::api::run(
-        holdfast::server::Listener::Tcp(listener),
+    tokio::spawn(holdfast::ops::admin::api::run(
+        holdfast::edge::server::Listener::Tcp(listener),
         None,
         state,
-        holdfast::server::ServerLimits::default(),
+        holdfast::edge::server::ServerLimits::default(),
         std::future::pending(),
     ));
     url

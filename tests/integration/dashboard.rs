@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use holdfast::admin::Admin;
-use holdfast::admin::api::AdminState;
+use holdfast::ops::admin::Admin;
+use holdfast::ops::admin::api::AdminState;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
@@ -35,11 +35,11 @@ async fn start_dashboard(config: holdfast::config::Config, upstream: FakeUpstrea
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(holdfast::admin::api::run(
-        holdfast::server::Listener::Tcp(listener),
+    tokio::spawn(holdfast::ops::admin::api::run(
+        holdfast::edge::server::Listener::Tcp(listener),
         None,
         state,
-        holdfast::server::ServerLimits::default(),
+        holdfast::edge::server::ServerLimits::default(),
         std::future::pending(),
     ));
     Dash { url, proxy, upstream }

@@ -236,7 +236,7 @@ async fn shutdown_waits_at_most_the_shutdown_timeout_for_a_half_sent_request() {
 /// A proxy whose providers' `api_key_env` reads `sk-provider`, accepting `client_keys`.
 async fn start_with_keys(
     config: holdfast::config::Config,
-    client_keys: holdfast::credential::ClientKeys,
+    client_keys: holdfast::edge::credential::ClientKeys,
 ) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = holdfast::store::Store::open(
@@ -245,7 +245,8 @@ async fn start_with_keys(
         crate::common::create_options(),
     )
     .unwrap();
-    let mut upstreams = holdfast::upstream::Upstreams::new(&config.providers, |_| Some("sk-provider".into())).unwrap();
+    let mut upstreams =
+        holdfast::proxy::upstream::Upstreams::new(&config.providers, |_| Some("sk-provider".into())).unwrap();
     if client_keys.enabled() {
         upstreams.stop_forwarding_client_keys();
     }
@@ -273,7 +274,7 @@ async fn one_credential_rule_decides_the_tenant() {
         if server_key {
             config.providers[0].api_key_env = Some("EDGE_TEST_KEY".into());
         }
-        let (url, _dir) = start_with_keys(config, holdfast::credential::ClientKeys::default()).await;
+        let (url, _dir) = start_with_keys(config, holdfast::edge::credential::ClientKeys::default()).await;
         let proxy = &url;
         let k = key_of(proxy, &[("authorization", "Bearer sk-K")]).await;
         let anonymous = key_of(proxy, &[]).await;
@@ -304,7 +305,7 @@ async fn client_keys_are_required_and_never_reach_the_provider() {
     let upstream = FakeUpstream::start().await;
     let mut config = config_for(&upstream.base_url());
     config.providers[0].api_key_env = Some("EDGE_PROVIDER_KEY".into());
-    let keys = holdfast::credential::ClientKeys::parse("hf-client-one,hf-client-two");
+    let keys = holdfast::edge::credential::ClientKeys::parse("hf-client-one,hf-client-two");
     let (url, _dir) = start_with_keys(config, keys).await;
     let send = |key: Option<&'static str>| {
         let mut r = http().post(format!("{url}/v1/chat/completions")).json(&chat("client keys"));

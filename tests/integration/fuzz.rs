@@ -3,11 +3,11 @@
 //! in every `cargo test`, 256 cases per property unless `PROPTEST_CASES` says otherwise.)
 
 use axum::http::{HeaderMap, HeaderValue};
-use holdfast::address::Address;
-use holdfast::crypto::{DataKey, open_in_place, seal};
-use holdfast::normalize::Dialect;
+use holdfast::cache_key::address::Address;
+use holdfast::cache_key::normalize::Dialect;
 use holdfast::secret::SecretKey;
-use holdfast::sse::{SseSplitter, parse_event};
+use holdfast::store::crypto::{DataKey, open_in_place, seal};
+use holdfast::wire::sse::{SseSplitter, parse_event};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -111,7 +111,7 @@ proptest! {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(if ms { "retry-after-ms" } else { "retry-after" }, v);
         }
-        let _ = holdfast::resilience::backoff::retry_after(&headers);
+        let _ = holdfast::proxy::resilience::backoff::retry_after(&headers);
     }
 
     #[test]
@@ -126,24 +126,24 @@ proptest! {
         if let Ok(v) = HeaderValue::from_bytes(&authorization) {
             headers.insert("authorization", v);
         }
-        if let Ok(Some(credential)) = holdfast::credential::client_credential(&headers) {
+        if let Ok(Some(credential)) = holdfast::edge::credential::client_credential(&headers) {
             prop_assert!(!credential.is_empty() && credential.trim() == credential);
         }
     }
 
     #[test]
     fn any_request_body_normalizes_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..200), value in json()) {
-        let _ = holdfast::normalize::normalize("/v1/chat/completions", &bytes);
-        let _ = holdfast::normalize::normalize("/v1/messages", value.to_string().as_bytes());
+        let _ = holdfast::cache_key::normalize::normalize("/v1/chat/completions", &bytes);
+        let _ = holdfast::cache_key::normalize::normalize("/v1/messages", value.to_string().as_bytes());
     }
 
     #[test]
     fn translation_of_any_json_is_a_value_or_an_error(value in json()) {
         for (from, to) in [(Dialect::OpenAi, Dialect::Anthropic), (Dialect::Anthropic, Dialect::OpenAi)] {
-            let _ = holdfast::translate::request(from, to, &value, "target-model");
-            let _ = holdfast::translate::response(from, to, &value);
-            let mut stream = holdfast::translate::StreamTranslator::new(from, to);
-            let event = holdfast::sse::format_event(None, &value.to_string());
+            let _ = holdfast::wire::dialect::request(from, to, &value, "target-model");
+            let _ = holdfast::wire::dialect::response(from, to, &value);
+            let mut stream = holdfast::wire::dialect::StreamTranslator::new(from, to);
+            let event = holdfast::wire::sse::format_event(None, &value.to_string());
             let _ = stream.push(&parse_event(&event));
         }
     }
@@ -163,14 +163,14 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring");
         let secret = holdfast::secret::StoreSecret::raw_key_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
-        holdfast::keyring::Keyring::create(&path, &secret, holdfast::keyring::KdfParams::default()).unwrap();
+        holdfast::store::keyring::Keyring::create(&path, &secret, holdfast::store::keyring::KdfParams::default()).unwrap();
         let good = std::fs::read(&path).unwrap();
         let mut flipped = good.clone();
         flipped[flip.index(good.len())] ^= 0x01;
         std::fs::write(&path, &flipped).unwrap();
-        prop_assert!(holdfast::keyring::Keyring::unlock(&path, &secret).is_err());
+        prop_assert!(holdfast::store::keyring::Keyring::unlock(&path, &secret).is_err());
         std::fs::write(&path, &good[..cut.index(good.len())]).unwrap();
-        prop_assert!(holdfast::keyring::Keyring::unlock(&path, &secret).is_err());
+        prop_assert!(holdfast::store::keyring::Keyring::unlock(&path, &secret).is_err());
     }
 }
 
@@ -181,7 +181,7 @@ fn good_bundle() -> &'static [u8] {
     BUNDLE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bundle");
-        let mut writer = holdfast::bundle::BundleWriter::create(&path, b"bundle passphrase").unwrap();
+        let mut writer = holdfast::ops::bundle::BundleWriter::create(&path, b"bundle passphrase").unwrap();
         for frame in [&b"first frame"[..], &[7u8; 300][..], b""] {
             writer.append(frame).unwrap();
         }
@@ -191,8 +191,8 @@ fn good_bundle() -> &'static [u8] {
 }
 
 /// Reads every frame of the bundle at `path`; `Err` at the first refusal.
-fn read_bundle(path: &std::path::Path) -> Result<Vec<Vec<u8>>, holdfast::bundle::BundleError> {
-    let mut reader = holdfast::bundle::BundleReader::open(path, b"bundle passphrase")?;
+fn read_bundle(path: &std::path::Path) -> Result<Vec<Vec<u8>>, holdfast::ops::bundle::BundleError> {
+    let mut reader = holdfast::ops::bundle::BundleReader::open(path, b"bundle passphrase")?;
     let mut frames = Vec::new();
     while let Some(frame) = reader.next_frame()? {
         frames.push(frame);
@@ -232,23 +232,23 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trail");
         let key = || SecretKey::from_bytes([9; 32]);
-        let trail = holdfast::audit::trail::Trail::open(&path, key()).unwrap();
+        let trail = holdfast::ops::audit::trail::Trail::open(&path, key()).unwrap();
         for command in ["audit list", "audit show", "keys rotate"] {
             trail.append("operator", command, &["ab".repeat(32)], 1, "ok").unwrap();
         }
         drop(trail);
         let good = std::fs::read(&path).unwrap();
-        prop_assert!(holdfast::audit::trail::verify(&path, &key()).unwrap().is_intact());
+        prop_assert!(holdfast::ops::audit::trail::verify(&path, &key()).unwrap().is_intact());
         // ASCII stays ASCII (bit < 7): the damage is to the text, not a UTF-8 failure.
         let mut flipped = good.clone();
         flipped[flip.index(good.len())] ^= 1 << bit;
         std::fs::write(&path, &flipped).unwrap();
-        let _ = holdfast::audit::trail::read(&path);
-        let verdict = holdfast::audit::trail::verify(&path, &key());
+        let _ = holdfast::ops::audit::trail::read(&path);
+        let verdict = holdfast::ops::audit::trail::verify(&path, &key());
         prop_assert!(verdict.map_or(true, |v| !v.is_intact()), "a changed trail verified as intact");
         let cut = cut.index(good.len());
         std::fs::write(&path, &good[..cut]).unwrap();
-        let verdict = holdfast::audit::trail::verify(&path, &key());
+        let verdict = holdfast::ops::audit::trail::verify(&path, &key());
         let whole_lines = good[..cut].ends_with(b"\n") || cut == 0;
         prop_assert!(whole_lines || verdict.map_or(true, |v| !v.is_intact()), "a torn line verified");
     }

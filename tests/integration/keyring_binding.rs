@@ -1,8 +1,8 @@
 //! A keyring belongs to one store: another store's keyring file is refused by name, whether or
 //! not the secret given unlocks it, and a wrong secret for the store's own keyring still says so.
 
-use holdfast::keyring::{Keyring, KeyringError};
 use holdfast::secret::StoreSecret;
+use holdfast::store::keyring::{Keyring, KeyringError};
 use holdfast::store::{Store, StoreOpenError, StoreOptions};
 
 use crate::common::*;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use holdfast::address::{Addresser, Namespace};
-use holdfast::normalize::normalize;
+use holdfast::cache_key::address::{Addresser, Namespace};
+use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::SecretKey;
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -13,7 +13,7 @@ fn addresser() -> Addresser {
     Addresser::new(SecretKey::from_bytes([0x42; 32]), SecretKey::from_bytes([0x43; 32]))
 }
 
-fn address_of(endpoint: &str, body: &str) -> holdfast::address::Address {
+fn address_of(endpoint: &str, body: &str) -> holdfast::cache_key::address::Address {
     addresser().address(&Namespace::shared(), &normalize(endpoint, body.as_bytes()).unwrap())
 }
 
@@ -129,7 +129,7 @@ proptest! {
 
 /// Keyed header names with random items: each header as a list of items.
 fn header_set() -> impl Strategy<Value = Vec<(&'static str, Vec<String>)>> {
-    let names: Vec<&'static str> = holdfast::normalize::KEYED_HEADERS.iter().map(|h| h.name).collect();
+    let names: Vec<&'static str> = holdfast::cache_key::normalize::KEYED_HEADERS.iter().map(|h| h.name).collect();
     prop::collection::vec((prop::sample::select(names), prop::collection::vec("[a-zA-Z0-9._=-]{1,12}", 1..4)), 0..6)
 }
 
@@ -164,10 +164,10 @@ fn spell(headers: &[(&'static str, Vec<String>)], seed: u64) -> axum::http::Head
     map
 }
 
-fn header_address(headers: &axum::http::HeaderMap, query: &str) -> holdfast::address::Address {
+fn header_address(headers: &axum::http::HeaderMap, query: &str) -> holdfast::cache_key::address::Address {
     let request = normalize("/v1/messages", br#"{"model":"m"}"#).unwrap().with_context(
-        holdfast::normalize::canonical_headers(headers),
-        holdfast::normalize::canonical_query(Some(query)),
+        holdfast::cache_key::normalize::canonical_headers(headers),
+        holdfast::cache_key::normalize::canonical_query(Some(query)),
     );
     addresser().address(&Namespace::shared(), &request)
 }
@@ -203,7 +203,7 @@ fn exact_in_f64(n: &serde_json::Number) -> bool {
 }
 
 fn canonical_of(v: &Value) -> Vec<u8> {
-    holdfast::normalize::canonical_json(v)
+    holdfast::cache_key::normalize::canonical_json(v)
 }
 
 #[test]
@@ -242,7 +242,7 @@ fn parameters_that_change_the_answer_change_the_address() {
 /// entry's address was computed from before normalization read bodies directly.
 fn canonical_via_value(endpoint: &str, body: &str) -> Vec<u8> {
     let value: Value = serde_json::from_str(body).unwrap();
-    holdfast::normalize::normalize_value(endpoint, &value).unwrap().canonical.to_vec()
+    holdfast::cache_key::normalize::normalize_value(endpoint, &value).unwrap().canonical.to_vec()
 }
 
 /// `s` with some characters written as `\uXXXX` escapes, as some clients send them.
@@ -286,12 +286,12 @@ proptest! {
         }
         extra.push_str(&format!("\"{duplicate}\":{first},\"t\":{},\"{duplicate}\":{last},", escape_some(&text, seed)));
         let body = scrambled.replacen('{', &format!("{{{extra}"), 1);
-        let direct = holdfast::normalize::normalize(endpoint, body.as_bytes()).unwrap();
+        let direct = holdfast::cache_key::normalize::normalize(endpoint, body.as_bytes()).unwrap();
         let via_value = canonical_via_value(endpoint, &body);
         prop_assert_eq!(String::from_utf8_lossy(&direct.canonical), String::from_utf8_lossy(&via_value));
         // Members read as values on the way (kept, ignored, repeated) are those of the parse.
         let wanted = |k: &str| k == "messages" || k == "stream" || k == duplicate;
-        let (same, captured) = holdfast::normalize::normalize_capturing(endpoint, body.as_bytes(), &wanted).unwrap();
+        let (same, captured) = holdfast::cache_key::normalize::normalize_capturing(endpoint, body.as_bytes(), &wanted).unwrap();
         prop_assert_eq!(&same, &direct);
         let parsed: Value = serde_json::from_str(&body).unwrap();
         let expected: Map<String, Value> =
@@ -302,7 +302,7 @@ proptest! {
 
 #[test]
 fn reading_bodies_directly_refuses_what_parsing_refused() {
-    use holdfast::normalize::{NormalizeError, normalize};
+    use holdfast::cache_key::normalize::{NormalizeError, normalize};
     for (body, kind) in
         [("[1]", "an array"), ("\"x\"", "a string"), ("3", "a number"), ("null", "null"), ("true", "a boolean")]
     {

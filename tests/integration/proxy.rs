@@ -527,7 +527,7 @@ async fn a_broken_store_never_fails_a_request_upstream_can_answer() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     drop(holdfast::store::Store::open(&path, &passphrase(), create_options()).unwrap());
-    let keyring = holdfast::keyring::Keyring::unlock(&path.join("keyring"), &passphrase()).unwrap();
+    let keyring = holdfast::store::keyring::Keyring::unlock(&path.join("keyring"), &passphrase()).unwrap();
     let store = holdfast::store::Store::with_backend(
         &path,
         std::sync::Arc::new(BrokenBackend),

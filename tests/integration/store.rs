@@ -5,10 +5,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast::address::{Address, Namespace};
-use holdfast::keyring::{Keyring, KeyringError};
-use holdfast::record::{EntryMeta, ResponseBody};
+use holdfast::cache_key::address::{Address, Namespace};
 use holdfast::secret::StoreSecret;
+use holdfast::store::keyring::{Keyring, KeyringError};
+use holdfast::store::record::{EntryMeta, ResponseBody};
 use holdfast::store::{Backend, SledBackend, Store, StoreError, StoreOpenError, StoreOptions};
 
 use crate::common::*;

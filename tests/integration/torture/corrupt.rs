@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use holdfast::address::Address;
+use holdfast::cache_key::address::Address;
 use holdfast::store::{Store, StoreOptions};
 
 use super::{copy_tree, files_under, holdfast, is_database, soak};
