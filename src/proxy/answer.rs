@@ -20,15 +20,21 @@ use crate::telemetry::RequestSpan;
 /// What a request carries through its life; shared with the stream relay task.
 #[derive(Clone)]
 pub struct Exchange {
+    /// The proxy's shared state: the store, the breakers, the metrics.
     pub state: AppState,
+    /// Which API was called, which decides the dialect and the stream form.
     pub endpoint: Endpoint,
+    /// Where the answer is looked up and stored.
     pub address: Address,
+    /// What the cache may do for this request (mode, `no-store`, staleness, deadline).
     pub policy: CachePolicy,
+    /// The canonical request the address was computed from, kept in the record for audit.
     pub request: NormalizedRequest,
     /// The tenant's namespace, kept (as its hash) in the record.
     pub namespace: Namespace,
     /// Model the client asked for (the record keeps the one the provider reports, if any).
     pub model: String,
+    /// The provider answering (or last tried), for headers, logs and the record.
     pub provider_name: String,
     /// The request's trace span (a no-op when tracing is off).
     pub span: RequestSpan,
@@ -61,7 +67,15 @@ impl CacheResult {
     }
 }
 
-pub type Answer = (Response, CacheResult, String);
+/// A request's answer as the proxy hands it back to the connection.
+pub struct Answer {
+    /// What the client receives, Holdfast's headers already set.
+    pub response: Response,
+    /// How the answer relates to the store, for metrics, the span and single-flight.
+    pub cache: CacheResult,
+    /// The provider whose answer it is (for a stored answer, the one that gave it then).
+    pub provider: String,
+}
 
 /// Adds Holdfast's response headers.
 pub fn decorate(
@@ -132,7 +146,7 @@ pub async fn store_record(exchange: &Exchange, response: StoredResponse, latency
                 record.model = model.to_owned();
             }
             // `GET /v1/responses/{id}` of this answer can then be served in an outage.
-            by_id = super::passthrough::response_by_id(&record, &json);
+            by_id = super::by_id::response_by_id(&record, &json);
         }
         store.put(&address, &record)?;
         if let Some(by_id) = by_id {

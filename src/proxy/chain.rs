@@ -11,25 +11,25 @@ use serde_json::Value;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use super::AppInner;
 use super::answer::{Answer, CacheResult, Exchange, decorate, store_record};
+use super::attempt::{admit, log_transition, prepare_body, stream_kind_of, target_path};
 use super::reader::Reader;
 use super::relay::{RelayPlan, relay};
-use super::request::{Endpoint, ParsedRequest};
+use super::replay;
+use super::request::ParsedRequest;
 use super::rescue::Rescue;
-use super::stored;
-use crate::cache_key::normalize::Dialect;
 use crate::proxy::resilience::backoff::next_wait;
-use crate::proxy::resilience::breaker::Transition;
 use crate::proxy::resilience::verdict::AttemptPermits;
-use crate::proxy::upstream::{Provider, RETURNED_HEADERS, Target, UpstreamFailure, classify};
+use crate::proxy::upstream::{RETURNED_HEADERS, Target, UpstreamFailure, classify};
 use crate::store::record::{ResponseBody, StoredResponse};
 use crate::wire::dialect::{self, StreamTranslator};
 use crate::wire::sse::StreamKind;
 
 /// What the chain did, for `x-holdfast-attempts` and the fallback decision.
 pub struct ChainOutcome {
+    /// Attempts made over every target, for `x-holdfast-attempts`.
     pub attempts: u32,
+    /// The first answer a target gave, or the most telling failure of them all.
     pub result: Result<Answer, UpstreamFailure>,
     /// The provider of the last attempt (for error answers).
     pub last_provider: Option<String>,
@@ -96,7 +96,7 @@ pub async fn run(
                 tokio::time::timeout(budget, attempt).await.unwrap_or(Err(UpstreamFailure::Timeout("deadline")));
             let failure = match result {
                 Ok(answer) => {
-                    span.succeeded(answer.0.status().as_u16());
+                    span.succeeded(answer.response.status().as_u16());
                     // A stream's permits went with its relay, which reports when it ends.
                     if let Some(permits) = permits.take() {
                         permits.succeed().into_iter().for_each(log_transition);
@@ -164,96 +164,13 @@ fn note_skip(last: &mut Option<UpstreamFailure>, skip: UpstreamFailure) {
     }
 }
 
-fn log_transition(t: Option<Transition>) {
-    if let Some(t) = t {
-        tracing::warn!(breaker = %t.key, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
-    }
-}
-
-/// The permits of one attempt on `provider` for `model`: its provider-wide and its model
-/// breaker must both let it through. `None` when either is open.
-pub(super) fn admit(state: &AppInner, provider: &Provider, model: &str) -> Option<AttemptPermits> {
-    let config = &provider.config.breaker;
-    let (provider_permit, t1) = state.breakers.admit(provider.name(), config);
-    log_transition(t1);
-    let Some(provider_permit) = provider_permit else {
-        tracing::debug!(provider = %provider.name(), "circuit open; skipping without a connection attempt");
-        return None;
-    };
-    let (model_permit, t2) = state.breakers.admit(&format!("{}/{model}", provider.name()), config);
-    log_transition(t2);
-    let model_permit = model_permit?;
-    Some(AttemptPermits { provider: provider_permit, model: model_permit })
-}
-
-/// The stream dialect a chat target of `dialect` answers in (cross-dialect failover is chat only).
-pub(super) fn stream_kind_of(dialect: Dialect) -> StreamKind {
-    match dialect {
-        Dialect::OpenAi => StreamKind::ChatCompletions,
-        Dialect::Anthropic => StreamKind::Messages,
-    }
-}
-
-/// The API path a target of `target` dialect is asked on.
-pub(super) fn target_path(endpoint: Endpoint, target: Dialect, query: Option<&str>) -> String {
-    let path = match (endpoint.dialect() == target, endpoint) {
-        (true, _) => endpoint.path(),
-        (false, Endpoint::ChatCompletions) => Endpoint::Messages.path(),
-        (false, _) => Endpoint::ChatCompletions.path(),
-    };
-    match query {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path.to_owned(),
-    }
-}
-
-/// The body to send to a target: the client's bytes untouched when nothing changes, else the
-/// JSON with the target's model, translated for a target of the other dialect (following the
-/// rules of the `anthropic_version` an Anthropic target will be sent).
-pub(super) fn prepare_body(
-    endpoint: Endpoint,
-    target: Dialect,
-    parsed: &ParsedRequest,
-    model: &str,
-    anthropic_version: &str,
-) -> Result<Bytes, String> {
-    let client = endpoint.dialect();
-    if client == target {
-        // OpenAI reports usage in a stream only when asked. Holdfast always asks, so the entry
-        // has it (a JSON answer assembled from it then carries `usage`, as the API's would); the
-        // relay and replays show the chunk only to clients that asked themselves.
-        let ask_usage = parsed.wants_stream
-            && !parsed.include_usage
-            && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
-        if model == parsed.model && !ask_usage {
-            return Ok(parsed.raw.clone());
-        }
-        let mut json = parsed.json().clone();
-        // Normalization refused every body that is not a JSON object.
-        if let Some(object) = json.as_object_mut() {
-            object.insert("model".into(), Value::String(model.to_owned()));
-        }
-        if ask_usage && let Some(object) = json.as_object_mut() {
-            let options = object.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        return serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string());
-    }
-    if !matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages) {
-        return Err(format!("{} has no counterpart in the other dialect", endpoint.path()));
-    }
-    let json = dialect::request_for_version(client, target, parsed.json(), model, anthropic_version)
-        .map_err(|e| e.to_string())?;
-    serde_json::to_vec(&json).map(Bytes::from).map_err(|e| e.to_string())
-}
-
 /// Where one attempt goes and what it sends.
 struct Upstream<'t, 'p> {
+    /// The provider and the model it is asked for.
     target: &'t Target<'p>,
     /// API path (and query) on the target.
     path: &'t str,
+    /// The body as this target reads it (its model, its dialect).
     body: Bytes,
     /// The target speaks the other dialect: its answer is translated back.
     translated: bool,
@@ -283,7 +200,7 @@ async fn forward(
     let response = provider.send_traced(reqwest::Method::POST, path, headers, trace, Some(body), wants_stream).await?;
     let status = response.status().as_u16();
     let upstream_type =
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON).to_owned();
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(replay::JSON).to_owned();
     let mut passed_headers = HeaderMap::new();
     for name in RETURNED_HEADERS {
         if let Some(v) = response.headers().get(*name) {
@@ -299,7 +216,7 @@ async fn forward(
         let limits = (provider.config.first_token_timeout, provider.config.stream_idle_timeout);
         let mut reader = Reader::new(response, upstream_kind, kind, translator, limits);
         let head = reader.until_content().await?;
-        let content_type = if translated { stored::EVENT_STREAM.to_owned() } else { upstream_type };
+        let content_type = if translated { replay::EVENT_STREAM.to_owned() } else { upstream_type };
         let Some(permits) = permits.take() else {
             return Err(UpstreamFailure::Invalid("attempt without breaker permits".into()));
         };
@@ -317,20 +234,20 @@ async fn forward(
             rescue,
         };
         let body = relay(exchange.clone(), reader, head, plan);
-        let mut out = stored::response(status, body, &content_type);
+        let mut out = replay::response(status, body, &content_type);
         out.headers_mut().extend(passed_headers);
         decorate(&mut out, result, &exchange.address, provider.name(), None, None);
-        return Ok((out, result, provider.name().to_owned()));
+        return Ok(Answer { response: out, cache: result, provider: provider.name().to_owned() });
     }
 
     if !translated && !wants_stream && response.content_length().is_some_and(|n| n > state.config.max_response_bytes) {
         // Too large to store (max_response_bytes): relayed as it arrives, never buffered whole.
         state.metrics.count_answer_too_large();
         tracing::warn!(address = %exchange.address, "answer larger than max_response_bytes: relayed, not stored");
-        let mut out = stored::response(status, Body::from_stream(response.bytes_stream()), &upstream_type);
+        let mut out = replay::response(status, Body::from_stream(response.bytes_stream()), &upstream_type);
         out.headers_mut().extend(passed_headers);
         decorate(&mut out, CacheResult::Bypass, &exchange.address, provider.name(), None, None);
-        return Ok((out, CacheResult::Bypass, provider.name().to_owned()));
+        return Ok(Answer { response: out, cache: CacheResult::Bypass, provider: provider.name().to_owned() });
     }
     let body = response.bytes().await.map_err(|e| classify(&e))?;
     state.metrics.observe_upstream_latency(provider.name(), started.elapsed());
@@ -344,7 +261,7 @@ async fn forward(
             let client_json = dialect::response(provider.dialect(), exchange.endpoint.dialect(), &json)
                 .map_err(|e| UpstreamFailure::Invalid(format!("cannot translate the answer: {e}")))?;
             let bytes = serde_json::to_vec(&client_json).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
-            (Bytes::from(bytes), stored::JSON.to_owned())
+            (Bytes::from(bytes), replay::JSON.to_owned())
         }
         (true, None) => return Err(UpstreamFailure::Invalid("a translated answer must be JSON".into())),
         (false, _) => (body, upstream_type),
@@ -359,12 +276,12 @@ async fn forward(
         // client still gets the stream it asked for.
         let record = exchange.record_with(recorded);
         let (body, ct) =
-            stored::body_for(&record, exchange.endpoint, form).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
-        stored::response(status, body, &ct)
+            replay::body_for(&record, exchange.endpoint, form).map_err(|e| UpstreamFailure::Invalid(e.to_string()))?;
+        replay::response(status, body, &ct)
     } else {
-        stored::response(status, Body::from(body), &content_type)
+        replay::response(status, Body::from(body), &content_type)
     };
     out.headers_mut().extend(passed_headers);
     decorate(&mut out, result, &exchange.address, provider.name(), None, None);
-    Ok((out, result, provider.name().to_owned()))
+    Ok(Answer { response: out, cache: result, provider: provider.name().to_owned() })
 }

@@ -13,8 +13,8 @@ use super::answer::{Answer, CacheResult, Exchange, decorate, set_header};
 use super::chain;
 use super::errors::ApiError;
 use super::flight::Ticket;
-use super::request::{self, CachePolicy, Endpoint, Stateful};
-use super::stored::{self, Form};
+use super::replay;
+use super::request::{self, CachePolicy, Endpoint, Form, Stateful};
 use crate::cache_key::address::Address;
 use crate::cache_key::normalize::statefulness;
 use crate::config::CacheMode;
@@ -25,40 +25,40 @@ use crate::telemetry::{Outcome, RequestSpan};
 pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let span = state.traces.request("POST", endpoint.path(), &headers);
-    let mut trace = Trace::default();
-    let outcome = answer(&state, endpoint, &uri, &headers, body, &mut trace, &span).await;
-    let (mut response, result, provider) = match outcome {
+    let mut progress = Progress::default();
+    let outcome = answer(&state, endpoint, &uri, &headers, body, &mut progress, &span).await;
+    let Answer { mut response, cache: result, provider } = match outcome {
         Ok(ok) => ok,
         Err(err) => {
             tracing::info!(endpoint = endpoint.path(), error = %err, "request answered with an error");
             let error_type = err.code();
             let mut response = err.into_dialect_response(endpoint.dialect());
-            if let Some(a) = &trace.address {
+            if let Some(a) = &progress.address {
                 // The store was consulted (or could have been) and had nothing to give.
                 set_header(&mut response, "x-holdfast-cache", "miss");
                 set_header(&mut response, "x-holdfast-key", &a.to_hex());
             }
-            if let Some(p) = &trace.provider {
+            if let Some(p) = &progress.provider {
                 set_header(&mut response, "x-holdfast-provider", p);
             }
-            if trace.attempts > 0 {
-                set_header(&mut response, "x-holdfast-attempts", &trace.attempts.to_string());
+            if progress.attempts > 0 {
+                set_header(&mut response, "x-holdfast-attempts", &progress.attempts.to_string());
                 // Holdfast has already retried and failed over; SDK retries would only add load.
                 set_header(&mut response, "x-should-retry", "false");
             }
             state.metrics.count_request(endpoint.path(), "-", "error");
             span.answered(Outcome {
                 cache_result: "error",
-                attempts: trace.attempts,
-                provider: trace.provider.as_deref(),
+                attempts: progress.attempts,
+                provider: progress.provider.as_deref(),
                 status: response.status().as_u16(),
                 error_type: Some(error_type),
             });
             return span.end_with_body(response);
         }
     };
-    if trace.attempts > 0 {
-        set_header(&mut response, "x-holdfast-attempts", &trace.attempts.to_string());
+    if progress.attempts > 0 {
+        set_header(&mut response, "x-holdfast-attempts", &progress.attempts.to_string());
         let status = response.status().as_u16();
         if status == 429 || status >= 500 {
             // A provider's failure passed through after Holdfast's own retries and failover.
@@ -71,7 +71,7 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
     let status = response.status().as_u16();
     span.answered(Outcome {
         cache_result: result.as_str(),
-        attempts: trace.attempts,
+        attempts: progress.attempts,
         provider: Some(&provider),
         status,
         error_type: (status >= 400).then_some("upstream_status"),
@@ -79,11 +79,15 @@ pub async fn handle(state: AppState, endpoint: Endpoint, uri: Uri, headers: Head
     span.end_with_body(response)
 }
 
-/// What is known about a request when it ends in an error, for the error's headers.
+/// How far a request got, filled in as it goes: what its answer's or its error's headers
+/// (`x-holdfast-key`, `x-holdfast-attempts`, `x-holdfast-provider`) and its span report.
 #[derive(Default)]
-struct Trace {
+struct Progress {
+    /// The entry's address, once the request was parsed and addressed.
     address: Option<Address>,
+    /// Upstream attempts made, over every target.
     attempts: u32,
+    /// The provider of the last attempt.
     provider: Option<String>,
 }
 
@@ -93,7 +97,7 @@ async fn answer(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-    trace: &mut Trace,
+    progress: &mut Progress,
     span: &RequestSpan,
 ) -> Result<Answer, ApiError> {
     let raw = request::read_body(headers, body, state.config.max_request_bytes, &state.bodies).await?;
@@ -104,7 +108,7 @@ async fn answer(
     let deadline = tokio::time::Instant::now() + policy.deadline;
     let normalized = request::key_of(state, endpoint, &parsed, headers, uri.query())?;
     let (namespace, address) = state.locate(headers, &normalized);
-    trace.address = Some(address);
+    progress.address = Some(address);
     span.tenant(namespace.hash());
 
     if policy.mode == CacheMode::Replay {
@@ -155,17 +159,17 @@ async fn answer(
         }
     }
     let outcome = chain::run(&exchange, targets, headers, uri.query(), &parsed, deadline).await;
-    trace.attempts = outcome.attempts;
-    trace.provider = outcome.last_provider.clone();
+    progress.attempts = outcome.attempts;
+    progress.provider = outcome.last_provider.clone();
     let provider = outcome.last_provider.unwrap_or_else(|| "every target".to_owned());
     let stateful = exchange.policy.stateful.reason();
     let mut answer = match outcome.result {
         Ok(answer) => Ok(answer),
         Err(failure) => on_failure(&Exchange { provider_name: provider, ..exchange }, failure, parsed.form()).await,
     };
-    if let (Ok((response, ..)), Some(reason)) = (&mut answer, stateful) {
+    if let (Ok(answer), Some(reason)) = (&mut answer, stateful) {
         // Tells the client why its request bypassed (or only fell back on) the store.
-        set_header(response, "x-holdfast-stateful", reason);
+        set_header(&mut answer.response, "x-holdfast-stateful", reason);
     }
     match (leader, answer) {
         (Some(leader), Ok(answer)) => Ok(leader.publish(answer)),
@@ -201,8 +205,8 @@ async fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -
     let provider = exchange.provider_name.clone();
     match failure {
         UpstreamFailure::Status { status, headers, body } => {
-            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(stored::JSON);
-            let mut out = stored::response(status, Body::from(body), content_type);
+            let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or(replay::JSON);
+            let mut out = replay::response(status, Body::from(body), content_type);
             for name in RETURNED_HEADERS {
                 if let Some(v) = headers.get(*name) {
                     out.headers_mut().insert(*name, v.clone());
@@ -211,7 +215,7 @@ async fn on_failure(exchange: &Exchange, failure: UpstreamFailure, form: Form) -
             // The provider's own answer, passed through; the store had nothing to serve instead.
             let result = if exchange.policy.may_serve_stale() { CacheResult::Miss } else { CacheResult::Bypass };
             decorate(&mut out, result, &exchange.address, &provider, None, Some(&reason));
-            Ok((out, result, provider))
+            Ok(Answer { response: out, cache: result, provider })
         }
         UpstreamFailure::Timeout(_) => Err(ApiError::UpstreamTimeout { provider, reason }),
         // A refused server key is Holdfast's problem: its 401 must not tell the client that
@@ -264,14 +268,14 @@ fn serve_entry(
     upstream_error: Option<&str>,
     span: &RequestSpan,
 ) -> Option<Answer> {
-    let (body, content_type) = match stored::body_for(&entry.record, endpoint, form) {
+    let (body, content_type) = match replay::body_for(&entry.record, endpoint, form) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(%address, error = %e, "stored entry cannot be served in the form asked");
             return None;
         }
     };
-    let mut out = stored::response(entry.record.response.status, body, &content_type);
+    let mut out = replay::response(entry.record.response.status, body, &content_type);
     if let Some(usage) = &entry.record.usage {
         span.usage(usage.input_tokens, usage.output_tokens);
     }
@@ -281,5 +285,5 @@ fn serve_entry(
         state.metrics.count_store_error();
         tracing::warn!(%address, error = %e, "could not note the entry as served");
     }
-    Some((out, result, entry.record.provider.clone()))
+    Some(Answer { response: out, cache: result, provider: entry.record.provider.clone() })
 }

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::answer::{Answer, CacheResult};
-use super::stored::Form;
+use super::request::Form;
 use crate::cache_key::address::Address;
 
 /// Which requests are identical: the same address, asked for in the same form.
@@ -116,10 +116,10 @@ impl Leader {
     /// leader's own copy; otherwise ends the flight so the followers go on alone.
     pub fn publish(mut self, answer: Answer) -> Answer {
         self.done = true;
-        let (response, result, provider) = answer;
-        if !matches!(result, CacheResult::Miss | CacheResult::Bypass) || !response.status().is_success() {
+        let Answer { response, cache, provider } = answer;
+        if !matches!(cache, CacheResult::Miss | CacheResult::Bypass) || !response.status().is_success() {
             self.fail();
-            return (response, result, provider);
+            return Answer { response, cache, provider };
         }
         let (parts, body) = response.into_parts();
         self.flight.update(|s| s.head = Some((parts.status, parts.headers.clone(), provider.clone())));
@@ -138,7 +138,7 @@ impl Leader {
         });
         let mut response = Response::from_parts(parts, stream_of(self.flight.clone()));
         response.headers_mut().remove("content-length");
-        (response, result, provider)
+        Answer { response, cache, provider }
     }
 
     /// The chain gave no answer to share (an error, a stale answer): followers go on alone.
@@ -191,7 +191,7 @@ impl Follower {
         *response.headers_mut() = headers;
         response.headers_mut().remove("content-length");
         response.headers_mut().insert("x-holdfast-cache", HeaderValue::from_static("coalesced"));
-        Some((response, CacheResult::Coalesced, provider))
+        Some(Answer { response, cache: CacheResult::Coalesced, provider })
     }
 }
 

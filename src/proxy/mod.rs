@@ -16,6 +16,8 @@
 //! - `errors`: errors in the client's dialect.
 
 mod answer;
+mod attempt;
+mod by_id;
 mod chain;
 mod errors;
 mod exchange;
@@ -26,10 +28,10 @@ mod passthrough;
 mod reader;
 mod reask;
 mod relay;
+mod replay;
 mod request;
 mod rescue;
 pub mod resilience;
-mod stored;
 pub mod upstream;
 
 use std::future::Future;
@@ -64,10 +66,15 @@ use crate::telemetry::metrics::Metrics;
 
 /// Everything a request handler needs, shared by all of them.
 pub struct AppInner {
+    /// The validated configuration the server started with: modes, limits, routes' settings.
     pub config: Config,
+    /// The sealed store every answer is kept in and served from (embedded or shared).
     pub store: Arc<Store>,
+    /// The providers with their HTTP clients and credentials, and the model routes over them.
     pub upstreams: Upstreams,
+    /// The counters and histograms behind `/metrics` and the dashboard.
     pub metrics: Metrics,
+    /// One circuit breaker per provider and per provider/model, shared by every request.
     pub breakers: Breakers,
     /// Client keys this proxy accepts (`[clients] keys_env`); empty: any client may call.
     pub client_keys: ClientKeys,

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::AppState;
 use super::errors::ApiError;
+use super::replay;
 use super::request::CachePolicy;
-use super::stored;
 use crate::cache_key::address::Address;
 use crate::cache_key::normalize::{
     Dialect, NORMALIZATION_VERSION, NormalizedRequest, canonical_headers, canonical_query,
@@ -144,7 +144,7 @@ async fn answer(
             namespace: namespace.hash(),
             response: StoredResponse {
                 status: 200,
-                content_type: stored::JSON.into(),
+                content_type: replay::JSON.into(),
                 body: ResponseBody::Complete(Bytes::from(
                     serde_json::json!({"object": "list", "data": page.data, "has_more": page.has_more}).to_string(),
                 )),
@@ -186,7 +186,7 @@ fn respond(dialect: Dialect, page: Page, cache: &str, address: &Address) -> Resp
             serde_json::json!({"data": data, "has_more": has_more, "first_id": first, "last_id": last})
         }
     };
-    let mut response = stored::response(200, Body::from(body.to_string()), stored::JSON);
+    let mut response = replay::response(200, Body::from(body.to_string()), replay::JSON);
     let headers = response.headers_mut();
     for (name, value) in [("x-holdfast-cache", cache.to_owned()), ("x-holdfast-key", address.to_hex())] {
         if let Ok(v) = value.parse() {

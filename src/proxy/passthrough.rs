@@ -20,7 +20,7 @@
 //! One exception reads the store: `GET /v1/responses/{id}` of a Responses answer Holdfast
 //! stored is served from the store when the provider fails (`x-holdfast-cache: stale`). Each
 //! stored Responses answer is also kept under the address of `/v1/responses/{id}` in the same
-//! tenant's namespace ([`response_by_id`]); the lookup computes that address in the asking
+//! tenant's namespace (`by_id::response_by_id`); the lookup computes that address in the asking
 //! client's namespace, so another tenant who knows the id addresses a different, empty entry.
 
 use axum::body::Body;
@@ -32,14 +32,15 @@ use serde_json::Value;
 
 use super::AppState;
 use super::answer::{CacheResult, decorate};
+use super::by_id::{by_id_request, response_id};
 use super::errors::ApiError;
+use super::replay;
 use super::request::{CachePolicy, read_body};
-use super::stored;
-use crate::cache_key::normalize::{Dialect, NORMALIZATION_VERSION, NormalizedRequest};
+use crate::cache_key::normalize::Dialect;
 use crate::config::CacheMode;
 use crate::proxy::resilience::backoff::next_wait;
 use crate::proxy::upstream::{Provider, UpstreamFailure, classify};
-use crate::store::record::{Record, ResponseBody, StoredResponse};
+use crate::store::record::ResponseBody;
 use crate::telemetry::{Outcome, RequestSpan};
 
 /// Metrics label for every passthrough request (ids in paths would explode the label set).
@@ -78,8 +79,11 @@ pub async fn handle(
 struct Passed {
     /// `bypass`, `stale`, `hit` (replay) or `error`.
     result: &'static str,
+    /// Attempts made on the provider.
     attempts: u32,
+    /// The provider asked, once one was chosen.
     provider: Option<String>,
+    /// The error type of a failed passthrough, for the span.
     error: Option<&'static str>,
 }
 
@@ -149,44 +153,12 @@ async fn answer(
     }
 }
 
-/// The id of `/v1/responses/{id}` (not its sub-paths, nor `/v1/responses/compact`).
-fn response_id(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/responses/").filter(|id| id.starts_with("resp") && !id.contains('/'))
-}
-
-/// The request a Responses answer is kept under for `GET /v1/responses/{id}`.
-fn by_id_request(id: &str) -> NormalizedRequest {
-    NormalizedRequest {
-        endpoint: format!("/v1/responses/{id}"),
-        canonical: Bytes::from_static(b"{}"),
-        headers: Vec::new(),
-        query: String::new(),
-        version: NORMALIZATION_VERSION,
-    }
-}
-
-/// For a stored Responses answer (`json`, already assembled), the record that answers
-/// `GET /v1/responses/{id}` in the same namespace; `None` for any other answer.
-pub fn response_by_id(record: &Record, json: &Value) -> Option<Record> {
-    if record.request.endpoint != "/v1/responses" || json.get("object").and_then(Value::as_str) != Some("response") {
-        return None;
-    }
-    let id =
-        json.get("id").and_then(Value::as_str).filter(|id| response_id(&format!("/v1/responses/{id}")).is_some())?;
-    let body = Bytes::from(serde_json::to_vec(json).ok()?);
-    Some(Record {
-        request: by_id_request(id),
-        response: StoredResponse { status: 200, content_type: stored::JSON.into(), body: ResponseBody::Complete(body) },
-        ..record.clone()
-    })
-}
-
 /// The stored answer for `GET /v1/responses/{id}` in the asking client's namespace.
 fn stored_response(state: &AppState, headers: &HeaderMap, id: &str, result: CacheResult) -> Option<Response> {
     let (_, address) = state.locate(headers, &by_id_request(id));
     let entry = state.store.get(&address).ok()??;
     let ResponseBody::Complete(body) = &entry.record.response.body else { return None };
-    let mut out = stored::response(200, Body::from(body.clone()), stored::JSON);
+    let mut out = replay::response(200, Body::from(body.clone()), replay::JSON);
     let reason = (result == CacheResult::Stale).then_some("provider unavailable");
     decorate(&mut out, result, &address, &entry.record.provider, None, reason);
     Some(out)

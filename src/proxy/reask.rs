@@ -17,6 +17,7 @@ const ERROR_EXCERPT_CHARS: usize = 300;
 /// What the exchange answered to a re-asked request.
 #[derive(Debug)]
 pub struct Reasked {
+    /// The HTTP status the exchange answered with.
     pub status: u16,
     /// `x-holdfast-cache` of the answer: `miss` or `coalesced` when a provider answered.
     pub cache: Option<String>,

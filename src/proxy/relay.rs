@@ -1,4 +1,4 @@
-//! Relaying a live upstream stream to the client while recording it.
+//! Relaying a live upstream stream to the client while capturing it for the store.
 //!
 //! Each event goes to the client as soon as it is whole; the events are collected on the side.
 //! Only a stream that reached its terminal event (`[DONE]`, `message_stop`,
@@ -17,10 +17,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::answer::{Exchange, store_record};
+use super::attempt::log_transition;
 use super::reader::Reader;
 use super::rescue::{Delivered, Rescue, Spliced, Splicer};
 use crate::config::RetryConfig;
-use crate::proxy::resilience::breaker::Transition;
 use crate::proxy::resilience::verdict::AttemptPermits;
 use crate::proxy::upstream::UpstreamFailure;
 use crate::store::record::{ResponseBody, StoredResponse};
@@ -48,6 +48,7 @@ pub struct RelayPlan {
 
 /// The stream being relayed: the first target's, or a continuation of it.
 struct Source {
+    /// Reads, checks and translates this source's events.
     reader: Reader,
     /// Events read before the stream was accepted, relayed first.
     head: VecDeque<Bytes>,
@@ -55,7 +56,9 @@ struct Source {
     splicer: Option<Splicer>,
     /// Reported when this source ends.
     permits: Option<AttemptPermits>,
+    /// The provider's retry policy, which decides how its failure counts on the breaker.
     retry: RetryConfig,
+    /// The provider streaming, for logs and the stored record.
     provider: String,
 }
 
@@ -64,7 +67,7 @@ impl Source {
     fn fail(&mut self, exchange: &Exchange, failure: &UpstreamFailure) {
         exchange.state.metrics.count_upstream_failure(&self.provider, failure.label());
         if let Some(permits) = self.permits.take() {
-            log_transitions(permits.fail(failure, &self.retry));
+            permits.fail(failure, &self.retry).into_iter().for_each(log_transition);
         }
     }
 }
@@ -78,7 +81,7 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
     tokio::spawn(async move {
         let started = Instant::now();
         let RelayPlan { kind, content_type, include_usage, permits, retry, mut rescue } = plan;
-        let mut recording = Recording {
+        let mut capture = StreamCapture {
             kind,
             events: Vec::new(),
             failed: false,
@@ -114,17 +117,17 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
                         Some(Spliced::Diverged) => break 'relayed Break::Diverged,
                     };
                     delivered.observe(&event);
-                    let was_complete = recording.completed;
-                    recording.take(event.clone());
-                    if recording.completed && !was_complete {
-                        recording.store(&exchange, &content_type, started, &splices).await;
+                    let was_complete = capture.completed;
+                    capture.take(event.clone());
+                    if capture.completed && !was_complete {
+                        capture.store(&exchange, &content_type, started, &splices).await;
                     }
                     client.send(event).await;
                     continue 'events;
                 }
                 // The reader only ends cleanly after the upstream's terminal event, which the
                 // translator turns into the client's.
-                Ok(None) if recording.completed => break Ok(()),
+                Ok(None) if capture.completed => break Ok(()),
                 Ok(None) => Break::Failed(UpstreamFailure::Invalid("stream ended before its final event".into())),
                 Err(failure) => Break::Failed(failure),
             };
@@ -134,14 +137,14 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
                     tracing::warn!(address = %exchange.address, provider = %source.provider,
                         reason = %failure.reason(), "stream broke mid-answer");
                     broken.get_or_insert(failure);
-                    if recording.failed || !delivered.can_continue() {
+                    if capture.failed || !delivered.can_continue() {
                         break Err(broken.take());
                     }
                 }
                 Break::Diverged => {
                     // The target answered, just differently: not a fault of it.
                     if let Some(permits) = source.permits.take() {
-                        log_transitions(permits.succeed());
+                        permits.succeed().into_iter().for_each(log_transition);
                     }
                     tracing::info!(provider = %source.provider,
                         "restarted answer does not begin with the text already delivered; not spliced");
@@ -156,7 +159,7 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
         match outcome {
             Ok(()) => {
                 if let Some(permits) = source.permits.take() {
-                    log_transitions(permits.succeed());
+                    permits.succeed().into_iter().for_each(log_transition);
                 }
                 if source.reader.completed_without_terminal {
                     tracing::info!(address = %exchange.address, provider = %source.provider,
@@ -173,7 +176,7 @@ pub fn relay(exchange: Arc<Exchange>, reader: Reader, head: Vec<Bytes>, plan: Re
                 exchange.state.metrics.count_stream_interrupted();
                 tracing::warn!(address = %exchange.address, provider = %exchange.provider_name, %reason,
                     "stream interrupted; nothing stored, client stream ended with an error");
-                if !recording.failed {
+                if !capture.failed {
                     let tried =
                         if splices.is_empty() && rescue.is_none() { "" } else { "; no other target could continue it" };
                     let message = format!(
@@ -218,12 +221,6 @@ async fn next_source(
     })
 }
 
-fn log_transitions(transitions: [Option<Transition>; 2]) {
-    for t in transitions.into_iter().flatten() {
-        tracing::warn!(breaker = %t.key, from = t.from.as_str(), to = t.to.as_str(), "circuit breaker changed state");
-    }
-}
-
 /// The client's side of the relay.
 struct Client {
     /// Where the body's events go.
@@ -266,7 +263,7 @@ impl Client {
 }
 
 /// The events of one stream as they arrive, and whether it has properly ended.
-struct Recording {
+struct StreamCapture {
     /// The client's stream dialect.
     kind: StreamKind,
     /// Every client-dialect event, byte-exact.
@@ -283,7 +280,7 @@ struct Recording {
     too_large: bool,
 }
 
-impl Recording {
+impl StreamCapture {
     fn take(&mut self, raw: Bytes) {
         let event = parse_event(&raw);
         self.failed |= is_error_event(self.kind, &event);

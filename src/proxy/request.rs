@@ -106,8 +106,8 @@ impl ParsedRequest {
     }
 
     /// The form the client wants its answer in.
-    pub fn form(&self) -> super::stored::Form {
-        super::stored::Form { stream: self.wants_stream, include_usage: self.include_usage }
+    pub fn form(&self) -> Form {
+        Form { stream: self.wants_stream, include_usage: self.include_usage }
     }
 }
 
@@ -138,7 +138,9 @@ pub fn key_of(
 /// every connection: without it, each slow upload holds what it has sent so far, and thousands
 /// of them hold the process's memory.
 pub struct BodyBudget {
+    /// `limits.max_body_buffer`: bytes all bodies being received may hold at once.
     limit: u64,
+    /// Bytes held right now.
     used: AtomicU64,
 }
 
@@ -155,7 +157,9 @@ impl BodyBudget {
 
 /// One body's share of the budget, given back when the body has been read (or abandoned).
 struct BodyShare<'a> {
+    /// The budget the share was taken from, and is given back to on drop.
     budget: &'a BodyBudget,
+    /// Bytes this body holds.
     held: u64,
 }
 
@@ -238,6 +242,7 @@ pub fn parse(endpoint: Endpoint, raw: Bytes) -> Result<ParsedRequest, ApiError> 
 /// Everything the client asked of the store for this one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachePolicy {
+    /// `cache.mode`, or the mode the request asked for in `x-holdfast-mode`.
     pub mode: CacheMode,
     /// `Cache-Control: no-store`: do not store this exchange.
     pub no_store: bool,
@@ -353,6 +358,16 @@ impl CachePolicy {
         matches!(self.mode, CacheMode::Fallback | CacheMode::CacheFirst)
             && !matches!(self.stateful, Stateful::Bypass(_))
     }
+}
+
+/// The form a client asked for: what a replay has to follow, since neither `stream` nor
+/// `stream_options` is part of the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Form {
+    /// A stream rather than one JSON body.
+    pub stream: bool,
+    /// `stream_options.include_usage`: OpenAI's usage chunk (`choices: []`) in the stream.
+    pub include_usage: bool,
 }
 
 #[cfg(test)]

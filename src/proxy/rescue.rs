@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::answer::Exchange;
-use super::chain::{admit, prepare_body, stream_kind_of, target_path};
+use super::attempt::{admit, prepare_body, stream_kind_of, target_path};
 use super::reader::Reader;
 use super::request::{self, ParsedRequest};
 use crate::cache_key::normalize::Dialect;
@@ -42,6 +42,7 @@ pub struct Rescue {
     targets: VecDeque<(String, String)>,
     /// The client's headers (its credential and keyed headers go to the new target as well).
     headers: HeaderMap,
+    /// The request's query string, sent to the new target as well.
     query: Option<String>,
     /// The client's body, parsed again only when a rescue is needed.
     raw: Bytes,
@@ -65,13 +66,19 @@ impl Mode {
 
 /// A target's stream, accepted to continue the client's.
 pub struct Continuation {
+    /// Reads, checks and translates the continuation's events.
     pub reader: Reader,
     /// Events read before the continuation was accepted (up to its first content).
     pub head: Vec<Bytes>,
+    /// Rewrites those events so they follow on the client's stream.
     pub splicer: Splicer,
+    /// The new target's breaker permits, settled when its stream ends.
     pub permits: AttemptPermits,
+    /// The new target's retry policy, for how its failure counts.
     pub retry: RetryConfig,
+    /// The new target's provider, for logs and the stored record.
     pub provider: String,
+    /// Prefill or restart, for the log line and the record's list of splices.
     pub mode: Mode,
 }
 
@@ -216,6 +223,7 @@ fn with_prefill(body: &[u8], dialect: Dialect, prefix: &str) -> Result<Bytes, St
 
 /// What the client's stream holds so far, as far as continuing it is concerned.
 pub struct Delivered {
+    /// The client's stream dialect.
     pub kind: StreamKind,
     /// The answer's text so far.
     pub text: String,
@@ -295,12 +303,14 @@ pub enum Spliced {
 
 /// Rewrites a continuation's events (client dialect) into the client's stream.
 pub struct Splicer {
+    /// The client's stream dialect.
     kind: StreamKind,
     /// Restart: delivered text the new answer must repeat before anything is relayed.
     to_match: String,
     /// Prefill to Anthropic: whitespace cut off the prefix, dropped again from the
     /// continuation's start.
     trimmed: String,
+    /// OpenAI: the client stream's chunk `id`, put on every continuation chunk.
     chat_id: Option<String>,
     /// Anthropic: the client's index of the continuation's first block.
     block_offset: u64,

@@ -14,7 +14,9 @@ use crate::wire::dialect::DEFAULT_ANTHROPIC_VERSION;
 
 /// A provider ready to take requests: its settings and a pooled HTTP client.
 pub struct Provider {
+    /// Its `[[providers]]` section: URL, dialect, timeouts, retry and breaker settings.
     pub config: ProviderConfig,
+    /// A pooled HTTP client of its own, so one provider's slow connections never hold another's.
     client: reqwest::Client,
     /// The key from `api_key_env`, read once at start-up.
     api_key: Option<Zeroizing<String>>,
@@ -405,12 +407,15 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, dialect: Dialect) {
 
 /// One place a request may be sent: a provider and the model to ask it for.
 pub struct Target<'a> {
+    /// The provider to send to.
     pub provider: &'a Provider,
+    /// The model to ask it for (the route may map the client's model to another).
     pub model: String,
 }
 
 /// All configured providers, in configuration order (the order routing tries them).
 pub struct Upstreams {
+    /// Every provider, in configuration order.
     pub providers: Vec<Provider>,
 }
 

@@ -36,13 +36,19 @@ impl State {
 }
 
 struct Breaker {
+    /// Thresholds and timings, from the provider's `[providers.breaker]`.
     config: BreakerConfig,
+    /// Closed, open or half-open.
     state: State,
+    /// Failures since the last success; `failures` of them in a row open it.
     consecutive_failures: u32,
     /// Outcomes inside the sliding window: (when, failed).
     window: VecDeque<(Instant, bool)>,
+    /// When it last opened, for when a probe may go through.
     opened_at: Option<Instant>,
+    /// Half-open probes not yet settled; at most `probes`.
     probes_in_flight: u32,
+    /// State changes since start, for `/metrics`.
     transitions: u64,
 }
 
@@ -134,25 +140,35 @@ impl std::fmt::Debug for Permit {
 /// A state change, returned so the caller can log it with context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
+    /// The breaker's key (`provider` or `provider/model`).
     pub key: String,
+    /// State before.
     pub from: State,
+    /// State after.
     pub to: State,
 }
 
 /// All breakers, keyed by provider (`"openai"`) or provider and model (`"openai/gpt-4o"`).
 #[derive(Clone, Default)]
 pub struct Breakers {
+    /// Shared by every request; held only for a state update, never across an await.
     inner: Arc<Mutex<HashMap<String, Breaker>>>,
 }
 
 /// One breaker's state for `/admin/health` and `/metrics`.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerStatus {
+    /// The breaker's key (`provider` or `provider/model`).
     pub key: String,
+    /// Closed, open or half-open.
     pub state: State,
+    /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// Outcomes inside the sliding window.
     pub recent_requests: usize,
+    /// Failures among them.
     pub recent_failures: usize,
+    /// State changes since start.
     pub transitions: u64,
     /// Seconds until an open breaker lets a probe through.
     pub retry_in_secs: Option<f64>,

@@ -1,5 +1,5 @@
-//! Answers built from the store: the recorded bytes when the client asks for the form that
-//! was recorded, a converted body when it asks for the other form.
+//! Replaying a stored answer: the recorded bytes when the client asks for the form that was
+//! recorded, the answer converted to the other form when it asks for that one.
 
 use std::convert::Infallible;
 
@@ -8,23 +8,13 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 
-use super::request::Endpoint;
+use super::request::{Endpoint, Form};
 use crate::store::record::{Record, ResponseBody};
 use crate::wire::form::{self, ConvertError};
 use crate::wire::sse::{self, StreamKind};
 
 pub const EVENT_STREAM: &str = "text/event-stream; charset=utf-8";
 pub const JSON: &str = "application/json";
-
-/// The form a client asked for: what a replay has to follow, since neither `stream` nor
-/// `stream_options` is part of the address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Form {
-    /// A stream rather than one JSON body.
-    pub stream: bool,
-    /// `stream_options.include_usage`: OpenAI's usage chunk (`choices: []`) in the stream.
-    pub include_usage: bool,
-}
 
 /// The body and content type to send for `record`, in the form the client asked for. A
 /// replayed OpenAI stream carries the usage chunk exactly when the request asked for it, as
