@@ -133,6 +133,14 @@ fn object_at<'a>(value: &'a Value, path: &str) -> Result<&'a Object> {
     value.as_object().ok_or_else(|| malformed(path, "expected an object"))
 }
 
+/// Each element of `items`, which must be an object, with its path (`path[j]`).
+fn objects_in<'a>(items: &'a [Value], path: &str) -> impl Iterator<Item = Result<(String, &'a Object)>> {
+    items.iter().enumerate().map(move |(j, item)| {
+        let item_path = format!("{path}[{j}]");
+        object_at(item, &item_path).map(|object| (item_path, object))
+    })
+}
+
 fn array_at<'a>(value: &'a Value, path: &str) -> Result<&'a [Value]> {
     value.as_array().map(Vec::as_slice).ok_or_else(|| malformed(path, "expected an array"))
 }
