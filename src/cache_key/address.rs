@@ -124,6 +124,7 @@ impl fmt::Debug for Namespace {
 /// Computes addresses and namespaces with a store's address key.
 #[derive(Clone)]
 pub struct Addresser {
+    /// Keys every address, so addresses say nothing of the request without the store's key.
     address_key: SecretKey,
     /// Keys credential hashes into namespaces (its own key, see `keyring::Contents`).
     namespace_key: SecretKey,

@@ -209,8 +209,11 @@ async fn refuse(mut io: Box<dyn Io>) {
 
 /// One accepted connection and what it needs to serve itself.
 struct Connection {
+    /// The router the listener serves: the proxy's or the admin API's.
     app: Router,
+    /// Header, idle and body timeouts and sizes of this listener.
     limits: ServerLimits,
+    /// Who connected (`ip:port` or `unix`), for handlers, logs and the access trail.
     peer: Peer,
     /// The TCP peer, for handlers that take `ConnectInfo<SocketAddr>`.
     addr: Option<SocketAddr>,
@@ -274,7 +277,9 @@ impl Connection {
 
 /// Requests in flight on one connection and when the last one ended, for the idle limit.
 struct Activity {
+    /// When the connection was accepted; `last_ms` counts from it.
     started: Instant,
+    /// Requests being answered now: while any is, the connection is not idle.
     in_flight: AtomicUsize,
     /// Milliseconds after `started` when the connection last had a request end.
     last_ms: AtomicU64,
@@ -317,7 +322,9 @@ pub fn hold<T: Send + Unpin + 'static>(body: Body, held: T) -> Body {
 }
 
 struct Holding<T> {
+    /// The body, passed through unchanged.
     inner: Body,
+    /// Released when the body is done or dropped.
     _held: T,
 }
 
@@ -341,7 +348,9 @@ impl<T: Send + Unpin + 'static> HttpBody for Holding<T> {
 /// A request body that fails when the client sends nothing for `timeout` while the handler
 /// waits for more: a stalled upload must not hold its buffers and connection forever.
 struct IdleTimeoutBody {
+    /// The client's body as hyper reads it.
     inner: Incoming,
+    /// The longest silence allowed while the handler waits (`idle_timeout`).
     timeout: Duration,
     /// Armed while the handler waits for the next frame; reset when one arrives.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -405,8 +414,11 @@ impl HttpBody for IdleTimeoutBody {
 
 /// Logs an event at most once per interval, with the count of those it kept quiet.
 pub struct RateLimitedLog {
+    /// At most one line per interval.
     interval: Duration,
+    /// When the last line was written.
     last: Option<Instant>,
+    /// Events kept quiet since then, reported on the next line.
     suppressed: u64,
 }
 

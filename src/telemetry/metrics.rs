@@ -29,6 +29,7 @@ struct Histogram {
     counts: [AtomicU64; LATENCY_BUCKETS.len()],
     /// The sum of observed seconds, as `f64` bits.
     sum_bits: AtomicU64,
+    /// Observations in all buckets, for `_count`.
     total: AtomicU64,
 }
 
@@ -50,6 +51,7 @@ impl Histogram {
 /// Values by label set, updated concurrently without a shared lock: open addressing over
 /// write-once slots. A slot, once claimed for a label set, keeps it for the process's life.
 struct Family<K, V> {
+    /// Open-addressed by the label set's hash; a full table falls back to `overflow`.
     slots: Box<[OnceLock<(K, V)>]>,
     /// Label sets that found no free slot (never expected; kept so nothing goes uncounted).
     overflow: Mutex<Vec<(K, V)>>,
@@ -110,11 +112,13 @@ pub struct Metrics {
     requests: Family<(&'static str, String, &'static str), AtomicU64>,
     /// (provider, failure class) → failed upstream attempts.
     upstream_failures: Family<(String, &'static str), AtomicU64>,
+    /// Provider → time to a complete upstream answer.
     upstream_latency: Family<String, Histogram>,
     /// Store reads or writes that failed (the request went on without the store).
     store_errors: AtomicU64,
     /// Streams from upstream that ended before completing (never stored).
     streams_interrupted: AtomicU64,
+    /// Streams that broke mid-answer and were completed by another target.
     streams_rescued: AtomicU64,
     /// Requests refused at the edge because `limits.max_in_flight` were being answered.
     requests_shed: AtomicU64,

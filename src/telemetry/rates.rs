@@ -129,6 +129,8 @@ fn wall_ms() -> u64 {
 /// ring: the answers that opened the breaker belong to the outage too.
 #[derive(Default)]
 pub struct OutageClock {
+    /// When the current outage began (wall-clock ms) and the ring's totals just before it;
+    /// `None` while every breaker is closed.
     started: Mutex<Option<(u64, [u64; RESULTS.len()])>>,
 }
 

@@ -141,6 +141,7 @@ pub fn canonical_object(body: &[u8], top: &TopLevel<'_>) -> Result<(Vec<u8>, Map
 /// order only once all of them (and so everything nested in them) have been written, so one
 /// scratch buffer and one stack of members serve every level without an allocation per object.
 struct Writer<'de> {
+    /// The canonical bytes written so far.
     out: Vec<u8>,
     /// The members of an object being put in order.
     scratch: Vec<u8>,
@@ -150,8 +151,11 @@ struct Writer<'de> {
 
 /// The top level: an object whose members `top` filters; anything else is named, not written.
 struct Top<'w, 't, 'de> {
+    /// Where the canonical body is written.
     writer: &'w mut Writer<'de>,
+    /// Which top-level members are left out of the key and which the proxy reads.
     top: &'t TopLevel<'t>,
+    /// The members the proxy reads itself, parsed on the way.
     captured: &'w mut Map<String, Value>,
 }
 
@@ -199,6 +203,7 @@ impl<'de> Visitor<'de> for Top<'_, '_, 'de> {
 
 /// Writes one value as it is read.
 struct Canonical<'w, 'de> {
+    /// Where the value is written.
     writer: &'w mut Writer<'de>,
 }
 

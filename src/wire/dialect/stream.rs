@@ -28,6 +28,7 @@ const ANTHROPIC_ERROR_TYPES: &[&str] = &[
 /// as upstream sends them. Only what cannot be known early waits: Anthropic's `message_delta`
 /// carries the final usage, which OpenAI sends after the finish reason.
 pub struct StreamTranslator {
+    /// Same dialect (checked, passed through) or one of the two directions.
     inner: Inner,
 }
 
@@ -101,8 +102,11 @@ fn error_message(error: Option<&Value>) -> String {
 }
 
 struct Passthrough {
+    /// The stream's dialect, for its terminal and error events.
     dialect: Dialect,
+    /// The terminal event passed: anything after it is dropped.
     finished: bool,
+    /// An error event passed: the stream is over and is not an answer.
     failed: bool,
 }
 
@@ -132,11 +136,14 @@ enum Kind {
 
 #[derive(Clone, Copy)]
 struct Open {
+    /// The Anthropic block index.
     block: u64,
+    /// What feeds it: text, thinking or one tool call.
     kind: Kind,
 }
 
 struct Tool {
+    /// The Anthropic block index the tool call was given.
     block: u64,
     /// Checked once the stream ends: an answer whose arguments are not a JSON object would
     /// break the client's assembly, so it must not finish.
@@ -147,18 +154,29 @@ struct Tool {
 /// when a delta of another kind arrives or the choice finishes.
 #[derive(Default)]
 struct FromOpenAi {
+    /// `message_start` was sent (on the first chunk).
     started: bool,
+    /// Anthropic blocks opened so far: the next block's index.
     blocks: u64,
+    /// The block deltas go to now; at most one is open at a time.
     open: Option<Open>,
+    /// Tool calls by OpenAI index, each with its block and arguments so far.
     tools: BTreeMap<u64, Tool>,
+    /// OpenAI's `finish_reason`, once it came: it becomes `stop_reason`.
     finish: Option<String>,
+    /// The stop sequence that ended the answer, where the server says which.
     stop_sequence: Option<String>,
+    /// A refusal was streamed, which Anthropic reports as `stop_reason: refusal`.
     refusal: bool,
     /// Answer text that is only whitespace so far, not yet in a block.
     held: String,
+    /// The usage chunk, for `message_delta`'s final usage.
     usage: Option<Value>,
+    /// `message_delta` was sent; it goes once, after the finish and the usage.
     delta_sent: bool,
+    /// `message_stop` was sent: the translated stream is complete.
     finished: bool,
+    /// An error event arrived and was passed on: nothing more is sent.
     failed: bool,
 }
 
@@ -383,12 +401,19 @@ enum Block {
 /// `created` taken when the stream started.
 #[derive(Default)]
 struct FromAnthropic {
+    /// `id`, `model` and `created` from `message_start`, repeated on every chunk.
     head: Option<Object>,
+    /// Usage merged from `message_start` and `message_delta`.
     usage: Object,
+    /// Open blocks by Anthropic index: what their deltas become.
     blocks: BTreeMap<u64, Block>,
+    /// Tool calls so far: the next OpenAI tool-call index.
     tools: u64,
+    /// The finish chunk was sent; it goes once.
     finish_sent: bool,
+    /// `[DONE]` was sent: the translated stream is complete.
     finished: bool,
+    /// An error event arrived and was passed on: nothing more is sent.
     failed: bool,
 }
 

@@ -118,7 +118,9 @@ pub(super) fn completions_to_stream(body: &Object) -> Result<Vec<Bytes>, Convert
 /// `type` for the SDKs) and carries the next sequence number.
 #[derive(Default)]
 struct ResponseEvents {
+    /// The events written so far, in order.
     events: Vec<Bytes>,
+    /// The next `sequence_number`.
     sequence: u64,
 }
 

@@ -19,6 +19,7 @@ pub use ends::{carries_content, carries_finish, error_event, is_usage_only, term
 /// that face untrusted upstreams should cap [`SseSplitter::pending`]'s length.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
+    /// Bytes received and not yet returned as events.
     buf: BytesMut,
     /// Offset in `buf` up to which bytes have been scanned; never rescanned.
     scanned: usize,
