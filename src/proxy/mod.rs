@@ -1,15 +1,20 @@
-//! The HTTP front end: OpenAI- and Anthropic-compatible endpoints, health, readiness and
-//! metrics, and the start-up sequence of `holdfast serve`.
+//! The request chain behind the OpenAI- and Anthropic-compatible endpoints, with health,
+//! readiness and `/metrics`. A request flows down this list:
 //!
-//! - `guard`: one credential, client keys, the in-flight cap — before any handler.
-//! - `request`: endpoint table, body limits, cache policy from headers.
+//! - `guard`: one credential, client keys, the in-flight cap, before any handler.
+//! - `request`: endpoint table, bounded body, the form asked for, cache policy from headers.
 //! - `exchange`: one request from arrival to answer (store, chain, fallback).
 //! - `flight`: single-flight, one upstream call for identical requests in flight together.
 //! - `chain`: targets in order with retries, deadlines, breakers and translation.
+//! - `attempt`: one target's admission past its breakers, and its path and body.
+//! - [`upstream`]: routing a model to its targets, the upstream request, failure classes.
+//! - [`resilience`]: backoff with jitter, circuit breakers, how an attempt's outcome counts.
 //! - `reader`: one upstream stream, event by event, with its end told apart from a cut.
-//! - `relay`: live streams, relayed and recorded.
-//! - `stored`: answers built from stored records, in either form.
+//! - `relay`: live streams, relayed to the client and captured for the store.
+//! - `rescue`: a stream that breaks mid-answer continued on the next target.
 //! - `answer`: the exchange a request carries, `x-holdfast-cache`, response headers, storing.
+//! - `by_id`: the second entry a Responses answer is kept under, for `GET /v1/responses/{id}`.
+//! - `replay`: a stored answer in the form the client asked for.
 //! - `models`: the merged `GET /v1/models`.
 //! - `passthrough`: every other path under `/v1/`, streamed to a provider, never stored.
 //! - `reask`: a stored request asked again through the same exchange (`cache refresh`).
@@ -225,6 +230,6 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
-    text.push_str(&crate::telemetry::metrics::render_breakers(&state.breakers.statuses()));
+    text.push_str(&resilience::breaker::render_metrics(&state.breakers.statuses()));
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

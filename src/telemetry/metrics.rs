@@ -287,31 +287,8 @@ impl Metrics {
     }
 }
 
-/// Breaker states as gauges (0 closed, 1 half-open, 2 open) and transition counters.
-pub fn render_breakers(statuses: &[crate::proxy::resilience::breaker::BreakerStatus]) -> String {
-    use crate::proxy::resilience::breaker::State;
-    let mut out = String::from(
-        "# HELP holdfast_breaker_state Circuit breaker state: 0 closed, 1 half-open, 2 open.\n\
-         # TYPE holdfast_breaker_state gauge\n",
-    );
-    for s in statuses {
-        let value = match s.state {
-            State::Closed => 0,
-            State::HalfOpen => 1,
-            State::Open => 2,
-        };
-        let _ = writeln!(out, "holdfast_breaker_state{{breaker=\"{}\"}} {value}", escape(&s.key));
-    }
-    out.push_str("# HELP holdfast_breaker_transitions_total Circuit breaker state changes.\n");
-    out.push_str("# TYPE holdfast_breaker_transitions_total counter\n");
-    for s in statuses {
-        let _ = writeln!(out, "holdfast_breaker_transitions_total{{breaker=\"{}\"}} {}", escape(&s.key), s.transitions);
-    }
-    out
-}
-
 /// Label values are configuration names, but escape anyway so a name can never break the format.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

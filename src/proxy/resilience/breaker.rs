@@ -9,6 +9,7 @@
 //! Time comes from `tokio::time::Instant`, so tests drive it with a paused clock.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::BreakerConfig;
+use crate::telemetry::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -266,6 +268,33 @@ impl Breakers {
 
 fn transition(key: &str, from: State, to: State) -> Option<Transition> {
     (from != to).then(|| Transition { key: key.to_owned(), from, to })
+}
+
+/// Breaker states as gauges (0 closed, 1 half-open, 2 open) and transition counters.
+pub fn render_metrics(statuses: &[BreakerStatus]) -> String {
+    let mut out = String::from(
+        "# HELP holdfast_breaker_state Circuit breaker state: 0 closed, 1 half-open, 2 open.\n\
+         # TYPE holdfast_breaker_state gauge\n",
+    );
+    for s in statuses {
+        let value = match s.state {
+            State::Closed => 0,
+            State::HalfOpen => 1,
+            State::Open => 2,
+        };
+        let _ = writeln!(out, "holdfast_breaker_state{{breaker=\"{}\"}} {value}", metrics::escape(&s.key));
+    }
+    out.push_str("# HELP holdfast_breaker_transitions_total Circuit breaker state changes.\n");
+    out.push_str("# TYPE holdfast_breaker_transitions_total counter\n");
+    for s in statuses {
+        let _ = writeln!(
+            out,
+            "holdfast_breaker_transitions_total{{breaker=\"{}\"}} {}",
+            metrics::escape(&s.key),
+            s.transitions
+        );
+    }
+    out
 }
 
 #[cfg(test)]
