@@ -307,3 +307,31 @@ pub fn version_text() -> String {
         crate::cache_key::normalize::NORMALIZATION_VERSION,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_question_names_what_goes() {
+        let selector = |older_than_ms, model: Option<&str>, all| PurgeSelector {
+            older_than_ms,
+            model: model.map(str::to_owned),
+            address: None,
+            all,
+        };
+        assert_eq!(describe_purge(&selector(None, None, true)), "EVERY entry");
+        assert_eq!(
+            describe_purge(&selector(Some(90_000), Some("gpt-*"), false)),
+            "entries of model gpt-* older than 90s"
+        );
+        assert_eq!(describe_purge(&selector(Some(90_000), None, false)), "entries older than 90s");
+    }
+
+    #[test]
+    fn an_error_chain_shows_each_cause_once() {
+        let io = std::io::Error::other("disk full");
+        let config = ConfigError::Read { path: "/etc/holdfast.toml".into(), source: io };
+        assert_eq!(error_chain(&config), "cannot read config file /etc/holdfast.toml: disk full");
+    }
+}
