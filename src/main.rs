@@ -1,19 +1,14 @@
 //! The `holdfast` command: parses arguments and calls the library. No behaviour lives here.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use holdfast::config::{Config, parse_duration};
-use holdfast::ops::admin::{
-    self, Actor, Admin, AdminRequest, NewSecret, PurgeSelector, RefreshPlan, Refresher, SecretText,
-};
+use holdfast::config::parse_duration;
+use holdfast::ops::admin::{AdminRequest, PurgeSelector, RefreshPlan};
 use holdfast::ops::audit::AuditFilter;
-use holdfast::secret::{SecretEnv, SecretError, StoreSecret, resolve_secret};
-use holdfast::store::{StoreOpenError, StoreOptions};
-use zeroize::Zeroizing;
+use holdfast::ops::cli::{self, GlobalOptions, OutputFormat, SECRET_VARS};
+use holdfast::secret::SecretEnv;
 
 /// The request path allocates for every JSON value, header and record; glibc's allocator
 /// took about 30% of a stored-answer hit in profiles (docs/performance.md), mimalloc less.
@@ -84,30 +79,37 @@ enum Command {
     Cache(CacheCommand),
 }
 
+/// The `--json` flag of every command that prints a result.
 #[derive(Args, Clone, Copy)]
-struct Output {
+struct JsonFlag {
     /// Print JSON for scripts instead of a table
     #[arg(long)]
     json: bool,
 }
 
+impl JsonFlag {
+    fn format(self) -> OutputFormat {
+        if self.json { OutputFormat::Json } else { OutputFormat::Text }
+    }
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Key ids, when created, status (active / retired) and how many records each seals
-    List(#[command(flatten)] Output),
+    List(#[command(flatten)] JsonFlag),
     /// Make a new data key active for every new write; older records stay readable
     Rotate {
         /// Then re-seal every record under the new key (resumable: run it again to continue)
         #[arg(long)]
         reencrypt: bool,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Destroy a retired key; refused while any record is still sealed under it
     Retire {
         id: u32,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Change the passphrase (or switch to/from a raw key): re-wraps the keyring only
     ///
@@ -118,7 +120,7 @@ enum KeysCommand {
         #[arg(long, value_name = "FILE")]
         new_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
 }
 
@@ -136,19 +138,19 @@ enum AuditCommand {
         #[arg(long)]
         provider: Option<String>,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// The full normalized request and the answer of one entry
     Show {
         address: String,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Entries whose prompt or answer contains TEXT (case-insensitive)
     Search {
         text: String,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Every entry, decrypted, as JSON Lines for review tools
     Export {
@@ -156,7 +158,7 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
         #[command(flatten)]
-        output: Output,
+        format: JsonFlag,
     },
     /// The access trail of who decrypted or changed stored data
     Trail {
@@ -164,14 +166,14 @@ enum AuditCommand {
         #[arg(long)]
         verify: bool,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
 }
 
 #[derive(Subcommand)]
 enum CacheCommand {
     /// Entries, bytes, by provider and model, times served, oldest and newest
-    Stats(#[command(flatten)] Output),
+    Stats(#[command(flatten)] JsonFlag),
     /// Delete entries (asks on a terminal unless --yes)
     Purge {
         /// Entries stored longer ago than this, e.g. 30d
@@ -190,18 +192,18 @@ enum CacheCommand {
         #[arg(long)]
         yes: bool,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Open every record; name each tampered or corrupt one and count missing ones (exit 3 if any)
     ///
     /// Also checks the store's integrity record: entries that were stored but are gone (a
     /// damaged or rolled-back database) are counted as missing. Nothing is changed.
-    Verify(#[command(flatten)] Output),
+    Verify(#[command(flatten)] JsonFlag),
     /// Keep every entry that still opens, remove the rest, and serve again; says how many were lost
     ///
     /// For a store that `serve` refuses because entries were lost. Restore a backup instead if
     /// you have one: what repair removes is gone.
-    Repair(#[command(flatten)] Output),
+    Repair(#[command(flatten)] JsonFlag),
     /// Write an encrypted bundle of every entry, to pre-seed another replica
     ///
     /// The bundle passphrase comes from --bundle-passphrase-file, HOLDFAST_BUNDLE_PASSPHRASE,
@@ -212,7 +214,7 @@ enum CacheCommand {
         #[arg(long, value_name = "FILE")]
         bundle_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
-        output: Output,
+        format: JsonFlag,
     },
     /// Import a bundle: re-sealed under this store's keys, re-addressed under its address key
     Import {
@@ -220,7 +222,7 @@ enum CacheCommand {
         #[arg(long, value_name = "FILE")]
         bundle_passphrase_file: Option<PathBuf>,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
     /// Ask the providers again for the most asked stored questions, so the answers kept for
     /// the next outage are recent (lists the plan and its token cost unless --yes)
@@ -249,14 +251,14 @@ enum CacheCommand {
         #[arg(long)]
         yes: bool,
         #[command(flatten)]
-        out: Output,
+        format: JsonFlag,
     },
 }
 
 fn main() -> ExitCode {
     // `--version` also names the on-disk formats this build reads, so an operator can tell
     // before an upgrade whether a store, bundle or keyring from another build will open.
-    let version: &'static str = Box::leak(version_text().into_boxed_str());
+    let version: &'static str = Box::leak(cli::version_text().into_boxed_str());
     let matches = <Cli as clap::CommandFactory>::command().version(version).get_matches();
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -267,26 +269,105 @@ fn main() -> ExitCode {
     match run(cli, secrets) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("holdfast: error: {}", chain(e.as_ref()));
+            eprintln!("holdfast: error: {}", cli::error_chain(e.as_ref()));
             ExitCode::from(1)
         }
     }
 }
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+fn run(cli: Cli, mut secrets: SecretEnv) -> cli::CommandResult<ExitCode> {
+    let globals = cli.globals();
+    match cli.command {
+        Command::Drill => cli::drill(),
+        Command::Serve => {
+            let (config, source) = cli::load_config(globals.config.as_deref(), &secrets)?;
+            // Still the only thread: the logger and the runtime start in `cli::serve`.
+            let named = config.providers.iter().filter_map(|p| p.api_key_env.as_deref());
+            take_from_environment(&mut secrets, named.chain(config.clients.keys_env.as_deref()));
+            cli::serve(config, source, &globals, secrets)
+        }
+        Command::Init => cli::init(&globals, &secrets),
+        Command::Migrate { dry_run } => cli::migrate(&globals, &secrets, dry_run),
+        Command::Keys(command) => {
+            let (request, format) = match command {
+                KeysCommand::List(format) => (AdminRequest::KeysList, format),
+                KeysCommand::Rotate { reencrypt, format } => (AdminRequest::KeysRotate { reencrypt }, format),
+                KeysCommand::Retire { id, format } => (AdminRequest::KeysRetire { id }, format),
+                KeysCommand::Passphrase { new_passphrase_file, format } => {
+                    (AdminRequest::KeysPassphrase { secret: cli::new_secret(new_passphrase_file, &secrets)? }, format)
+                }
+            };
+            cli::admin_command(&globals, &secrets, request, None, None, format.format())
+        }
+        Command::Audit(command) => {
+            let (request, format, output) = match command {
+                AuditCommand::List { since, model, provider, format } => {
+                    let since_ms = since
+                        .map(|s| {
+                            parse_duration(&s).map(|d| holdfast::store::now_ms().saturating_sub(d.as_millis() as u64))
+                        })
+                        .transpose()?;
+                    (
+                        AdminRequest::AuditList {
+                            filter: AuditFilter { since_ms, model, provider, ..AuditFilter::default() },
+                        },
+                        format,
+                        None,
+                    )
+                }
+                AuditCommand::Show { address, format } => (AdminRequest::AuditShow { address }, format, None),
+                AuditCommand::Search { text, format } => {
+                    (AdminRequest::AuditSearch { text, filter: AuditFilter::default() }, format, None)
+                }
+                AuditCommand::Export { out, format } => (AdminRequest::AuditExport, format, Some(out)),
+                AuditCommand::Trail { verify, format } => (AdminRequest::AuditTrail { verify }, format, None),
+            };
+            cli::admin_command(&globals, &secrets, request, None, output, format.format())
+        }
+        Command::Cache(command) => {
+            let (request, format, input, output) = match command {
+                CacheCommand::Stats(format) => (AdminRequest::CacheStats, format, None, None),
+                CacheCommand::Purge { older_than, model, address, all, yes, format } => {
+                    let older_than_ms =
+                        older_than.map(|s| parse_duration(&s).map(|d| d.as_millis() as u64)).transpose()?;
+                    let selector = PurgeSelector { older_than_ms, model, address, all };
+                    if !yes && !cli::confirm_purge(&selector)? {
+                        eprintln!("nothing purged");
+                        return Ok(ExitCode::from(1));
+                    }
+                    (AdminRequest::CachePurge { selector }, format, None, None)
+                }
+                CacheCommand::Verify(format) => (AdminRequest::CacheVerify, format, None, None),
+                CacheCommand::Repair(format) => (AdminRequest::CacheRepair, format, None, None),
+                CacheCommand::Export { out, bundle_passphrase_file, format } => {
+                    let passphrase = cli::bundle_passphrase(bundle_passphrase_file, true, &secrets)?;
+                    (AdminRequest::CacheExport { passphrase }, format, None, Some(out))
+                }
+                CacheCommand::Import { file, bundle_passphrase_file, format } => {
+                    let passphrase = cli::bundle_passphrase(bundle_passphrase_file, false, &secrets)?;
+                    (AdminRequest::CacheImport { passphrase }, format, Some(file), None)
+                }
+                CacheCommand::Refresh { older_than, min_served, limit, per_minute, dry_run, yes, format } => {
+                    let older_than_ms = parse_duration(&older_than)?.as_millis() as u64;
+                    let plan = RefreshPlan { older_than_ms, min_served, limit, per_minute, dry_run: dry_run || !yes };
+                    (AdminRequest::CacheRefresh { plan }, format, None, None)
+                }
+            };
+            cli::admin_command(&globals, &secrets, request, input, output, format.format())
+        }
+    }
+}
 
-/// Variables that hold secrets. Each is read once, then removed from the environment
-/// (`take_from_environment`); `serve` adds the providers' `api_key_env` and `[clients] keys_env`.
-const SECRET_VARS: &[&str] = &[
-    "HOLDFAST_PASSPHRASE",
-    "HOLDFAST_KEY",
-    "HOLDFAST_ADMIN_TOKEN",
-    // A Redis URL may carry the Redis password.
-    "HOLDFAST_STORE_URL",
-    "HOLDFAST_NEW_PASSPHRASE",
-    "HOLDFAST_NEW_KEY",
-    "HOLDFAST_BUNDLE_PASSPHRASE",
-];
+impl Cli {
+    fn globals(&self) -> GlobalOptions {
+        GlobalOptions {
+            config: self.config.clone(),
+            passphrase_file: self.passphrase_file.clone(),
+            // An empty HOLDFAST_SERVER means "not set", as for every other variable.
+            server: self.server.clone().filter(|s| !s.is_empty()),
+        }
+    }
+}
 
 /// Reads `names` into `secrets` and removes them from the process environment, so they are not
 /// left in /proc/<pid>/environ, in a core file or in the environment of a child process.
@@ -351,328 +432,4 @@ fn blank(strings: Vec<*mut std::ffi::c_char>) {
             }
         }
     }
-}
-
-/// A secret variable as read at start-up; empty counts as unset, as for every variable.
-fn secret_var(secrets: &SecretEnv, name: &str) -> Option<String> {
-    secrets.get(name).filter(|v| !v.is_empty())
-}
-
-/// The configuration, with the secret overrides (`HOLDFAST_STORE_URL`) taken from `secrets`.
-fn load_config(
-    path: Option<&std::path::Path>,
-    secrets: &SecretEnv,
-) -> std::result::Result<(Config, holdfast::config::ConfigSource), holdfast::config::ConfigError> {
-    Config::load_with(path, |name| secrets.get(name).or_else(|| std::env::var(name).ok()))
-}
-
-/// The build (package version, and the build id the packager set in `HOLDFAST_BUILD_ID` at
-/// compile time, e.g. a git commit) and the format versions it writes and reads.
-fn version_text() -> String {
-    let build = option_env!("HOLDFAST_BUILD_ID").filter(|id| !id.is_empty());
-    format!(
-        "{}{}\nstore format {} (opens only this one; `holdfast migrate` upgrades older stores)\n\
-         record envelope {}, keyring format {}, export bundle format {}, cache-key normalization {}",
-        env!("CARGO_PKG_VERSION"),
-        build.map(|id| format!(" (build {id})")).unwrap_or_default(),
-        holdfast::store::FORMAT_VERSION,
-        holdfast::store::crypto::ENVELOPE_VERSION,
-        holdfast::store::keyring::KEYRING_FORMAT,
-        holdfast::ops::bundle::BUNDLE_FORMAT,
-        holdfast::cache_key::normalize::NORMALIZATION_VERSION,
-    )
-}
-
-fn run(cli: Cli, mut secrets: SecretEnv) -> Result<ExitCode> {
-    let globals = cli.globals();
-    match cli.command {
-        Command::Drill => {
-            // Quiet by default: the report is the output; RUST_LOG shows the proxy's logs.
-            let quiet = holdfast::config::LogConfig { level: "error".into(), ..Default::default() };
-            holdfast::telemetry::init_logging(&quiet);
-            let report = runtime()?.block_on(holdfast::ops::drill::run_drill())?;
-            print!("{report}");
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(3) })
-        }
-        Command::Serve => {
-            let (config, source) = load_config(cli.config.as_deref(), &secrets)?;
-            // Still the only thread: the logger and the runtime start below.
-            let named = config.providers.iter().filter_map(|p| p.api_key_env.as_deref());
-            take_from_environment(&mut secrets, named.chain(config.clients.keys_env.as_deref()));
-            holdfast::telemetry::init_logging(&config.log);
-            let secret = resolve_secret(cli.passphrase_file.as_deref(), |name| secret_var(&secrets, name))?;
-            runtime()?.block_on(holdfast::ops::serve::serve(config, source, secret, secrets))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Init => {
-            let (config, _) = load_config(cli.config.as_deref(), &secrets)?;
-            let secret = match resolve_secret(cli.passphrase_file.as_deref(), |name| secret_var(&secrets, name)) {
-                Err(SecretError::Missing) if std::io::stdin().is_terminal() => ask_new_passphrase("store")?,
-                other => other?,
-            };
-            let store = holdfast::ops::serve::create_configured(&config, &secret, StoreOptions::default())?;
-            println!("created store at {}", store.location());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Migrate { dry_run } => {
-            let (config, _) = load_config(cli.config.as_deref(), &secrets)?;
-            let report = holdfast::store::migrate(&config.store.path, dry_run)?;
-            print!("{report}");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Keys(command) => {
-            let (request, out) = match command {
-                KeysCommand::List(out) => (AdminRequest::KeysList, out),
-                KeysCommand::Rotate { reencrypt, out } => (AdminRequest::KeysRotate { reencrypt }, out),
-                KeysCommand::Retire { id, out } => (AdminRequest::KeysRetire { id }, out),
-                KeysCommand::Passphrase { new_passphrase_file, out } => {
-                    (AdminRequest::KeysPassphrase { secret: new_secret(new_passphrase_file, &secrets)? }, out)
-                }
-            };
-            admin_command(&globals, &secrets, request, None, None, out)
-        }
-        Command::Audit(command) => {
-            let (request, out, output) = match command {
-                AuditCommand::List { since, model, provider, out } => {
-                    let since_ms = since
-                        .map(|s| {
-                            parse_duration(&s).map(|d| holdfast::store::now_ms().saturating_sub(d.as_millis() as u64))
-                        })
-                        .transpose()?;
-                    (
-                        AdminRequest::AuditList {
-                            filter: AuditFilter { since_ms, model, provider, ..AuditFilter::default() },
-                        },
-                        out,
-                        None,
-                    )
-                }
-                AuditCommand::Show { address, out } => (AdminRequest::AuditShow { address }, out, None),
-                AuditCommand::Search { text, out } => {
-                    (AdminRequest::AuditSearch { text, filter: AuditFilter::default() }, out, None)
-                }
-                AuditCommand::Export { out, output } => (AdminRequest::AuditExport, output, Some(out)),
-                AuditCommand::Trail { verify, out } => (AdminRequest::AuditTrail { verify }, out, None),
-            };
-            admin_command(&globals, &secrets, request, None, output, out)
-        }
-        Command::Cache(command) => {
-            let (request, out, input, output) = match command {
-                CacheCommand::Stats(out) => (AdminRequest::CacheStats, out, None, None),
-                CacheCommand::Purge { older_than, model, address, all, yes, out } => {
-                    let older_than_ms =
-                        older_than.map(|s| parse_duration(&s).map(|d| d.as_millis() as u64)).transpose()?;
-                    let selector = PurgeSelector { older_than_ms, model, address, all };
-                    if !yes && !confirm(&format!("Purge {} from the store?", describe_purge(&selector)))? {
-                        eprintln!("nothing purged");
-                        return Ok(ExitCode::from(1));
-                    }
-                    (AdminRequest::CachePurge { selector }, out, None, None)
-                }
-                CacheCommand::Verify(out) => (AdminRequest::CacheVerify, out, None, None),
-                CacheCommand::Repair(out) => (AdminRequest::CacheRepair, out, None, None),
-                CacheCommand::Export { out, bundle_passphrase_file, output } => {
-                    let passphrase = bundle_passphrase(bundle_passphrase_file, true, &secrets)?;
-                    (AdminRequest::CacheExport { passphrase }, output, None, Some(out))
-                }
-                CacheCommand::Import { file, bundle_passphrase_file, out } => {
-                    let passphrase = bundle_passphrase(bundle_passphrase_file, false, &secrets)?;
-                    (AdminRequest::CacheImport { passphrase }, out, Some(file), None)
-                }
-                CacheCommand::Refresh { older_than, min_served, limit, per_minute, dry_run, yes, out } => {
-                    let older_than_ms = parse_duration(&older_than)?.as_millis() as u64;
-                    let plan = RefreshPlan { older_than_ms, min_served, limit, per_minute, dry_run: dry_run || !yes };
-                    (AdminRequest::CacheRefresh { plan }, out, None, None)
-                }
-            };
-            admin_command(&globals, &secrets, request, input, output, out)
-        }
-    }
-}
-
-/// What every admin command needs from the global options.
-struct Globals {
-    config: Option<PathBuf>,
-    passphrase_file: Option<PathBuf>,
-    server: Option<String>,
-}
-
-impl Cli {
-    fn globals(&self) -> Globals {
-        Globals {
-            config: self.config.clone(),
-            passphrase_file: self.passphrase_file.clone(),
-            // An empty HOLDFAST_SERVER means "not set", as for every other variable.
-            server: self.server.clone().filter(|s| !s.is_empty()),
-        }
-    }
-}
-
-/// Runs an admin command on the server (`--server`) or on the store directly, then prints it.
-fn admin_command(
-    globals: &Globals,
-    secrets: &SecretEnv,
-    request: AdminRequest,
-    input: Option<PathBuf>,
-    output: Option<PathBuf>,
-    out: Output,
-) -> Result<ExitCode> {
-    let progress = admin::render::ProgressLine::new(&request.describe());
-    let report = |done, total| progress.update(done, total);
-    let outcome = match &globals.server {
-        Some(server) => {
-            let token = secret_var(secrets, "HOLDFAST_ADMIN_TOKEN")
-                .ok_or("--server needs the admin token: set HOLDFAST_ADMIN_TOKEN to the server's token")?;
-            let call =
-                admin::client::execute_remote(server, &token, &request, input.as_deref(), output.as_deref(), &report);
-            runtime()?.block_on(call)?
-        }
-        None => {
-            let (config, _) = load_config(globals.config.as_deref(), secrets)?;
-            let secret = resolve_secret(globals.passphrase_file.as_deref(), |name| secret_var(secrets, name))?;
-            let options = StoreOptions {
-                retention: config.store.retention,
-                max_bytes: config.store.max_size,
-                cache_bytes: config.store.cache_memory,
-                durability: config.store.durability.to_store(),
-                // Verify and repair exist to look at a damaged store; everything else refuses it.
-                accept_damage: matches!(request, AdminRequest::CacheVerify | AdminRequest::CacheRepair),
-                ..StoreOptions::default()
-            };
-            let store = match holdfast::ops::serve::open_configured(&config, &secret, options) {
-                Ok(store) => store,
-                // A database too damaged to open is a verification failure, not a usage error.
-                Err(e @ StoreOpenError::Corrupt { .. }) if matches!(request, AdminRequest::CacheVerify) => {
-                    progress.finish();
-                    eprintln!("holdfast: verification failed: {}", chain(&e));
-                    return Ok(ExitCode::from(3));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let store = Arc::new(store);
-            let mut admin = Admin::open(store.clone())?;
-            // A refresh asks the providers through a proxy of its own, on a runtime kept for the
-            // command's length.
-            let mut _runtime = None;
-            if let AdminRequest::CacheRefresh { plan } = &request
-                && !plan.dry_run
-            {
-                let runtime = runtime()?;
-                admin = admin.with_refresher(Refresher::from_config(config, store, runtime.handle().clone())?);
-                _runtime = Some(runtime);
-            }
-            admin.execute(&request, &Actor::local(), &report, output.as_deref(), input.as_deref())?
-        }
-    };
-    progress.finish();
-    if out.json {
-        println!("{}", serde_json::to_string_pretty(&outcome.result)?);
-    } else {
-        print!("{}", admin::render::render(&request, &outcome.result));
-    }
-    Ok(if outcome.verification_failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
-}
-
-fn describe_purge(s: &PurgeSelector) -> String {
-    match (&s.address, &s.model, s.older_than_ms, s.all) {
-        (Some(a), ..) => format!("the entry at {a}"),
-        (_, _, _, true) => "EVERY entry".into(),
-        (_, Some(m), Some(ms), _) => format!("entries of model {m} older than {}s", ms / 1000),
-        (_, Some(m), None, _) => format!("entries of model {m}"),
-        (_, None, Some(ms), _) => format!("entries older than {}s", ms / 1000),
-        _ => "nothing".into(),
-    }
-}
-
-/// Asks yes/no on a terminal. Without one, refuses: a script must say --yes.
-fn confirm(question: &str) -> Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Err("refusing to purge without --yes when not on a terminal".into());
-    }
-    eprint!("{question} [y/N] ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
-}
-
-/// Reads a secret twice without echo and insists they match.
-fn ask_twice(what: &str) -> Result<Zeroizing<String>> {
-    let first = Zeroizing::new(rpassword::prompt_password(format!("New {what} passphrase: "))?);
-    let second = Zeroizing::new(rpassword::prompt_password(format!("Repeat the {what} passphrase: "))?);
-    if first != second {
-        return Err("the two passphrases differ; nothing was changed".into());
-    }
-    Ok(first)
-}
-
-fn ask_new_passphrase(what: &str) -> Result<StoreSecret> {
-    Ok(StoreSecret::passphrase(ask_twice(what)?.as_str())?)
-}
-
-/// The new secret for `keys passphrase`.
-fn new_secret(file: Option<PathBuf>, secrets: &SecretEnv) -> Result<NewSecret> {
-    let wrap = |s: String| Some(SecretText(Zeroizing::new(s)));
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        return Ok(NewSecret { passphrase: wrap(text.trim_end_matches(['\r', '\n']).to_owned()), raw_key: None });
-    }
-    match (secret_var(secrets, "HOLDFAST_NEW_PASSPHRASE"), secret_var(secrets, "HOLDFAST_NEW_KEY")) {
-        (Some(_), Some(_)) => Err("both HOLDFAST_NEW_PASSPHRASE and HOLDFAST_NEW_KEY are set; give one".into()),
-        (Some(p), None) => Ok(NewSecret { passphrase: wrap(p), raw_key: None }),
-        (None, Some(k)) => Ok(NewSecret { passphrase: None, raw_key: wrap(k) }),
-        (None, None) if std::io::stdin().is_terminal() => {
-            Ok(NewSecret { passphrase: wrap(ask_twice("store")?.to_string()), raw_key: None })
-        }
-        (None, None) => {
-            Err("give the new secret: --new-passphrase-file, HOLDFAST_NEW_PASSPHRASE or HOLDFAST_NEW_KEY".into())
-        }
-    }
-}
-
-/// The passphrase of an export bundle: a file, HOLDFAST_BUNDLE_PASSPHRASE, or a terminal prompt
-/// (asked twice when creating a bundle).
-fn bundle_passphrase(file: Option<PathBuf>, creating: bool, secrets: &SecretEnv) -> Result<SecretText> {
-    let text = match (file, secret_var(secrets, "HOLDFAST_BUNDLE_PASSPHRASE")) {
-        (Some(path), _) => std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .trim_end_matches(['\r', '\n'])
-            .to_owned(),
-        (None, Some(p)) => p,
-        (None, None) if std::io::stdin().is_terminal() => {
-            if creating {
-                ask_twice("bundle")?.to_string()
-            } else {
-                rpassword::prompt_password("Bundle passphrase: ")?
-            }
-        }
-        (None, None) => {
-            return Err("give the bundle passphrase: --bundle-passphrase-file or HOLDFAST_BUNDLE_PASSPHRASE".into());
-        }
-    };
-    if text.is_empty() {
-        return Err("the bundle passphrase is empty".into());
-    }
-    Ok(SecretText(Zeroizing::new(text)))
-}
-
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    // Store writes run on blocking threads. Tokio's default allows 512 of them; under a burst
-    // of misses each one brought its own allocator heap (RSS 276 MiB vs 116 MiB measured).
-    // A few dozen keep the disk busy.
-    tokio::runtime::Builder::new_multi_thread().max_blocking_threads(32).enable_all().build()
-}
-
-/// An error and its causes on one line, so nothing that explains it is lost.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{de_duration, de_size};
+use super::values::{de_duration, de_size};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

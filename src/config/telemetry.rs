@@ -1,8 +1,49 @@
-//! `[telemetry]`: where OpenTelemetry traces go. Off unless an OTLP endpoint is named, in the
-//! file or by the OpenTelemetry convention `OTEL_EXPORTER_OTLP_ENDPOINT`.
+//! What the service says about itself: `[log]`, its log lines, and `[telemetry]`, where
+//! OpenTelemetry traces go. Traces are off unless an OTLP endpoint is named, in the file or by
+//! the OpenTelemetry convention `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
 use serde::Deserialize;
 
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`: how log lines look and which are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `holdfast=debug`; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: default_log_level() }
+    }
+}
+
+impl LogConfig {
+    pub(super) fn validate(&self, problems: &mut Vec<String>) {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            problems.push(format!("log.level: `{}` is not a filter like info or holdfast=debug", self.level));
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// `[telemetry]`: where OpenTelemetry spans are sent.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {

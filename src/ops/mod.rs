@@ -10,5 +10,6 @@
 pub mod admin;
 pub mod audit;
 pub mod bundle;
+pub mod cli;
 pub mod drill;
 pub mod serve;
