@@ -57,7 +57,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub breaker: BreakerConfig,
     /// Anthropic providers: the `anthropic-version` sent when the client sends none; it also
-    /// picks the rules a translated request follows. Absent: `translate::DEFAULT_ANTHROPIC_VERSION`.
+    /// picks the rules a translated request follows. Absent: `wire::dialect::DEFAULT_ANTHROPIC_VERSION`.
     #[serde(default)]
     pub anthropic_version: Option<String>,
     /// Whether the provider continues a final assistant message (a prefill) rather than
