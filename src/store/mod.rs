@@ -9,35 +9,24 @@
 //! - `committer`: group commit — one fsync for every answer completing together.
 //! - `integrity`: the sealed count and digest that tell "entries missing" from "store empty".
 //! - `verify`: the check at open, `cache verify` and `cache repair`.
-//! - `reopen`: reopening the database after a sticky write failure, without a restart.
-//! - `backend`, `sled_backend`: the byte-level storage trait and sled behind it.
-//! - `redb_backend`, `fjall_backend`: the alternative embedded engines (cargo features
-//!   `engine-redb`, `engine-fjall`; compared in docs/storage.md).
-//! - `redis_backend`, `redis_connection`: the shared backend on Redis / Valkey (one primary or
-//!   a cluster) for many replicas.
+//! - `engine`: the byte-level storage trait and the engines behind it: sled (default), redb and
+//!   fjall embedded, Redis / Valkey shared by many replicas; reopening an embedded one after a
+//!   sticky write failure, without a restart.
 //! - `hot_cache`: the sealed in-process cache of recently served entries in front of Redis.
 //! - `layout`, `migrate`: the store directory and format upgrades.
 
-mod backend;
 pub mod codec;
 mod committer;
 pub mod crypto;
 pub(crate) mod durable;
-#[cfg(feature = "engine-fjall")]
-mod fjall_backend;
+mod engine;
 mod hot_cache;
 mod integrity;
 pub mod keyring;
 mod layout;
 mod migrate;
 pub mod record;
-#[cfg(feature = "engine-redb")]
-mod redb_backend;
-mod redis_backend;
-mod redis_connection;
-mod reopen;
 mod shared;
-mod sled_backend;
 mod verify;
 mod write;
 
@@ -47,13 +36,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use crate::clock::now_ms;
-pub use backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 pub use committer::{DURABLE_WAIT, Durability, RELAXED_INTERVAL};
+pub use engine::{
+    Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress, RedisBackend, RedisTarget, SledBackend,
+    redacted,
+};
 pub use hot_cache::HotCacheLimits;
 pub use layout::{Engine, FORMAT_VERSION};
 pub use migrate::{MigrationReport, migrate};
-pub use redis_backend::{RedisBackend, RedisTarget, redacted};
-pub use sled_backend::SledBackend;
 pub use verify::{RepairReport, VerifyReport};
 
 use crate::cache_key::address::{Address, Addresser, Namespace};
@@ -64,9 +54,9 @@ use crate::store::record::{EntryMeta, Record};
 use codec::CodecError;
 use committer::Committer;
 use crypto::EnvelopeError;
+use engine::{EngineOpenError, reopen};
 use integrity::Tally;
 use layout::{Found, Layout};
-use sled_backend::EngineOpenError;
 
 /// How a store is opened and kept.
 #[derive(Debug, Clone)]
@@ -760,11 +750,11 @@ fn open_engine(layout: &Layout, engine: Engine, options: &StoreOptions) -> Resul
     match engine {
         Engine::Sled => open_sled(layout, options).map(|b| Arc::new(b) as Arc<dyn Backend>),
         #[cfg(feature = "engine-redb")]
-        Engine::Redb => redb_backend::RedbBackend::open(&layout.db(engine), options.cache_bytes)
+        Engine::Redb => engine::RedbBackend::open(&layout.db(engine), options.cache_bytes)
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| engine_open_error(&layout.root, e)),
         #[cfg(feature = "engine-fjall")]
-        Engine::Fjall => fjall_backend::FjallBackend::open(&layout.db(engine), options.cache_bytes)
+        Engine::Fjall => engine::FjallBackend::open(&layout.db(engine), options.cache_bytes)
             .map(|b| Arc::new(b) as Arc<dyn Backend>)
             .map_err(|e| engine_open_error(&layout.root, e)),
         // Only reachable in a build without one of the engine features.

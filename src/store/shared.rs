@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::redis_backend::{RedisBackend, RedisKeyringCell, RedisTarget};
+use super::engine::{RedisBackend, RedisKeyringCell, RedisTarget};
 use super::{Backend, FORMAT_VERSION, Handle, KEYRING_IDENTITY_SETTING, Store, StoreOpenError, StoreOptions};
 use crate::secret::StoreSecret;
 use crate::store::keyring::{Keyring, KeyringError};
@@ -85,7 +85,7 @@ impl Store {
     /// The access trail of a shared store, kept in Redis beside it.
     pub fn shared_trail(&self) -> Option<Arc<dyn crate::ops::audit::trail::TrailCell>> {
         let backend = self.shared.clone()?;
-        Some(Arc::new(super::redis_backend::RedisTrailCell(backend)))
+        Some(Arc::new(super::engine::RedisTrailCell(backend)))
     }
 
     /// Where the store is, for logs: its directory, or the Redis URL without secrets.

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::backend::{Backend, BackendError, MetaUpdate, RawAddress};
-use super::sled_backend::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::sled::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
@@ -122,7 +122,7 @@ impl RedbBackend {
 }
 
 impl Backend for RedbBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<super::backend::EntryBytes, BackendError> {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
         guarded("a read", || {
             // One read transaction: value and metadata from the same commit.
             let tx = self.db.begin_read().map_err(err)?;

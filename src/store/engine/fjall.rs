@@ -14,8 +14,8 @@ use std::path::Path;
 
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 
-use super::backend::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
-use super::sled_backend::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::sled::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
 
 pub struct FjallBackend {
     db: SingleWriterTxDatabase,

@@ -4,6 +4,29 @@
 //! embedded sled store and a shared network store can stand side by side behind
 //! `Arc<dyn Backend>`. A backend never sees plaintext: values arrive sealed, metadata is
 //! content-free.
+//!
+//! - `sled`: the default embedded engine.
+//! - `redb`, `fjall`: the alternative embedded engines (cargo features `engine-redb`,
+//!   `engine-fjall`; compared in docs/storage.md).
+//! - `reopen`: an embedded engine closed and opened again after a sticky write failure.
+//! - `redis`, `redis_connection`: the shared backend on Redis / Valkey (one primary or a
+//!   cluster) for many replicas.
+
+#[cfg(feature = "engine-fjall")]
+mod fjall;
+#[cfg(feature = "engine-redb")]
+mod redb;
+mod redis;
+mod redis_connection;
+pub(super) mod reopen;
+mod sled;
+
+#[cfg(feature = "engine-fjall")]
+pub(super) use self::fjall::FjallBackend;
+#[cfg(feature = "engine-redb")]
+pub(super) use self::redb::RedbBackend;
+pub use self::redis::{RedisBackend, RedisKeyringCell, RedisTarget, RedisTrailCell, redacted};
+pub use self::sled::{EngineOpenError, SledBackend};
 
 use crate::cache_key::address::ADDRESS_LEN;
 

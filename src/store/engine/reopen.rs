@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::backend::{Backend, BackendError, MetaUpdate, RawAddress};
+use super::{Backend, BackendError, MetaUpdate, RawAddress};
 
 /// Opens the backend again; the error says why it could not.
 pub type Opener = Box<dyn Fn() -> Result<Arc<dyn Backend>, String> + Send + Sync>;

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::backend::{Backend, BackendError, MetaUpdate, RawAddress};
+use super::{Backend, BackendError, MetaUpdate, RawAddress};
 use crate::cache_key::address::ADDRESS_LEN;
 
 // The key scheme is shared by every embedded engine (redb and fjall use it as well).

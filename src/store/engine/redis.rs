@@ -60,8 +60,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 use super::redis_connection::Connection;
+use super::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
 use crate::cache_key::address::Address;
 use crate::ops::audit::trail::TrailContents;
 use crate::store::codec;
@@ -82,7 +82,7 @@ pub struct RedisTarget {
     /// TTL for entries without a retention deadline (fresh window + stale-if-error).
     pub ttl: Option<Duration>,
     /// The in-process cache of recently served entries in front of Redis (`hot_cache`).
-    pub hot_cache: super::HotCacheLimits,
+    pub hot_cache: crate::store::HotCacheLimits,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -179,7 +179,7 @@ pub struct RedisBackend {
     lookup_timeout: Duration,
     write_timeout: Duration,
     ttl: Option<Duration>,
-    hot_cache: super::HotCacheLimits,
+    hot_cache: crate::store::HotCacheLimits,
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
     /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
@@ -243,7 +243,7 @@ impl RedisBackend {
     }
 
     /// How big and how old the store's hot cache in front of this backend may get.
-    pub fn hot_cache_limits(&self) -> super::HotCacheLimits {
+    pub fn hot_cache_limits(&self) -> crate::store::HotCacheLimits {
         self.hot_cache
     }
 
