@@ -12,6 +12,7 @@
 //! - `redis`, `redis_connection`: the shared backend on Redis / Valkey (one primary or a
 //!   cluster) for many replicas.
 
+mod embedded;
 #[cfg(feature = "engine-fjall")]
 mod fjall;
 #[cfg(feature = "engine-redb")]
@@ -21,16 +22,20 @@ mod redis_connection;
 pub(super) mod reopen;
 mod sled;
 
+pub use self::embedded::EngineOpenError;
 #[cfg(feature = "engine-fjall")]
 pub(super) use self::fjall::FjallBackend;
 #[cfg(feature = "engine-redb")]
 pub(super) use self::redb::RedbBackend;
 pub use self::redis::{RedisBackend, RedisKeyringCell, RedisTarget, RedisTrailCell, redacted};
-pub use self::sled::{EngineOpenError, SledBackend};
+pub use self::sled::SledBackend;
 
 use crate::cache_key::address::ADDRESS_LEN;
 
 pub type RawAddress = [u8; ADDRESS_LEN];
+
+/// The outcome of a backend call (as `std::io::Result` is of an I/O call).
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -48,7 +53,7 @@ pub enum BackendError {
 pub type EntryBytes = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// An entry's bytes on their way from a network backend.
-pub type EntryFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<EntryBytes, BackendError>> + Send + 'a>>;
+pub type EntryFuture<'a> = std::pin::Pin<Box<dyn Future<Output = Result<EntryBytes>> + Send + 'a>>;
 
 /// A change to apply to one entry's metadata; `None` from the closure leaves it unchanged.
 pub type MetaUpdate<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
@@ -56,7 +61,7 @@ pub type MetaUpdate<'a> = &'a dyn Fn(&[u8]) -> Option<Vec<u8>>;
 pub trait Backend: Send + Sync {
     /// The sealed value and the metadata at `address` together: one round trip for a network
     /// backend, whose lookups are bounded by a timeout.
-    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes> {
         Ok((self.get_value(address)?, self.get_meta(address)?))
     }
 
@@ -68,65 +73,53 @@ pub trait Backend: Send + Sync {
     }
 
     /// The sealed value stored at `address`.
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>>;
 
     /// The plaintext metadata stored at `address`.
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError>;
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>>;
 
     /// Writes value, metadata and the store's sealed integrity record (`tally`) together:
     /// after a crash all three are there or none is. Returns the metadata it replaced, read
     /// in the same atomic step, so callers can keep exact counts under concurrent writers.
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError>;
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], tally: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Replaces the value only if it is still `expected` (compare-and-swap), together with its
     /// metadata. Returns whether it was replaced. Key rotation re-seals through this so that a
     /// concurrent fresh write always wins.
-    fn replace_entry(
-        &self,
-        address: &RawAddress,
-        expected: &[u8],
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<bool, BackendError>;
+    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool>;
 
     /// Applies `update` to the metadata of an existing entry, atomically with respect to other
     /// updates; does nothing if there is no entry.
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError>;
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()>;
 
     /// Removes value and metadata together, writing `tally` in the same atomic step. Returns
     /// the metadata removed, if there was an entry.
-    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// The sealed integrity record last written with an entry (or by `put_tally`).
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError>;
+    fn get_tally(&self) -> Result<Option<Vec<u8>>>;
 
     /// Replaces the integrity record alone (creation, an upgrade, `cache repair`).
-    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError>;
+    fn put_tally(&self, tally: &[u8]) -> Result<()>;
 
     /// Up to `limit` addresses that have a sealed value, in order, after `after`. `cache verify`
     /// walks these too: a value whose metadata was lost is invisible to `scan_meta`.
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError>;
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>>;
 
     /// Up to `limit` entries' metadata in address order, starting after `after`. Paged so a
     /// network backend can serve it and so no caller holds an iterator across calls.
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError>;
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>>;
 
     /// A store-wide setting (format version and the like).
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError>;
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError>;
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()>;
 
     /// Makes every completed write durable.
-    fn flush(&self) -> Result<(), BackendError>;
+    fn flush(&self) -> Result<()>;
 
     /// Bytes the backend occupies on disk, as far as it can tell.
-    fn size_on_disk(&self) -> Result<u64, BackendError>;
+    fn size_on_disk(&self) -> Result<u64>;
 
     /// Whether other processes write to the same store at once (a network backend): the
     /// store then keeps no process-local integrity tally or saved totals.

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! <prefix>format        "holdfast store\nformat <N>\n", written last by `holdfast init`
-//! <prefix>keyring       the wrapped keyring (keyring.rs), changed only by compare-and-swap
+//! <prefix>keyring       the wrapped keyring (keyring/file.rs), changed only by compare-and-swap
 //! <prefix>s:<name>      store settings (format version, keyring identity, trail length, …)
 //! <prefix>m:<address>   entry metadata         } both with the entry's TTL
 //! <prefix>v:<address>   sealed entry value     }
@@ -61,7 +61,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::redis_connection::Connection;
-use super::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
+use super::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress, Result};
 use crate::cache_key::address::Address;
 use crate::ops::audit::trail::TrailContents;
 use crate::store::codec;
@@ -192,7 +192,7 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Connects; fails if Redis cannot be reached (a replica cannot unlock its keyring
     /// without it). Later outages are survived: the connection manager reconnects by itself.
-    pub fn connect(target: &RedisTarget) -> Result<Self, BackendError> {
+    pub fn connect(target: &RedisTarget) -> Result<Self> {
         let location = target.location();
         let tagged = !target.cluster.is_empty();
         let what = if tagged { "store.cluster" } else { "store.url" };
@@ -263,38 +263,22 @@ impl RedisBackend {
 
     /// Runs `fut` on this backend's runtime and waits up to `limit` for it (see the module
     /// docs for why waiting here never stalls a runtime worker).
-    fn run<T: Send + 'static>(
-        &self,
-        limit: Duration,
-        what: &str,
-        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
-    ) -> Result<T, BackendError> {
+    fn run<T: Send + 'static>(&self, limit: Duration, what: &str, fut: impl Call<T>) -> Result<T> {
         self.admit(what)?;
         self.settle(what, wait_for(&self.handle, limit, fut))
     }
 
     /// As `run`, awaited instead of waited for: the client's task runs on the client's runtime
     /// and the caller's worker goes on with other requests meanwhile.
-    async fn run_async<T: Send + 'static>(
-        &self,
-        limit: Duration,
-        what: &str,
-        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
-    ) -> Result<T, BackendError> {
+    async fn run_async<T: Send + 'static>(&self, limit: Duration, what: &str, fut: impl Call<T>) -> Result<T> {
         self.admit(what)?;
         let answer = self.handle.spawn(tokio::time::timeout(limit, fut)).await;
-        let result = match answer {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(describe(&e)),
-            Ok(Err(_)) => Err(format!("no answer within {} ms", limit.as_millis())),
-            Err(_) => Err("the Redis client stopped".into()),
-        };
-        self.settle(what, result)
+        self.settle(what, outcome(answer, limit))
     }
 
     /// While Redis is down, lets one call through per probe interval and refuses the rest at
     /// once, so a dead Redis costs requests nothing.
-    fn admit(&self, what: &str) -> Result<(), BackendError> {
+    fn admit(&self, what: &str) -> Result<()> {
         if self.health.down.load(Ordering::Relaxed) {
             let now = crate::clock::now_ms();
             let probe_at = self.health.probe_at_ms.load(Ordering::Relaxed);
@@ -315,7 +299,7 @@ impl RedisBackend {
     }
 
     /// Notes a call's outcome in the store's health: recovery is logged, failures counted.
-    fn settle<T>(&self, what: &str, result: Result<T, String>) -> Result<T, BackendError> {
+    fn settle<T>(&self, what: &str, result: Result<T, String>) -> Result<T> {
         match result {
             Ok(v) => {
                 if self.health.down.swap(false, Ordering::Relaxed) {
@@ -370,7 +354,7 @@ impl RedisBackend {
     }
 
     /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
-    pub(crate) fn swap_named(&self, name: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, BackendError> {
+    pub(crate) fn swap_named(&self, name: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool> {
         let (mut conn, script) = (self.conn.clone(), self.swap.clone());
         let (key, expected, new) = (self.named(name), expected.unwrap_or_default().to_vec(), new.to_vec());
         self.run(self.write_timeout, "a compare-and-swap", async move {
@@ -379,13 +363,18 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.named(name));
-        self.run(self.write_timeout, "a read", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
+    pub(crate) fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.get(self.named(name), self.write_timeout, "a read")
+    }
+
+    /// The value of one key, waiting up to `limit`.
+    fn get(&self, key: String, limit: Duration, what: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        self.run(limit, what, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
     }
 
     /// Every line of the access trail, in order, and its head.
-    pub(crate) fn trail(&self) -> Result<TrailContents, BackendError> {
+    pub(crate) fn trail(&self) -> Result<TrailContents> {
         let mut conn = self.conn.clone();
         let (list, head) = (self.named("trail"), self.named("trail:head"));
         self.run(SCAN_TIMEOUT, "reading the access trail", async move {
@@ -396,7 +385,7 @@ impl RedisBackend {
     }
 
     /// The last trail line and how many there are.
-    pub(crate) fn trail_tail(&self) -> Result<(u64, Option<Vec<u8>>), BackendError> {
+    pub(crate) fn trail_tail(&self) -> Result<(u64, Option<Vec<u8>>)> {
         let mut conn = self.conn.clone();
         let list = self.named("trail");
         self.run(self.write_timeout, "reading the access trail", async move {
@@ -407,7 +396,7 @@ impl RedisBackend {
     }
 
     /// Appends `line` with its `head` if the trail still has `len` lines. Returns whether it did.
-    pub(crate) fn trail_append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, BackendError> {
+    pub(crate) fn trail_append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool> {
         let (mut conn, script) = (self.conn.clone(), self.trail_append.clone());
         let (list, head_key, line, head) =
             (self.named("trail"), self.named("trail:head"), line.to_vec(), head.to_vec());
@@ -418,7 +407,7 @@ impl RedisBackend {
     }
 
     /// Every address of one kind (`m` or `v`), sorted; one full SCAN of every primary.
-    fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>, BackendError> {
+    fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>> {
         let mut conn = self.conn.clone();
         let pattern = format!("{}{}:*", escape_glob(&self.prefix), kind as char);
         let strip = self.prefix.len() + 2;
@@ -455,7 +444,7 @@ impl RedisBackend {
     }
 
     /// Up to `limit` addresses of one kind after `after`, from the last full scan when paging.
-    fn page(&self, kind: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+    fn page(&self, kind: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
         let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = !matches!((&*scanned, after), (Some((k, _)), Some(_)) if *k == kind);
         if fresh {
@@ -471,7 +460,7 @@ impl RedisBackend {
 fn wait_for<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     limit: Duration,
-    fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    fut: impl Call<T>,
 ) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
@@ -484,6 +473,20 @@ fn wait_for<T: Send + 'static>(
         }
         _ => receive(),
     };
+    outcome(received, limit)
+}
+
+/// Redis commands on their way, as handed to the backend's runtime.
+trait Call<T>: Future<Output = redis::RedisResult<T>> + Send + 'static {}
+
+impl<T, F: Future<Output = redis::RedisResult<T>> + Send + 'static> Call<T> for F {}
+
+/// What a call's task came back with (`Err` from the hand-back: the client's runtime is gone),
+/// its error described for messages.
+fn outcome<T, Gone>(
+    received: Result<Result<redis::RedisResult<T>, tokio::time::error::Elapsed>, Gone>,
+    limit: Duration,
+) -> Result<T, String> {
     match received {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => Err(describe(&e)),
@@ -523,7 +526,7 @@ impl Drop for RedisBackend {
 }
 
 impl Backend for RedisBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes> {
         let mut conn = self.conn.clone();
         let (v, m) = (self.key("v", address), self.key("m", address));
         self.run(self.lookup_timeout, "a lookup", async move {
@@ -539,33 +542,17 @@ impl Backend for RedisBackend {
         })))
     }
 
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.key("v", address));
-        self.run(
-            self.lookup_timeout,
-            "a lookup",
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
-        )
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
+        self.get(self.key("v", address), self.lookup_timeout, "a lookup")
     }
 
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.key("m", address));
-        self.run(
-            self.lookup_timeout,
-            "a lookup",
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
-        )
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
+        self.get(self.key("m", address), self.lookup_timeout, "a lookup")
     }
 
     /// Value and metadata in one MULTI/EXEC, both with the entry's expiry. The tally is not
     /// kept (see the module docs).
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        _tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError> {
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], _tally: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let (mk, vk) = (self.key("m", address), self.key("v", address));
         let (meta, value, expiry) = (meta.to_vec(), value.to_vec(), self.expiry_ms(meta));
@@ -587,13 +574,7 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn replace_entry(
-        &self,
-        address: &RawAddress,
-        expected: &[u8],
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<bool, BackendError> {
+    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool> {
         let (mut conn, script) = (self.conn.clone(), self.replace.clone());
         let (mk, vk) = (self.key("m", address), self.key("v", address));
         let (expected, meta, value) = (expected.to_vec(), meta.to_vec(), value.to_vec());
@@ -604,7 +585,7 @@ impl Backend for RedisBackend {
     }
 
     /// Read, change in this process, compare-and-swap; retried when another writer won.
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()> {
         let key = self.key("m", address);
         for _ in 0..8 {
             let Some(old) = self.get_meta(address)? else { return Ok(()) };
@@ -621,7 +602,7 @@ impl Backend for RedisBackend {
         Ok(()) // a served count lost to heavy contention: bookkeeping, not data
     }
 
-    fn delete_entry(&self, address: &RawAddress, _tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn delete_entry(&self, address: &RawAddress, _tally: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let (mk, vk) = (self.key("m", address), self.key("v", address));
         self.run(self.write_timeout, "a delete", async move {
@@ -639,19 +620,19 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_tally(&self) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
 
-    fn put_tally(&self, _tally: &[u8]) -> Result<(), BackendError> {
+    fn put_tally(&self, _tally: &[u8]) -> Result<()> {
         Ok(())
     }
 
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
         self.page(b'v', after, limit)
     }
 
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
         let addresses = self.page(b'm', after, limit)?;
         if addresses.is_empty() {
             return Ok(Vec::new());
@@ -664,11 +645,11 @@ impl Backend for RedisBackend {
         Ok(addresses.into_iter().zip(metas).filter_map(|(a, m)| Some((a, m?))).collect())
     }
 
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.get_named(&format!("s:{name}"))
     }
 
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         let (mut conn, key, value) = (self.conn.clone(), self.named(&format!("s:{name}")), value.to_vec());
         self.run(self.write_timeout, "a write", async move {
             redis::cmd("SET").arg(key).arg(value).query_async(&mut conn).await
@@ -676,12 +657,12 @@ impl Backend for RedisBackend {
     }
 
     /// Redis makes writes durable by its own persistence settings (AOF/RDB, replicas).
-    fn flush(&self) -> Result<(), BackendError> {
+    fn flush(&self) -> Result<()> {
         Ok(())
     }
 
     /// Redis's memory is not this store's alone to count; `INFO memory` tells it.
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
+    fn size_on_disk(&self) -> Result<u64> {
         Ok(0)
     }
 

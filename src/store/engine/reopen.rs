@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::{Backend, BackendError, MetaUpdate, RawAddress};
+use super::{Backend, BackendError, MetaUpdate, RawAddress, Result};
 
 /// Opens the backend again; the error says why it could not.
 pub type Opener = Box<dyn Fn() -> Result<Arc<dyn Backend>, String> + Send + Sync>;
 
 pub struct Reopenable {
-    /// The open backend (or `Closed` while reopening).
-    current: RwLock<Arc<dyn Backend>>,
+    /// The open backend (`None` while reopening: calls fail with a clear error meanwhile).
+    current: RwLock<Option<Arc<dyn Backend>>>,
+    /// How to open the database again.
     open: Opener,
     /// A write or flush failed with an I/O error since the last (re)open.
     failed: AtomicBool,
@@ -28,15 +29,23 @@ pub struct Reopenable {
 
 impl Reopenable {
     pub fn new(backend: Arc<dyn Backend>, open: Opener) -> Self {
-        Self { current: RwLock::new(backend), open, failed: AtomicBool::new(false), reopened: AtomicBool::new(false) }
+        Self {
+            current: RwLock::new(Some(backend)),
+            open,
+            failed: AtomicBool::new(false),
+            reopened: AtomicBool::new(false),
+        }
     }
 
-    fn backend(&self) -> Arc<dyn Backend> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        current.ok_or_else(|| {
+            BackendError::Io("the database is being reopened after a write failure; retrying every second".into())
+        })
     }
 
     /// Passes a result through, noting an I/O failure of a write.
-    fn noted<T>(&self, result: Result<T, BackendError>) -> Result<T, BackendError> {
+    fn noted<T>(&self, result: Result<T>) -> Result<T> {
         if let Err(BackendError::Io(_)) = &result {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -58,121 +67,63 @@ impl Reopenable {
         if !self.failed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let old = std::mem::replace(&mut *self.current.write().unwrap_or_else(|e| e.into_inner()), Arc::new(Closed));
+        let old = self.current.write().unwrap_or_else(|e| e.into_inner()).take();
         // Calls in flight hold clones; the file lock goes only with the last one.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        while old.as_ref().is_some_and(|old| Arc::strong_count(old) > 1) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(old);
         let fresh = (self.open)()?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
         self.failed.store(false, Ordering::Relaxed);
         self.reopened.store(true, Ordering::Release);
         Ok(true)
     }
 }
 
-/// Stands in while the database is being reopened.
-struct Closed;
-
-fn closed<T>() -> Result<T, BackendError> {
-    Err(BackendError::Io("the database is being reopened after a write failure; retrying every second".into()))
-}
-
-impl Backend for Closed {
-    fn get_value(&self, _: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn get_meta(&self, _: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn put_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn replace_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<bool, BackendError> {
-        closed()
-    }
-    fn update_meta(&self, _: &RawAddress, _: MetaUpdate<'_>) -> Result<(), BackendError> {
-        closed()
-    }
-    fn delete_entry(&self, _: &RawAddress, _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn put_tally(&self, _: &[u8]) -> Result<(), BackendError> {
-        closed()
-    }
-    fn scan_values(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<RawAddress>, BackendError> {
-        closed()
-    }
-    fn scan_meta(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
-        closed()
-    }
-    fn get_setting(&self, _: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        closed()
-    }
-    fn put_setting(&self, _: &str, _: &[u8]) -> Result<(), BackendError> {
-        closed()
-    }
-    fn flush(&self) -> Result<(), BackendError> {
-        closed()
-    }
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
-        closed()
-    }
-}
-
 impl Backend for Reopenable {
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        self.backend().get_value(address)
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
+        self.backend()?.get_value(address)
     }
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        self.backend().get_meta(address)
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
+        self.backend()?.get_meta(address)
     }
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError> {
-        self.noted(self.backend().put_entry(address, meta, value, tally))
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.noted(self.backend().and_then(|b| b.put_entry(address, meta, value, tally)))
     }
-    fn replace_entry(&self, a: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool, BackendError> {
-        self.noted(self.backend().replace_entry(a, expected, meta, value))
+    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool> {
+        self.noted(self.backend().and_then(|b| b.replace_entry(address, expected, meta, value)))
     }
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
-        self.noted(self.backend().update_meta(address, update))
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()> {
+        self.noted(self.backend().and_then(|b| b.update_meta(address, update)))
     }
-    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.noted(self.backend().delete_entry(address, tally))
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.noted(self.backend().and_then(|b| b.delete_entry(address, tally)))
     }
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
-        self.backend().get_tally()
+    fn get_tally(&self) -> Result<Option<Vec<u8>>> {
+        self.backend()?.get_tally()
     }
-    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError> {
-        self.noted(self.backend().put_tally(tally))
+    fn put_tally(&self, tally: &[u8]) -> Result<()> {
+        self.noted(self.backend().and_then(|b| b.put_tally(tally)))
     }
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
-        self.backend().scan_values(after, limit)
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
+        self.backend()?.scan_values(after, limit)
     }
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
-        self.backend().scan_meta(after, limit)
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
+        self.backend()?.scan_meta(after, limit)
     }
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        self.backend().get_setting(name)
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.backend()?.get_setting(name)
     }
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
-        self.noted(self.backend().put_setting(name, value))
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
+        self.noted(self.backend().and_then(|b| b.put_setting(name, value)))
     }
-    fn flush(&self) -> Result<(), BackendError> {
-        self.noted(self.backend().flush())
+    fn flush(&self) -> Result<()> {
+        self.noted(self.backend().and_then(|b| b.flush()))
     }
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
-        self.backend().size_on_disk()
+    fn size_on_disk(&self) -> Result<u64> {
+        self.backend()?.size_on_disk()
     }
 }
 
@@ -187,50 +138,50 @@ mod tests {
     }
 
     impl Backend for Flaky {
-        fn get_value(&self, _: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+        fn get_value(&self, _: &RawAddress) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn get_meta(&self, _: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+        fn get_meta(&self, _: &RawAddress) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn put_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        fn put_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn replace_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<bool, BackendError> {
+        fn replace_entry(&self, _: &RawAddress, _: &[u8], _: &[u8], _: &[u8]) -> Result<bool> {
             Ok(false)
         }
-        fn update_meta(&self, _: &RawAddress, _: MetaUpdate<'_>) -> Result<(), BackendError> {
+        fn update_meta(&self, _: &RawAddress, _: MetaUpdate<'_>) -> Result<()> {
             Ok(())
         }
-        fn delete_entry(&self, _: &RawAddress, _: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        fn delete_entry(&self, _: &RawAddress, _: &[u8]) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        fn get_tally(&self) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn put_tally(&self, _: &[u8]) -> Result<(), BackendError> {
+        fn put_tally(&self, _: &[u8]) -> Result<()> {
             Ok(())
         }
-        fn scan_values(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<RawAddress>, BackendError> {
+        fn scan_values(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<RawAddress>> {
             Ok(Vec::new())
         }
-        fn scan_meta(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+        fn scan_meta(&self, _: Option<&RawAddress>, _: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
             Ok(Vec::new())
         }
-        fn get_setting(&self, _: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        fn get_setting(&self, _: &str) -> Result<Option<Vec<u8>>> {
             Ok(None)
         }
-        fn put_setting(&self, _: &str, _: &[u8]) -> Result<(), BackendError> {
+        fn put_setting(&self, _: &str, _: &[u8]) -> Result<()> {
             Ok(())
         }
-        fn flush(&self) -> Result<(), BackendError> {
+        fn flush(&self) -> Result<()> {
             if self.broken.load(Ordering::Relaxed) {
                 Err(BackendError::Io("No space left on device".into()))
             } else {
                 Ok(())
             }
         }
-        fn size_on_disk(&self) -> Result<u64, BackendError> {
+        fn size_on_disk(&self) -> Result<u64> {
             Ok(0)
         }
     }
