@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! <store>/HOLDFAST   text marker: "holdfast store\nformat <N>\n[engine <name>\n]", written last
-//! <store>/keyring    the wrapped keyring (see keyring.rs)
+//! <store>/keyring    the wrapped keyring (see keyring/file.rs)
 //! <store>/keyring-identity  hex of the keyring's identity, read before unlocking (store/mod.rs)
 //! <store>/tally      the sealed integrity record's copy beside the database (integrity.rs)
 //! <store>/db/        the sled database (engine `sled`, the default)
