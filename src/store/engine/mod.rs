@@ -9,8 +9,8 @@
 //! - `redb`, `fjall`: the alternative embedded engines (cargo features `engine-redb`,
 //!   `engine-fjall`; compared in docs/storage.md).
 //! - `reopen`: an embedded engine closed and opened again after a sticky write failure.
-//! - `redis`, `redis_connection`: the shared backend on Redis / Valkey (one primary or a
-//!   cluster) for many replicas.
+//! - `redis`: the shared backend on Redis / Valkey (one primary or a cluster) for many
+//!   replicas.
 
 mod embedded;
 #[cfg(feature = "engine-fjall")]
@@ -18,7 +18,6 @@ mod fjall;
 #[cfg(feature = "engine-redb")]
 mod redb;
 mod redis;
-mod redis_connection;
 pub(super) mod reopen;
 mod sled;
 
@@ -27,7 +26,8 @@ pub use self::embedded::EngineOpenError;
 pub(super) use self::fjall::FjallBackend;
 #[cfg(feature = "engine-redb")]
 pub(super) use self::redb::RedbBackend;
-pub use self::redis::{RedisBackend, RedisKeyringCell, RedisTarget, RedisTrailCell, redacted};
+pub use self::redis::cells::{RedisKeyringCell, RedisTrailCell};
+pub use self::redis::{RedisBackend, RedisTarget, redacted};
 pub use self::sled::SledBackend;
 
 use crate::cache_key::address::ADDRESS_LEN;

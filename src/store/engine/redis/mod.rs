@@ -1,6 +1,12 @@
 //! The shared backend: Redis ≥ 7 or Valkey ≥ 8, so several `holdfast serve` replicas share one
 //! store.
 //!
+//! - this file: where the store is (`RedisTarget`), connecting, and running each call with a
+//!   deadline while keeping track of Redis's health.
+//! - `entries`: the `Backend` trait on Redis (entries, their expiry, scans).
+//! - `cells`: the keyring and the access trail, changed only by compare-and-swap.
+//! - `connection`: one connection type for a single primary and for a cluster.
+//!
 //! Everything sent is already sealed by `Store` exactly as for the embedded store: values are
 //! AES-GCM envelopes bound to their address, metadata is content-free bookkeeping, keys are
 //! the keyed addresses in hex (never a plain hash of a prompt). Under `key_prefix`, on one
@@ -53,6 +59,10 @@
 //! count would report loss that is only expiry. Redis persistence and replication are the
 //! durability story; `cache verify` still opens and authenticates every entry.
 
+pub(super) mod cells;
+mod connection;
+mod entries;
+
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,12 +70,9 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::redis_connection::Connection;
-use super::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress, Result};
+use super::{BackendError, RawAddress, Result};
 use crate::cache_key::address::Address;
-use crate::ops::audit::trail::TrailContents;
-use crate::store::codec;
-use crate::store::record::EntryMeta;
+use connection::Connection;
 
 /// Where the shared store is and how long to wait for it.
 #[derive(Clone)]
@@ -115,8 +122,6 @@ const WRITE_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
 const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Errors are logged at most once per this interval (and counted always).
 const LOG_INTERVAL_MS: u64 = 10_000;
-/// Keys asked for per SCAN step.
-const SCAN_COUNT: usize = 1000;
 
 /// Replaces a value and its metadata only if the value is still the expected one.
 const REPLACE_SCRIPT: &str = r"
@@ -169,23 +174,34 @@ pub struct RedisBackend {
     /// This backend's own runtime (an `Option` so that drop can shut it down without waiting,
     /// which Tokio allows inside an async context).
     runtime: Option<tokio::runtime::Runtime>,
+    /// Where calls are spawned: the runtime above, also from inside another runtime.
     handle: tokio::runtime::Handle,
+    /// The multiplexed connection (or cluster client) every call clones.
     conn: Connection,
+    /// `store.key_prefix`, before every key, so one Redis can hold several stores.
     prefix: String,
     /// Keys carry hash tags (a Redis Cluster; see the module docs).
     tagged: bool,
     /// Where, without secrets.
     location: String,
+    /// Longest a lookup on the request path waits (`store.timeout`).
     lookup_timeout: Duration,
+    /// Longest a write or maintenance call waits: longer, as it is off the request path.
     write_timeout: Duration,
+    /// Expiry of entries without a retention deadline.
     ttl: Option<Duration>,
+    /// Limits of the store's hot cache in front of this backend, handed to `Store`.
     hot_cache: crate::store::HotCacheLimits,
+    /// Reachability: logs once per interval, probes while down, and /readyz.
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
     /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
     scanned: Mutex<Option<(u8, Vec<RawAddress>)>>,
+    /// `REPLACE_SCRIPT`, for re-sealing an entry (key rotation).
     replace: redis::Script,
+    /// `SWAP_SCRIPT`, for the keyring and metadata updates.
     swap: redis::Script,
+    /// `TRAIL_APPEND_SCRIPT`, for the access trail.
     trail_append: redis::Script,
 }
 
@@ -329,17 +345,6 @@ impl RedisBackend {
         BackendError::Unavailable(format!("Redis store {what} failed: {reason}"))
     }
 
-    /// Absolute expiry (ms since the epoch) for an entry with this metadata: its retention
-    /// deadline, else the configured TTL from now, else none. The metadata is decoded here
-    /// (content-free bookkeeping) so that the byte-level trait stays as it is.
-    fn expiry_ms(&self, meta: &[u8]) -> Option<u64> {
-        let expires = codec::decode::<EntryMeta>(meta).ok().map_or(0, |m| m.expires_ms);
-        if expires > 0 {
-            return Some(expires);
-        }
-        self.ttl.map(|ttl| crate::clock::now_ms().saturating_add(ttl.as_millis() as u64))
-    }
-
     /// The `maxmemory-policy` Redis runs with, if it lets us ask (managed services often
     /// refuse CONFIG).
     /// On a cluster every primary is asked, and the first policy that differs from the
@@ -353,106 +358,10 @@ impl RedisBackend {
         Some(policies.iter().find(|p| !is_volatile(p)).unwrap_or(first).clone())
     }
 
-    /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
-    pub(crate) fn swap_named(&self, name: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool> {
-        let (mut conn, script) = (self.conn.clone(), self.swap.clone());
-        let (key, expected, new) = (self.named(name), expected.unwrap_or_default().to_vec(), new.to_vec());
-        self.run(self.write_timeout, "a compare-and-swap", async move {
-            let done: i64 = script.key(key).arg(expected).arg(new).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    pub(crate) fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.get(self.named(name), self.write_timeout, "a read")
-    }
-
     /// The value of one key, waiting up to `limit`.
     fn get(&self, key: String, limit: Duration, what: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         self.run(limit, what, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
-    }
-
-    /// Every line of the access trail, in order, and its head.
-    pub(crate) fn trail(&self) -> Result<TrailContents> {
-        let mut conn = self.conn.clone();
-        let (list, head) = (self.named("trail"), self.named("trail:head"));
-        self.run(SCAN_TIMEOUT, "reading the access trail", async move {
-            let lines: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query_async(&mut conn).await?;
-            let head: Option<Vec<u8>> = redis::cmd("GET").arg(&head).query_async(&mut conn).await?;
-            Ok((lines, head))
-        })
-    }
-
-    /// The last trail line and how many there are.
-    pub(crate) fn trail_tail(&self) -> Result<(u64, Option<Vec<u8>>)> {
-        let mut conn = self.conn.clone();
-        let list = self.named("trail");
-        self.run(self.write_timeout, "reading the access trail", async move {
-            let (len, last): (u64, Option<Vec<u8>>) =
-                redis::pipe().cmd("LLEN").arg(&list).cmd("LINDEX").arg(&list).arg(-1).query_async(&mut conn).await?;
-            Ok((len, last))
-        })
-    }
-
-    /// Appends `line` with its `head` if the trail still has `len` lines. Returns whether it did.
-    pub(crate) fn trail_append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool> {
-        let (mut conn, script) = (self.conn.clone(), self.trail_append.clone());
-        let (list, head_key, line, head) =
-            (self.named("trail"), self.named("trail:head"), line.to_vec(), head.to_vec());
-        self.run(self.write_timeout, "appending to the access trail", async move {
-            let done: i64 = script.key(list).key(head_key).arg(len).arg(line).arg(head).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    /// Every address of one kind (`m` or `v`), sorted; one full SCAN of every primary.
-    fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}{}:*", escape_glob(&self.prefix), kind as char);
-        let strip = self.prefix.len() + 2;
-        let tagged = self.tagged;
-        let address = move |key: &str| -> Option<RawAddress> {
-            let hex = key.get(strip..)?;
-            let hex = if tagged { hex.strip_prefix('{')?.strip_suffix('}')? } else { hex };
-            hex.parse::<Address>().ok().map(|a| a.0)
-        };
-        let mut found = self.run(SCAN_TIMEOUT, "a scan", async move {
-            let mut found = Vec::new();
-            let nodes: Vec<Option<(String, u16)>> = match conn.primaries().await? {
-                None => vec![None],
-                Some(primaries) => primaries.into_iter().map(Some).collect(),
-            };
-            for node in &nodes {
-                let mut cursor = 0u64;
-                loop {
-                    let mut scan = redis::cmd("SCAN");
-                    scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
-                    let (next, keys) = conn.scan_node(node.as_ref(), scan).await?;
-                    found.extend(keys.iter().filter_map(|k| address(k)));
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
-            Ok(found)
-        })?;
-        found.sort_unstable();
-        found.dedup(); // SCAN may return a key twice
-        Ok(found)
-    }
-
-    /// Up to `limit` addresses of one kind after `after`, from the last full scan when paging.
-    fn page(&self, kind: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
-        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = !matches!((&*scanned, after), (Some((k, _)), Some(_)) if *k == kind);
-        if fresh {
-            *scanned = Some((kind, self.scan_all(kind)?));
-        }
-        let Some((_, all)) = &*scanned else { return Ok(Vec::new()) };
-        let start = after.map_or(0, |a| all.partition_point(|x| x <= a));
-        Ok(all.iter().skip(start).take(limit).copied().collect())
     }
 }
 
@@ -505,206 +414,10 @@ fn is_volatile(policy: &str) -> bool {
     policy.starts_with("volatile-") || policy == "noeviction"
 }
 
-/// The prefix with SCAN's glob characters escaped, so it matches only itself.
-fn escape_glob(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-impl Backend for RedisBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes> {
-        let mut conn = self.conn.clone();
-        let (v, m) = (self.key("v", address), self.key("m", address));
-        self.run(self.lookup_timeout, "a lookup", async move {
-            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
-        })
-    }
-
-    fn get_entry_async(&self, address: &RawAddress) -> Option<EntryFuture<'_>> {
-        let mut conn = self.conn.clone();
-        let (v, m) = (self.key("v", address), self.key("m", address));
-        Some(Box::pin(self.run_async(self.lookup_timeout, "a lookup", async move {
-            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
-        })))
-    }
-
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
-        self.get(self.key("v", address), self.lookup_timeout, "a lookup")
-    }
-
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
-        self.get(self.key("m", address), self.lookup_timeout, "a lookup")
-    }
-
-    /// Value and metadata in one MULTI/EXEC, both with the entry's expiry. The tally is not
-    /// kept (see the module docs).
-    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], _tally: &[u8]) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        let (meta, value, expiry) = (meta.to_vec(), value.to_vec(), self.expiry_ms(meta));
-        self.run(self.write_timeout, "a write", async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("GET").arg(&mk);
-            let set_m = pipe.cmd("SET").arg(&mk).arg(meta);
-            if let Some(at) = expiry {
-                set_m.arg("PXAT").arg(at);
-            }
-            set_m.ignore();
-            let set_v = pipe.cmd("SET").arg(&vk).arg(value);
-            if let Some(at) = expiry {
-                set_v.arg("PXAT").arg(at);
-            }
-            set_v.ignore();
-            let (previous,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).await?;
-            Ok(previous)
-        })
-    }
-
-    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool> {
-        let (mut conn, script) = (self.conn.clone(), self.replace.clone());
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        let (expected, meta, value) = (expected.to_vec(), meta.to_vec(), value.to_vec());
-        self.run(self.write_timeout, "a re-seal", async move {
-            let done: i64 = script.key(mk).key(vk).arg(expected).arg(meta).arg(value).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    /// Read, change in this process, compare-and-swap; retried when another writer won.
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()> {
-        let key = self.key("m", address);
-        for _ in 0..8 {
-            let Some(old) = self.get_meta(address)? else { return Ok(()) };
-            let Some(new) = update(&old) else { return Ok(()) };
-            let (mut conn, script, key) = (self.conn.clone(), self.swap.clone(), key.clone());
-            let swapped = self.run(self.write_timeout, "a metadata update", async move {
-                let done: i64 = script.key(key).arg(old).arg(new).invoke_async(&mut conn).await?;
-                Ok(done == 1)
-            })?;
-            if swapped {
-                return Ok(());
-            }
-        }
-        Ok(()) // a served count lost to heavy contention: bookkeeping, not data
-    }
-
-    fn delete_entry(&self, address: &RawAddress, _tally: &[u8]) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        self.run(self.write_timeout, "a delete", async move {
-            let (previous,): (Option<Vec<u8>>,) = redis::pipe()
-                .atomic()
-                .cmd("GET")
-                .arg(&mk)
-                .cmd("DEL")
-                .arg(&mk)
-                .arg(&vk)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok(previous)
-        })
-    }
-
-    fn get_tally(&self) -> Result<Option<Vec<u8>>> {
-        Ok(None)
-    }
-
-    fn put_tally(&self, _tally: &[u8]) -> Result<()> {
-        Ok(())
-    }
-
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
-        self.page(b'v', after, limit)
-    }
-
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
-        let addresses = self.page(b'm', after, limit)?;
-        if addresses.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = addresses.iter().map(|a| self.key("m", a)).collect();
-        let mut conn = self.conn.clone();
-        let metas: Vec<Option<Vec<u8>>> =
-            self.run(SCAN_TIMEOUT, "a scan", async move { redis::cmd("MGET").arg(keys).query_async(&mut conn).await })?;
-        // An entry that expired between the scan and the read is simply not there.
-        Ok(addresses.into_iter().zip(metas).filter_map(|(a, m)| Some((a, m?))).collect())
-    }
-
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.get_named(&format!("s:{name}"))
-    }
-
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
-        let (mut conn, key, value) = (self.conn.clone(), self.named(&format!("s:{name}")), value.to_vec());
-        self.run(self.write_timeout, "a write", async move {
-            redis::cmd("SET").arg(key).arg(value).query_async(&mut conn).await
-        })
-    }
-
-    /// Redis makes writes durable by its own persistence settings (AOF/RDB, replicas).
-    fn flush(&self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Redis's memory is not this store's alone to count; `INFO memory` tells it.
-    fn size_on_disk(&self) -> Result<u64> {
-        Ok(0)
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-}
-
-/// The keyring kept in Redis at `<prefix>keyring`.
-pub struct RedisKeyringCell(pub std::sync::Arc<RedisBackend>);
-
-impl crate::store::keyring::KeyringCell for RedisKeyringCell {
-    fn describe(&self) -> String {
-        format!("{} key {}keyring", self.0.location(), self.0.prefix)
-    }
-
-    fn load(&self) -> Result<Option<Vec<u8>>, String> {
-        self.0.get_named("keyring").map_err(|e| e.to_string())
-    }
-
-    fn swap(&self, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
-        self.0.swap_named("keyring", expected, new).map_err(|e| e.to_string())
-    }
-}
-
-/// The access trail kept in Redis at `<prefix>trail` and `<prefix>trail:head`.
-pub struct RedisTrailCell(pub std::sync::Arc<RedisBackend>);
-
-impl crate::ops::audit::trail::TrailCell for RedisTrailCell {
-    fn describe(&self) -> String {
-        format!("{} key {}trail", self.0.location(), self.0.prefix)
-    }
-
-    fn tail(&self) -> Result<(u64, Option<Vec<u8>>), String> {
-        self.0.trail_tail().map_err(|e| e.to_string())
-    }
-
-    fn append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, String> {
-        self.0.trail_append(len, line, head).map_err(|e| e.to_string())
-    }
-
-    fn all(&self) -> Result<TrailContents, String> {
-        self.0.trail().map_err(|e| e.to_string())
     }
 }
