@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::engine::{RedisBackend, RedisKeyringCell, RedisTarget};
-use super::{Backend, FORMAT_VERSION, Handle, KEYRING_IDENTITY_SETTING, Store, StoreOpenError, StoreOptions};
+use super::open::{Handle, KEYRING_IDENTITY_SETTING};
+use super::{Backend, FORMAT_VERSION, Store, StoreOpenError, StoreOptions};
 use crate::secret::StoreSecret;
 use crate::store::keyring::{Keyring, KeyringError};
 

@@ -49,6 +49,69 @@ pub enum BackendError {
     Unavailable(String),
 }
 
+/// The embedded database engine under a store (`store.engine`); see docs/storage.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// sled 0.34: the engine of every store made before engines were selectable.
+    #[default]
+    Sled,
+    /// redb: a copy-on-write B-tree in one file (cargo feature `engine-redb`).
+    Redb,
+    /// fjall: an LSM tree with checksummed blocks (cargo feature `engine-fjall`).
+    Fjall,
+}
+
+impl Engine {
+    pub const ALL: [Engine; 3] = [Engine::Sled, Engine::Redb, Engine::Fjall];
+
+    /// The name used in the configuration and the marker.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Engine> {
+        Engine::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The cargo feature a build needs for this engine (`None`: always built).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Engine::Sled => None,
+            Engine::Redb => Some("engine-redb"),
+            Engine::Fjall => Some("engine-fjall"),
+        }
+    }
+
+    /// Whether this build includes the engine.
+    pub fn is_built(self) -> bool {
+        match self {
+            Engine::Sled => true,
+            Engine::Redb => cfg!(feature = "engine-redb"),
+            Engine::Fjall => cfg!(feature = "engine-fjall"),
+        }
+    }
+
+    /// The directory (under the store root) that holds this engine's database.
+    pub(in crate::store) fn dir_name(self) -> &'static str {
+        match self {
+            Engine::Sled => "db",
+            Engine::Redb => "redb",
+            Engine::Fjall => "fjall",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An entry's sealed value and metadata, each if present.
 pub type EntryBytes = (Option<Vec<u8>>, Option<Vec<u8>>);
 
