@@ -33,6 +33,7 @@ const MARKER_HEADER: &str = "holdfast store";
 
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The store directory: the marker, keyring and engine directories are inside it.
     pub root: PathBuf,
 }
 

@@ -9,9 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Store;
+use super::engine::Backend;
 use super::engine::{RedisBackend, RedisKeyringCell, RedisTarget};
+use super::error::StoreOpenError;
+use super::layout::FORMAT_VERSION;
 use super::open::{Handle, KEYRING_IDENTITY_SETTING};
-use super::{Backend, FORMAT_VERSION, Store, StoreOpenError, StoreOptions};
+use super::options::StoreOptions;
 use crate::secret::StoreSecret;
 use crate::store::keyring::{Keyring, KeyringError};
 

@@ -18,8 +18,11 @@ use super::embedded::{EngineOpenError, META, TALLY, VALUE, address_of, entry_key
 use super::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress, Result};
 
 pub struct FjallBackend {
+    /// The database: its single-writer transactions, journal persistence and disk usage.
     db: SingleWriterTxDatabase,
+    /// Both halves of every entry and the integrity record (the embedded key scheme).
     entries: SingleWriterTxKeyspace,
+    /// Store-wide settings (format version, keyring identity, saved totals).
     settings: SingleWriterTxKeyspace,
 }
 

@@ -26,7 +26,9 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const FILE: &str = "store.redb";
 
 pub struct RedbBackend {
+    /// The database; each call opens its own transaction on it.
     db: Database,
+    /// The database file, whose length is the size on disk.
     file: PathBuf,
 }
 

@@ -13,8 +13,11 @@ use super::embedded::{EngineOpenError, META, TALLY, VALUE, address_of, entry_key
 use super::{Backend, BackendError, MetaUpdate, RawAddress, Result};
 
 pub struct SledBackend {
+    /// The database: flushed for durability, asked for its size and tree names.
     db: sled::Db,
+    /// Both halves of every entry and the integrity record, so one transaction writes them.
     entries: sled::Tree,
+    /// Store-wide settings (format version, keyring identity, saved totals).
     settings: sled::Tree,
 }
 

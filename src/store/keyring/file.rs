@@ -51,8 +51,11 @@ const RAW_KEY_CONTEXT: &str = "holdfast 2026-11 keyring wrap v1";
 /// Argon2id cost. Defaults follow OWASP's minimum (m = 19 MiB, t = 2, p = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdfParams {
+    /// Memory per derivation in KiB: what makes guessing expensive on GPUs.
     pub memory_kib: u32,
+    /// Passes over that memory (time cost).
     pub iterations: u32,
+    /// Lanes computed in parallel.
     pub parallelism: u32,
 }
 

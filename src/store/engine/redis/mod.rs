@@ -89,7 +89,7 @@ pub struct RedisTarget {
     /// TTL for entries without a retention deadline (fresh window + stale-if-error).
     pub ttl: Option<Duration>,
     /// The in-process cache of recently served entries in front of Redis (`hot_cache`).
-    pub hot_cache: crate::store::HotCacheLimits,
+    pub hot_cache: crate::store::hot_cache::HotCacheLimits,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -191,7 +191,7 @@ pub struct RedisBackend {
     /// Expiry of entries without a retention deadline.
     ttl: Option<Duration>,
     /// Limits of the store's hot cache in front of this backend, handed to `Store`.
-    hot_cache: crate::store::HotCacheLimits,
+    hot_cache: crate::store::hot_cache::HotCacheLimits,
     /// Reachability: logs once per interval, probes while down, and /readyz.
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
@@ -259,7 +259,7 @@ impl RedisBackend {
     }
 
     /// How big and how old the store's hot cache in front of this backend may get.
-    pub fn hot_cache_limits(&self) -> crate::store::HotCacheLimits {
+    pub fn hot_cache_limits(&self) -> crate::store::hot_cache::HotCacheLimits {
         self.hot_cache
     }
 
