@@ -5,6 +5,8 @@
 //! `Arc<dyn Backend>`. A backend never sees plaintext: values arrive sealed, metadata is
 //! content-free.
 //!
+//! - `Engine` (here): which embedded engine a store uses (`store.engine`).
+//! - `embedded`: what the embedded engines share: the key scheme, the panic guard, open errors.
 //! - `sled`: the default embedded engine.
 //! - `redb`, `fjall`: the alternative embedded engines (cargo features `engine-redb`,
 //!   `engine-fjall`; compared in docs/storage.md).
@@ -32,11 +34,13 @@ pub use self::sled::SledBackend;
 
 use crate::cache_key::address::ADDRESS_LEN;
 
+/// An entry's address as a backend sees it: the keyed hash's bytes.
 pub type RawAddress = [u8; ADDRESS_LEN];
 
 /// The outcome of a backend call (as `std::io::Result` is of an I/O call).
 pub type Result<T, E = BackendError> = std::result::Result<T, E>;
 
+/// Why a backend call failed: the store turns these into `StoreError::Backend`.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("storage I/O failed: {0}")]
