@@ -17,29 +17,19 @@ use bytes::Bytes;
 use holdfast::cache_key::address::{Address, Namespace};
 use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::StoreSecret;
-use holdfast::store::record::{Record, ResponseBody, StoredResponse};
+use holdfast::store::record::Record;
 use holdfast::store::{Store, StoreOptions};
 
 #[path = "support/engine.rs"]
 mod engine;
+#[path = "support/record.rs"]
+mod record;
 use engine::bench_engine;
+use record::answered;
 
 fn record(i: u64) -> Record {
     let request = normalize("/v1/chat/completions", format!("{{\"model\":\"m\",\"i\":{i}}}").as_bytes()).unwrap();
-    Record {
-        request,
-        namespace: None,
-        response: StoredResponse {
-            status: 200,
-            content_type: "application/json".into(),
-            body: ResponseBody::Complete(Bytes::from(vec![b'a'; 1024])),
-        },
-        provider: "p".into(),
-        model: "m".into(),
-        created_ms: 0,
-        upstream_latency_ms: 0,
-        usage: None,
-    }
+    answered(request, Bytes::from(vec![b'a'; 1024]))
 }
 
 fn du(path: &std::path::Path) -> u64 {

@@ -13,12 +13,15 @@ use holdfast::cache_key::address::{Address, Addresser, Namespace};
 use holdfast::cache_key::normalize::normalize;
 use holdfast::secret::{SecretKey, StoreSecret};
 use holdfast::store::crypto::{self, DataKey};
-use holdfast::store::record::{Record, ResponseBody, StoredResponse};
+use holdfast::store::record::Record;
 use holdfast::store::{Store, StoreOptions};
 
 #[path = "support/engine.rs"]
 mod engine;
+#[path = "support/record.rs"]
+mod record;
 use engine::bench_engine;
+use record::answered;
 
 const KIB: usize = 1024;
 
@@ -38,18 +41,11 @@ fn request_body(size: usize) -> Vec<u8> {
 fn record_with_answer(size: usize) -> Record {
     let request = normalize("/v1/chat/completions", &request_body(KIB)).unwrap();
     Record {
-        request,
-        namespace: None,
-        response: StoredResponse {
-            status: 200,
-            content_type: "application/json".into(),
-            body: ResponseBody::Complete(Bytes::from(vec![b'a'; size])),
-        },
         provider: "openai".into(),
         model: "gpt-4o-mini".into(),
         created_ms: 1_700_000_000_000,
         upstream_latency_ms: 300,
-        usage: None,
+        ..answered(request, Bytes::from(vec![b'a'; size]))
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::backend::BackendError;
+use super::engine::BackendError;
 
 /// How long a durable writer waits for its flush before giving up and reporting an error. A
 /// disk that takes longer is failing; the answer still goes to the client (it is fine), but

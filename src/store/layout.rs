@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! <store>/HOLDFAST   text marker: "holdfast store\nformat <N>\n[engine <name>\n]", written last
-//! <store>/keyring    the wrapped keyring (see keyring.rs)
-//! <store>/keyring-identity  hex of the keyring's identity, read before unlocking (store/mod.rs)
+//! <store>/keyring    the wrapped keyring (see keyring/file.rs)
+//! <store>/keyring-identity  hex of the keyring's identity, read before unlocking (store/open.rs)
 //! <store>/tally      the sealed integrity record's copy beside the database (integrity.rs)
 //! <store>/db/        the sled database (engine `sled`, the default)
 //! <store>/redb/      the redb database, one file `store.redb` (engine `redb`)
@@ -21,7 +21,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::StoreOpenError;
+use super::engine::Engine;
+use super::error::StoreOpenError;
 use crate::store::durable::write_atomically;
 
 /// The on-disk format this build writes and reads; `migrations/` has one file per version.
@@ -30,71 +31,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const MARKER: &str = "HOLDFAST";
 const MARKER_HEADER: &str = "holdfast store";
 
-/// The embedded database engine under a store (`store.engine`); see docs/storage.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// sled 0.34: the engine of every store made before engines were selectable.
-    #[default]
-    Sled,
-    /// redb: a copy-on-write B-tree in one file (cargo feature `engine-redb`).
-    Redb,
-    /// fjall: an LSM tree with checksummed blocks (cargo feature `engine-fjall`).
-    Fjall,
-}
-
-impl Engine {
-    pub const ALL: [Engine; 3] = [Engine::Sled, Engine::Redb, Engine::Fjall];
-
-    /// The name used in the configuration and the marker.
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Sled => "sled",
-            Engine::Redb => "redb",
-            Engine::Fjall => "fjall",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Engine> {
-        Engine::ALL.into_iter().find(|e| e.name() == name)
-    }
-
-    /// The cargo feature a build needs for this engine (`None`: always built).
-    pub fn feature(self) -> Option<&'static str> {
-        match self {
-            Engine::Sled => None,
-            Engine::Redb => Some("engine-redb"),
-            Engine::Fjall => Some("engine-fjall"),
-        }
-    }
-
-    /// Whether this build includes the engine.
-    pub fn is_built(self) -> bool {
-        match self {
-            Engine::Sled => true,
-            Engine::Redb => cfg!(feature = "engine-redb"),
-            Engine::Fjall => cfg!(feature = "engine-fjall"),
-        }
-    }
-
-    /// The directory (under the store root) that holds this engine's database.
-    fn dir_name(self) -> &'static str {
-        match self {
-            Engine::Sled => "db",
-            Engine::Redb => "redb",
-            Engine::Fjall => "fjall",
-        }
-    }
-}
-
-impl std::fmt::Display for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Layout {
+    /// The store directory: the marker, keyring and engine directories are inside it.
     pub root: PathBuf,
 }
 

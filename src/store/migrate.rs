@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::StoreOpenError;
+use super::error::StoreOpenError;
 use super::layout::{FORMAT_VERSION, Found, Layout};
 
 /// What `migrate` found and did.

@@ -9,8 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::redis_backend::{RedisBackend, RedisKeyringCell, RedisTarget};
-use super::{Backend, FORMAT_VERSION, Handle, KEYRING_IDENTITY_SETTING, Store, StoreOpenError, StoreOptions};
+use super::Store;
+use super::engine::Backend;
+use super::engine::{RedisBackend, RedisKeyringCell, RedisTarget};
+use super::error::StoreOpenError;
+use super::layout::FORMAT_VERSION;
+use super::open::{Handle, KEYRING_IDENTITY_SETTING};
+use super::options::StoreOptions;
 use crate::secret::StoreSecret;
 use crate::store::keyring::{Keyring, KeyringError};
 
@@ -85,7 +90,7 @@ impl Store {
     /// The access trail of a shared store, kept in Redis beside it.
     pub fn shared_trail(&self) -> Option<Arc<dyn crate::ops::audit::trail::TrailCell>> {
         let backend = self.shared.clone()?;
-        Some(Arc::new(super::redis_backend::RedisTrailCell(backend)))
+        Some(Arc::new(super::engine::RedisTrailCell(backend)))
     }
 
     /// Where the store is, for logs: its directory, or the Redis URL without secrets.

@@ -6,8 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
+use super::engine::RawAddress;
+use super::error::{StoreError, StoreOpenError};
 use super::integrity::{self, Tally};
-use super::{Address, RawAddress, SCAN_PAGE, Store, StoreError, StoreOpenError};
+use super::{Address, SCAN_PAGE, Store};
 use crate::store::codec;
 use crate::store::record::EntryMeta;
 

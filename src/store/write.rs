@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use super::engine::RawAddress;
+use super::error::StoreError;
 use super::integrity::Tally;
-use super::{MIN_FREE_BYTES, RawAddress, SCAN_PAGE, Store, StoreError, now_ms};
+use super::{MIN_FREE_BYTES, SCAN_PAGE, Store, now_ms};
 use crate::cache_key::address::Address;
 use crate::store::codec;
 use crate::store::crypto;

@@ -4,7 +4,7 @@
 //! - `Single`: redis-rs's `ConnectionManager`, one multiplexed connection that reconnects.
 //! - `Cluster`: redis-rs's async `ClusterConnection`, which follows the slot map, redirections
 //!   and failovers by itself. Every command or script the backend sends names keys of one hash
-//!   slot (see the key layout in `redis_backend`), except MGET of metadata, which the client
+//!   slot (see the key layout in `redis`), except MGET of metadata, which the client
 //!   splits per slot, and SCAN, which has no key: it is sent to every primary in turn
 //!   (`primaries` and `scan_node`).
 

@@ -14,12 +14,15 @@ use std::path::Path;
 
 use fjall::{KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 
-use super::backend::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress};
-use super::sled_backend::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::embedded::{EngineOpenError, META, TALLY, VALUE, address_of, entry_keys, guarded, key, range, recovering};
+use super::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress, Result};
 
 pub struct FjallBackend {
+    /// The database: its single-writer transactions, journal persistence and disk usage.
     db: SingleWriterTxDatabase,
+    /// Both halves of every entry and the integrity record (the embedded key scheme).
     entries: SingleWriterTxKeyspace,
+    /// Store-wide settings (format version, keyring identity, saved totals).
     settings: SingleWriterTxKeyspace,
 }
 
@@ -37,7 +40,7 @@ fn err(e: fjall::Error) -> BackendError {
 impl FjallBackend {
     /// Opens (or creates) the database in `dir`. `cache_bytes` bounds fjall's block cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, EngineOpenError> {
-        let opened = std::panic::catch_unwind(|| {
+        recovering("fjall", || {
             let open_err = |e: fjall::Error| match e {
                 fjall::Error::Locked => EngineOpenError::Locked,
                 fjall::Error::Io(io) => EngineOpenError::Io(io),
@@ -47,22 +50,16 @@ impl FjallBackend {
             let entries = db.keyspace("entries", KeyspaceCreateOptions::default).map_err(open_err)?;
             let settings = db.keyspace("settings", KeyspaceCreateOptions::default).map_err(open_err)?;
             Ok(Self { db, entries, settings })
-        });
-        opened.unwrap_or_else(|panic| {
-            Err(EngineOpenError::Corrupt(format!(
-                "fjall failed while recovering the database: {}",
-                panic_reason(&*panic)
-            )))
         })
     }
 
-    fn read(&self, keyspace: &SingleWriterTxKeyspace, k: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn read(&self, keyspace: &SingleWriterTxKeyspace, k: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(keyspace.get(k).map_err(err)?.map(|v| v.to_vec()))
     }
 }
 
 impl Backend for FjallBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes> {
         guarded("a read", || {
             // One snapshot: value and metadata from the same point in the journal.
             let snapshot = self.db.read_tx();
@@ -73,22 +70,16 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read(&self.entries, &key(VALUE, address)))
     }
 
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read(&self.entries, &key(META, address)))
     }
 
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a write", || {
             let mut tx = self.db.write_tx();
             let previous = tx.get(self.entries.inner(), mkey).map_err(err)?.map(|p| p.to_vec());
@@ -100,14 +91,8 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn replace_entry(
-        &self,
-        address: &RawAddress,
-        expected: &[u8],
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<bool, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a write", || {
             // The single-writer transaction holds the write lock from this read to the commit.
             let mut tx = self.db.write_tx();
@@ -122,7 +107,7 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()> {
         let mkey = key(META, address);
         guarded("a write", || {
             let mut tx = self.db.write_tx();
@@ -135,8 +120,8 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a delete", || {
             let mut tx = self.db.write_tx();
             let previous = tx.get(self.entries.inner(), mkey).map_err(err)?.map(|p| p.to_vec());
@@ -148,15 +133,15 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_tally(&self) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read(&self.entries, TALLY))
     }
 
-    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError> {
+    fn put_tally(&self, tally: &[u8]) -> Result<()> {
         guarded("a write", || self.entries.insert(TALLY, tally).map_err(err))
     }
 
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
         guarded("a scan", || {
             let mut out = Vec::with_capacity(limit.min(4096));
             for item in self.db.read_tx().range(self.entries.inner(), range(META, after)).take(limit) {
@@ -167,7 +152,7 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
         guarded("a scan", || {
             let mut out = Vec::with_capacity(limit.min(4096));
             for item in self.db.read_tx().range(self.entries.inner(), range(VALUE, after)).take(limit) {
@@ -177,19 +162,19 @@ impl Backend for FjallBackend {
         })
     }
 
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read(&self.settings, name.as_bytes()))
     }
 
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         guarded("a write", || self.settings.insert(name, value).map_err(err))
     }
 
-    fn flush(&self) -> Result<(), BackendError> {
+    fn flush(&self) -> Result<()> {
         guarded("a flush", || self.db.persist(PersistMode::SyncAll).map_err(err))
     }
 
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
+    fn size_on_disk(&self) -> Result<u64> {
         guarded("a size check", || self.db.disk_space().map_err(err))
     }
 }

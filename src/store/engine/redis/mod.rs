@@ -1,6 +1,12 @@
 //! The shared backend: Redis ≥ 7 or Valkey ≥ 8, so several `holdfast serve` replicas share one
 //! store.
 //!
+//! - this file: where the store is (`RedisTarget`), connecting, and running each call with a
+//!   deadline while keeping track of Redis's health.
+//! - `entries`: the `Backend` trait on Redis (entries, their expiry, scans).
+//! - `cells`: the keyring and the access trail, changed only by compare-and-swap.
+//! - `connection`: one connection type for a single primary and for a cluster.
+//!
 //! Everything sent is already sealed by `Store` exactly as for the embedded store: values are
 //! AES-GCM envelopes bound to their address, metadata is content-free bookkeeping, keys are
 //! the keyed addresses in hex (never a plain hash of a prompt). Under `key_prefix`, on one
@@ -8,7 +14,7 @@
 //!
 //! ```text
 //! <prefix>format        "holdfast store\nformat <N>\n", written last by `holdfast init`
-//! <prefix>keyring       the wrapped keyring (keyring.rs), changed only by compare-and-swap
+//! <prefix>keyring       the wrapped keyring (keyring/file.rs), changed only by compare-and-swap
 //! <prefix>s:<name>      store settings (format version, keyring identity, trail length, …)
 //! <prefix>m:<address>   entry metadata         } both with the entry's TTL
 //! <prefix>v:<address>   sealed entry value     }
@@ -53,6 +59,10 @@
 //! count would report loss that is only expiry. Redis persistence and replication are the
 //! durability story; `cache verify` still opens and authenticates every entry.
 
+pub(super) mod cells;
+mod connection;
+mod entries;
+
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,12 +70,9 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::backend::{Backend, BackendError, EntryBytes, EntryFuture, MetaUpdate, RawAddress};
-use super::redis_connection::Connection;
+use super::{BackendError, RawAddress, Result};
 use crate::cache_key::address::Address;
-use crate::ops::audit::trail::TrailContents;
-use crate::store::codec;
-use crate::store::record::EntryMeta;
+use connection::Connection;
 
 /// Where the shared store is and how long to wait for it.
 #[derive(Clone)]
@@ -82,7 +89,7 @@ pub struct RedisTarget {
     /// TTL for entries without a retention deadline (fresh window + stale-if-error).
     pub ttl: Option<Duration>,
     /// The in-process cache of recently served entries in front of Redis (`hot_cache`).
-    pub hot_cache: super::HotCacheLimits,
+    pub hot_cache: crate::store::hot_cache::HotCacheLimits,
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -115,8 +122,6 @@ const WRITE_TIMEOUT_FLOOR: Duration = Duration::from_millis(500);
 const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Errors are logged at most once per this interval (and counted always).
 const LOG_INTERVAL_MS: u64 = 10_000;
-/// Keys asked for per SCAN step.
-const SCAN_COUNT: usize = 1000;
 
 /// Replaces a value and its metadata only if the value is still the expected one.
 const REPLACE_SCRIPT: &str = r"
@@ -169,30 +174,41 @@ pub struct RedisBackend {
     /// This backend's own runtime (an `Option` so that drop can shut it down without waiting,
     /// which Tokio allows inside an async context).
     runtime: Option<tokio::runtime::Runtime>,
+    /// Where calls are spawned: the runtime above, also from inside another runtime.
     handle: tokio::runtime::Handle,
+    /// The multiplexed connection (or cluster client) every call clones.
     conn: Connection,
+    /// `store.key_prefix`, before every key, so one Redis can hold several stores.
     prefix: String,
     /// Keys carry hash tags (a Redis Cluster; see the module docs).
     tagged: bool,
     /// Where, without secrets.
     location: String,
+    /// Longest a lookup on the request path waits (`store.timeout`).
     lookup_timeout: Duration,
+    /// Longest a write or maintenance call waits: longer, as it is off the request path.
     write_timeout: Duration,
+    /// Expiry of entries without a retention deadline.
     ttl: Option<Duration>,
-    hot_cache: super::HotCacheLimits,
+    /// Limits of the store's hot cache in front of this backend, handed to `Store`.
+    hot_cache: crate::store::hot_cache::HotCacheLimits,
+    /// Reachability: logs once per interval, probes while down, and /readyz.
     health: Health,
     /// The sorted addresses of the last full scan, so paging through them (`after`) does not
     /// scan Redis again for every page: (`b'm'` or `b'v'`, addresses).
     scanned: Mutex<Option<(u8, Vec<RawAddress>)>>,
+    /// `REPLACE_SCRIPT`, for re-sealing an entry (key rotation).
     replace: redis::Script,
+    /// `SWAP_SCRIPT`, for the keyring and metadata updates.
     swap: redis::Script,
+    /// `TRAIL_APPEND_SCRIPT`, for the access trail.
     trail_append: redis::Script,
 }
 
 impl RedisBackend {
     /// Connects; fails if Redis cannot be reached (a replica cannot unlock its keyring
     /// without it). Later outages are survived: the connection manager reconnects by itself.
-    pub fn connect(target: &RedisTarget) -> Result<Self, BackendError> {
+    pub fn connect(target: &RedisTarget) -> Result<Self> {
         let location = target.location();
         let tagged = !target.cluster.is_empty();
         let what = if tagged { "store.cluster" } else { "store.url" };
@@ -243,7 +259,7 @@ impl RedisBackend {
     }
 
     /// How big and how old the store's hot cache in front of this backend may get.
-    pub fn hot_cache_limits(&self) -> super::HotCacheLimits {
+    pub fn hot_cache_limits(&self) -> crate::store::hot_cache::HotCacheLimits {
         self.hot_cache
     }
 
@@ -263,38 +279,22 @@ impl RedisBackend {
 
     /// Runs `fut` on this backend's runtime and waits up to `limit` for it (see the module
     /// docs for why waiting here never stalls a runtime worker).
-    fn run<T: Send + 'static>(
-        &self,
-        limit: Duration,
-        what: &str,
-        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
-    ) -> Result<T, BackendError> {
+    fn run<T: Send + 'static>(&self, limit: Duration, what: &str, fut: impl Call<T>) -> Result<T> {
         self.admit(what)?;
         self.settle(what, wait_for(&self.handle, limit, fut))
     }
 
     /// As `run`, awaited instead of waited for: the client's task runs on the client's runtime
     /// and the caller's worker goes on with other requests meanwhile.
-    async fn run_async<T: Send + 'static>(
-        &self,
-        limit: Duration,
-        what: &str,
-        fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
-    ) -> Result<T, BackendError> {
+    async fn run_async<T: Send + 'static>(&self, limit: Duration, what: &str, fut: impl Call<T>) -> Result<T> {
         self.admit(what)?;
         let answer = self.handle.spawn(tokio::time::timeout(limit, fut)).await;
-        let result = match answer {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(describe(&e)),
-            Ok(Err(_)) => Err(format!("no answer within {} ms", limit.as_millis())),
-            Err(_) => Err("the Redis client stopped".into()),
-        };
-        self.settle(what, result)
+        self.settle(what, outcome(answer, limit))
     }
 
     /// While Redis is down, lets one call through per probe interval and refuses the rest at
     /// once, so a dead Redis costs requests nothing.
-    fn admit(&self, what: &str) -> Result<(), BackendError> {
+    fn admit(&self, what: &str) -> Result<()> {
         if self.health.down.load(Ordering::Relaxed) {
             let now = crate::clock::now_ms();
             let probe_at = self.health.probe_at_ms.load(Ordering::Relaxed);
@@ -315,7 +315,7 @@ impl RedisBackend {
     }
 
     /// Notes a call's outcome in the store's health: recovery is logged, failures counted.
-    fn settle<T>(&self, what: &str, result: Result<T, String>) -> Result<T, BackendError> {
+    fn settle<T>(&self, what: &str, result: Result<T, String>) -> Result<T> {
         match result {
             Ok(v) => {
                 if self.health.down.swap(false, Ordering::Relaxed) {
@@ -345,17 +345,6 @@ impl RedisBackend {
         BackendError::Unavailable(format!("Redis store {what} failed: {reason}"))
     }
 
-    /// Absolute expiry (ms since the epoch) for an entry with this metadata: its retention
-    /// deadline, else the configured TTL from now, else none. The metadata is decoded here
-    /// (content-free bookkeeping) so that the byte-level trait stays as it is.
-    fn expiry_ms(&self, meta: &[u8]) -> Option<u64> {
-        let expires = codec::decode::<EntryMeta>(meta).ok().map_or(0, |m| m.expires_ms);
-        if expires > 0 {
-            return Some(expires);
-        }
-        self.ttl.map(|ttl| crate::clock::now_ms().saturating_add(ttl.as_millis() as u64))
-    }
-
     /// The `maxmemory-policy` Redis runs with, if it lets us ask (managed services often
     /// refuse CONFIG).
     /// On a cluster every primary is asked, and the first policy that differs from the
@@ -369,101 +358,10 @@ impl RedisBackend {
         Some(policies.iter().find(|p| !is_volatile(p)).unwrap_or(first).clone())
     }
 
-    /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
-    pub(crate) fn swap_named(&self, name: &str, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, BackendError> {
-        let (mut conn, script) = (self.conn.clone(), self.swap.clone());
-        let (key, expected, new) = (self.named(name), expected.unwrap_or_default().to_vec(), new.to_vec());
-        self.run(self.write_timeout, "a compare-and-swap", async move {
-            let done: i64 = script.key(key).arg(expected).arg(new).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    pub(crate) fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.named(name));
-        self.run(self.write_timeout, "a read", async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
-    }
-
-    /// Every line of the access trail, in order, and its head.
-    pub(crate) fn trail(&self) -> Result<TrailContents, BackendError> {
+    /// The value of one key, waiting up to `limit`.
+    fn get(&self, key: String, limit: Duration, what: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
-        let (list, head) = (self.named("trail"), self.named("trail:head"));
-        self.run(SCAN_TIMEOUT, "reading the access trail", async move {
-            let lines: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(&list).arg(0).arg(-1).query_async(&mut conn).await?;
-            let head: Option<Vec<u8>> = redis::cmd("GET").arg(&head).query_async(&mut conn).await?;
-            Ok((lines, head))
-        })
-    }
-
-    /// The last trail line and how many there are.
-    pub(crate) fn trail_tail(&self) -> Result<(u64, Option<Vec<u8>>), BackendError> {
-        let mut conn = self.conn.clone();
-        let list = self.named("trail");
-        self.run(self.write_timeout, "reading the access trail", async move {
-            let (len, last): (u64, Option<Vec<u8>>) =
-                redis::pipe().cmd("LLEN").arg(&list).cmd("LINDEX").arg(&list).arg(-1).query_async(&mut conn).await?;
-            Ok((len, last))
-        })
-    }
-
-    /// Appends `line` with its `head` if the trail still has `len` lines. Returns whether it did.
-    pub(crate) fn trail_append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, BackendError> {
-        let (mut conn, script) = (self.conn.clone(), self.trail_append.clone());
-        let (list, head_key, line, head) =
-            (self.named("trail"), self.named("trail:head"), line.to_vec(), head.to_vec());
-        self.run(self.write_timeout, "appending to the access trail", async move {
-            let done: i64 = script.key(list).key(head_key).arg(len).arg(line).arg(head).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    /// Every address of one kind (`m` or `v`), sorted; one full SCAN of every primary.
-    fn scan_all(&self, kind: u8) -> Result<Vec<RawAddress>, BackendError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}{}:*", escape_glob(&self.prefix), kind as char);
-        let strip = self.prefix.len() + 2;
-        let tagged = self.tagged;
-        let address = move |key: &str| -> Option<RawAddress> {
-            let hex = key.get(strip..)?;
-            let hex = if tagged { hex.strip_prefix('{')?.strip_suffix('}')? } else { hex };
-            hex.parse::<Address>().ok().map(|a| a.0)
-        };
-        let mut found = self.run(SCAN_TIMEOUT, "a scan", async move {
-            let mut found = Vec::new();
-            let nodes: Vec<Option<(String, u16)>> = match conn.primaries().await? {
-                None => vec![None],
-                Some(primaries) => primaries.into_iter().map(Some).collect(),
-            };
-            for node in &nodes {
-                let mut cursor = 0u64;
-                loop {
-                    let mut scan = redis::cmd("SCAN");
-                    scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
-                    let (next, keys) = conn.scan_node(node.as_ref(), scan).await?;
-                    found.extend(keys.iter().filter_map(|k| address(k)));
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-            }
-            Ok(found)
-        })?;
-        found.sort_unstable();
-        found.dedup(); // SCAN may return a key twice
-        Ok(found)
-    }
-
-    /// Up to `limit` addresses of one kind after `after`, from the last full scan when paging.
-    fn page(&self, kind: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
-        let mut scanned = self.scanned.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = !matches!((&*scanned, after), (Some((k, _)), Some(_)) if *k == kind);
-        if fresh {
-            *scanned = Some((kind, self.scan_all(kind)?));
-        }
-        let Some((_, all)) = &*scanned else { return Ok(Vec::new()) };
-        let start = after.map_or(0, |a| all.partition_point(|x| x <= a));
-        Ok(all.iter().skip(start).take(limit).copied().collect())
+        self.run(limit, what, async move { redis::cmd("GET").arg(key).query_async(&mut conn).await })
     }
 }
 
@@ -471,7 +369,7 @@ impl RedisBackend {
 fn wait_for<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
     limit: Duration,
-    fut: impl Future<Output = redis::RedisResult<T>> + Send + 'static,
+    fut: impl Call<T>,
 ) -> Result<T, String> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     handle.spawn(async move {
@@ -484,6 +382,20 @@ fn wait_for<T: Send + 'static>(
         }
         _ => receive(),
     };
+    outcome(received, limit)
+}
+
+/// Redis commands on their way, as handed to the backend's runtime.
+trait Call<T>: Future<Output = redis::RedisResult<T>> + Send + 'static {}
+
+impl<T, F: Future<Output = redis::RedisResult<T>> + Send + 'static> Call<T> for F {}
+
+/// What a call's task came back with (`Err` from the hand-back: the client's runtime is gone),
+/// its error described for messages.
+fn outcome<T, Gone>(
+    received: Result<Result<redis::RedisResult<T>, tokio::time::error::Elapsed>, Gone>,
+    limit: Duration,
+) -> Result<T, String> {
     match received {
         Ok(Ok(Ok(v))) => Ok(v),
         Ok(Ok(Err(e))) => Err(describe(&e)),
@@ -502,228 +414,10 @@ fn is_volatile(policy: &str) -> bool {
     policy.starts_with("volatile-") || policy == "noeviction"
 }
 
-/// The prefix with SCAN's glob characters escaped, so it matches only itself.
-fn escape_glob(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-    }
-}
-
-impl Backend for RedisBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes, BackendError> {
-        let mut conn = self.conn.clone();
-        let (v, m) = (self.key("v", address), self.key("m", address));
-        self.run(self.lookup_timeout, "a lookup", async move {
-            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
-        })
-    }
-
-    fn get_entry_async(&self, address: &RawAddress) -> Option<EntryFuture<'_>> {
-        let mut conn = self.conn.clone();
-        let (v, m) = (self.key("v", address), self.key("m", address));
-        Some(Box::pin(self.run_async(self.lookup_timeout, "a lookup", async move {
-            redis::cmd("MGET").arg(v).arg(m).query_async(&mut conn).await
-        })))
-    }
-
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.key("v", address));
-        self.run(
-            self.lookup_timeout,
-            "a lookup",
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
-        )
-    }
-
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mut conn, key) = (self.conn.clone(), self.key("m", address));
-        self.run(
-            self.lookup_timeout,
-            "a lookup",
-            async move { redis::cmd("GET").arg(key).query_async(&mut conn).await },
-        )
-    }
-
-    /// Value and metadata in one MULTI/EXEC, both with the entry's expiry. The tally is not
-    /// kept (see the module docs).
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        _tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut conn = self.conn.clone();
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        let (meta, value, expiry) = (meta.to_vec(), value.to_vec(), self.expiry_ms(meta));
-        self.run(self.write_timeout, "a write", async move {
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("GET").arg(&mk);
-            let set_m = pipe.cmd("SET").arg(&mk).arg(meta);
-            if let Some(at) = expiry {
-                set_m.arg("PXAT").arg(at);
-            }
-            set_m.ignore();
-            let set_v = pipe.cmd("SET").arg(&vk).arg(value);
-            if let Some(at) = expiry {
-                set_v.arg("PXAT").arg(at);
-            }
-            set_v.ignore();
-            let (previous,): (Option<Vec<u8>>,) = pipe.query_async(&mut conn).await?;
-            Ok(previous)
-        })
-    }
-
-    fn replace_entry(
-        &self,
-        address: &RawAddress,
-        expected: &[u8],
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<bool, BackendError> {
-        let (mut conn, script) = (self.conn.clone(), self.replace.clone());
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        let (expected, meta, value) = (expected.to_vec(), meta.to_vec(), value.to_vec());
-        self.run(self.write_timeout, "a re-seal", async move {
-            let done: i64 = script.key(mk).key(vk).arg(expected).arg(meta).arg(value).invoke_async(&mut conn).await?;
-            Ok(done == 1)
-        })
-    }
-
-    /// Read, change in this process, compare-and-swap; retried when another writer won.
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
-        let key = self.key("m", address);
-        for _ in 0..8 {
-            let Some(old) = self.get_meta(address)? else { return Ok(()) };
-            let Some(new) = update(&old) else { return Ok(()) };
-            let (mut conn, script, key) = (self.conn.clone(), self.swap.clone(), key.clone());
-            let swapped = self.run(self.write_timeout, "a metadata update", async move {
-                let done: i64 = script.key(key).arg(old).arg(new).invoke_async(&mut conn).await?;
-                Ok(done == 1)
-            })?;
-            if swapped {
-                return Ok(());
-            }
-        }
-        Ok(()) // a served count lost to heavy contention: bookkeeping, not data
-    }
-
-    fn delete_entry(&self, address: &RawAddress, _tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let mut conn = self.conn.clone();
-        let (mk, vk) = (self.key("m", address), self.key("v", address));
-        self.run(self.write_timeout, "a delete", async move {
-            let (previous,): (Option<Vec<u8>>,) = redis::pipe()
-                .atomic()
-                .cmd("GET")
-                .arg(&mk)
-                .cmd("DEL")
-                .arg(&mk)
-                .arg(&vk)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
-            Ok(previous)
-        })
-    }
-
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(None)
-    }
-
-    fn put_tally(&self, _tally: &[u8]) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
-        self.page(b'v', after, limit)
-    }
-
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
-        let addresses = self.page(b'm', after, limit)?;
-        if addresses.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = addresses.iter().map(|a| self.key("m", a)).collect();
-        let mut conn = self.conn.clone();
-        let metas: Vec<Option<Vec<u8>>> =
-            self.run(SCAN_TIMEOUT, "a scan", async move { redis::cmd("MGET").arg(keys).query_async(&mut conn).await })?;
-        // An entry that expired between the scan and the read is simply not there.
-        Ok(addresses.into_iter().zip(metas).filter_map(|(a, m)| Some((a, m?))).collect())
-    }
-
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        self.get_named(&format!("s:{name}"))
-    }
-
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
-        let (mut conn, key, value) = (self.conn.clone(), self.named(&format!("s:{name}")), value.to_vec());
-        self.run(self.write_timeout, "a write", async move {
-            redis::cmd("SET").arg(key).arg(value).query_async(&mut conn).await
-        })
-    }
-
-    /// Redis makes writes durable by its own persistence settings (AOF/RDB, replicas).
-    fn flush(&self) -> Result<(), BackendError> {
-        Ok(())
-    }
-
-    /// Redis's memory is not this store's alone to count; `INFO memory` tells it.
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
-        Ok(0)
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-}
-
-/// The keyring kept in Redis at `<prefix>keyring`.
-pub struct RedisKeyringCell(pub std::sync::Arc<RedisBackend>);
-
-impl crate::store::keyring::KeyringCell for RedisKeyringCell {
-    fn describe(&self) -> String {
-        format!("{} key {}keyring", self.0.location(), self.0.prefix)
-    }
-
-    fn load(&self) -> Result<Option<Vec<u8>>, String> {
-        self.0.get_named("keyring").map_err(|e| e.to_string())
-    }
-
-    fn swap(&self, expected: Option<&[u8]>, new: &[u8]) -> Result<bool, String> {
-        self.0.swap_named("keyring", expected, new).map_err(|e| e.to_string())
-    }
-}
-
-/// The access trail kept in Redis at `<prefix>trail` and `<prefix>trail:head`.
-pub struct RedisTrailCell(pub std::sync::Arc<RedisBackend>);
-
-impl crate::ops::audit::trail::TrailCell for RedisTrailCell {
-    fn describe(&self) -> String {
-        format!("{} key {}trail", self.0.location(), self.0.prefix)
-    }
-
-    fn tail(&self) -> Result<(u64, Option<Vec<u8>>), String> {
-        self.0.trail_tail().map_err(|e| e.to_string())
-    }
-
-    fn append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, String> {
-        self.0.trail_append(len, line, head).map_err(|e| e.to_string())
-    }
-
-    fn all(&self) -> Result<TrailContents, String> {
-        self.0.trail().map_err(|e| e.to_string())
     }
 }

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::backend::{Backend, BackendError, MetaUpdate, RawAddress};
-use super::sled_backend::{EngineOpenError, META, TALLY, VALUE, address_of, guarded, key, panic_reason, range};
+use super::embedded::{EngineOpenError, META, TALLY, VALUE, address_of, entry_keys, guarded, key, range, recovering};
+use super::{Backend, BackendError, EntryBytes, MetaUpdate, RawAddress, Result};
 
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
@@ -26,7 +26,9 @@ const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const FILE: &str = "store.redb";
 
 pub struct RedbBackend {
+    /// The database; each call opens its own transaction on it.
     db: Database,
+    /// The database file, whose length is the size on disk.
     file: PathBuf,
 }
 
@@ -41,7 +43,7 @@ fn err(e: impl Into<redb::Error>) -> BackendError {
 fn write<T>(
     db: &Database,
     f: impl FnOnce(&mut redb::Table<'_, &'static [u8], &'static [u8]>) -> Result<T, redb::Error>,
-) -> Result<T, BackendError> {
+) -> Result<T> {
     let mut tx = db.begin_write().map_err(err)?;
     tx.set_durability(Durability::None).map_err(err)?;
     let out = {
@@ -69,7 +71,7 @@ impl RedbBackend {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, EngineOpenError> {
         std::fs::create_dir_all(dir).map_err(EngineOpenError::Io)?;
         let file = dir.join(FILE);
-        let opened = std::panic::catch_unwind(|| {
+        let db = recovering("redb", || {
             let db = Database::builder()
                 .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
                 .create(&file)
@@ -85,28 +87,17 @@ impl RedbBackend {
             tx.open_table(SETTINGS).map_err(|e| corrupt(e.into()))?;
             tx.commit().map_err(|e| corrupt(e.into()))?;
             Ok(db)
-        });
-        let db = opened.unwrap_or_else(|panic| {
-            Err(EngineOpenError::Corrupt(format!(
-                "redb failed while recovering the database: {}",
-                panic_reason(&*panic)
-            )))
         })?;
         Ok(Self { db, file })
     }
 
-    fn read_entry(&self, k: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn read_entry(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         Ok(table.get(k).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
-    fn scan(
-        &self,
-        prefix: u8,
-        after: Option<&RawAddress>,
-        limit: usize,
-    ) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+    fn scan(&self, prefix: u8, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         let bounds = range(prefix, after);
@@ -122,7 +113,7 @@ impl RedbBackend {
 }
 
 impl Backend for RedbBackend {
-    fn get_entry(&self, address: &RawAddress) -> Result<super::backend::EntryBytes, BackendError> {
+    fn get_entry(&self, address: &RawAddress) -> Result<EntryBytes> {
         guarded("a read", || {
             // One read transaction: value and metadata from the same commit.
             let tx = self.db.begin_read().map_err(err)?;
@@ -133,22 +124,16 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_value(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read_entry(&key(VALUE, address)))
     }
 
-    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_meta(&self, address: &RawAddress) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read_entry(&key(META, address)))
     }
 
-    fn put_entry(
-        &self,
-        address: &RawAddress,
-        meta: &[u8],
-        value: &[u8],
-        tally: &[u8],
-    ) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn put_entry(&self, address: &RawAddress, meta: &[u8], value: &[u8], tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a write", || {
             write(&self.db, |table| {
                 let previous = table.insert(&mkey[..], meta)?.map(|p| p.value().to_vec());
@@ -159,14 +144,8 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn replace_entry(
-        &self,
-        address: &RawAddress,
-        expected: &[u8],
-        meta: &[u8],
-        value: &[u8],
-    ) -> Result<bool, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn replace_entry(&self, address: &RawAddress, expected: &[u8], meta: &[u8], value: &[u8]) -> Result<bool> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a write", || {
             // redb has one writer at a time: the read and the writes below are one atomic step.
             write(&self.db, |table| {
@@ -181,7 +160,7 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<(), BackendError> {
+    fn update_meta(&self, address: &RawAddress, update: MetaUpdate<'_>) -> Result<()> {
         let mkey = key(META, address);
         guarded("a write", || {
             write(&self.db, |table| {
@@ -194,8 +173,8 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let (mkey, vkey) = (key(META, address), key(VALUE, address));
+    fn delete_entry(&self, address: &RawAddress, tally: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (mkey, vkey) = entry_keys(address);
         guarded("a delete", || {
             write(&self.db, |table| {
                 let previous = table.remove(&mkey[..])?.map(|p| p.value().to_vec());
@@ -206,23 +185,23 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn get_tally(&self) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_tally(&self) -> Result<Option<Vec<u8>>> {
         guarded("a read", || self.read_entry(TALLY))
     }
 
-    fn put_tally(&self, tally: &[u8]) -> Result<(), BackendError> {
+    fn put_tally(&self, tally: &[u8]) -> Result<()> {
         guarded("a write", || write(&self.db, |table| table.insert(TALLY, tally).map(|_| ()).map_err(Into::into)))
     }
 
-    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>, BackendError> {
+    fn scan_meta(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<(RawAddress, Vec<u8>)>> {
         guarded("a scan", || self.scan(META, after, limit))
     }
 
-    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>, BackendError> {
+    fn scan_values(&self, after: Option<&RawAddress>, limit: usize) -> Result<Vec<RawAddress>> {
         guarded("a scan", || Ok(self.scan(VALUE, after, limit)?.into_iter().map(|(a, _)| a).collect()))
     }
 
-    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get_setting(&self, name: &str) -> Result<Option<Vec<u8>>> {
         guarded("a read", || {
             let tx = self.db.begin_read().map_err(err)?;
             let table = tx.open_table(SETTINGS).map_err(err)?;
@@ -230,7 +209,7 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn put_setting(&self, name: &str, value: &[u8]) -> Result<(), BackendError> {
+    fn put_setting(&self, name: &str, value: &[u8]) -> Result<()> {
         guarded("a write", || {
             let mut tx = self.db.begin_write().map_err(err)?;
             tx.set_durability(Durability::None).map_err(err)?;
@@ -239,7 +218,7 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn flush(&self) -> Result<(), BackendError> {
+    fn flush(&self) -> Result<()> {
         guarded("a flush", || {
             let mut tx = self.db.begin_write().map_err(err)?;
             tx.set_durability(Durability::Immediate).map_err(err)?;
@@ -250,7 +229,7 @@ impl Backend for RedbBackend {
         })
     }
 
-    fn size_on_disk(&self) -> Result<u64, BackendError> {
+    fn size_on_disk(&self) -> Result<u64> {
         std::fs::metadata(&self.file).map(|m| m.len()).map_err(|e| BackendError::Io(e.to_string()))
     }
 }
