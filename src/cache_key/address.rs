@@ -126,7 +126,7 @@ impl fmt::Debug for Namespace {
 pub struct Addresser {
     /// Keys every address, so addresses say nothing of the request without the store's key.
     address_key: SecretKey,
-    /// Keys credential hashes into namespaces (its own key, see `keyring::Contents`).
+    /// Keys credential hashes into namespaces (its own key, see `keyring::file::Contents`).
     namespace_key: SecretKey,
 }
 
