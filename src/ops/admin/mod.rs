@@ -38,7 +38,7 @@ pub use export::create_new;
 pub use refresh::Refresher;
 
 use crate::ops::audit;
-use crate::ops::audit::trail::{MAX_LISTED_ADDRESSES, Trail, TrailCell};
+use crate::ops::audit::trail::{Action, MAX_LISTED_ADDRESSES, Trail, TrailCell};
 use crate::store::Store;
 
 /// The store and its access trail.
@@ -90,7 +90,9 @@ impl Admin {
         if request.changes_store() {
             // Written (and synced) before the first change: a SIGKILL mid-way leaves "started"
             // with no closing entry, which is what the trail must then show.
-            self.append_trail(actor, &request.describe(), &[], 0, "started")?;
+            let started =
+                Action { actor: &actor.0, command: &request.describe(), addresses: &[], count: 0, outcome: "started" };
+            self.append_trail(&started)?;
         }
         let result = self.run(request, progress, output, input, &mut touched);
         if request.is_trailed() {
@@ -101,7 +103,9 @@ impl Admin {
                 Err(e) => (0, format!("error: {}", e.to_string().chars().take(200).collect::<String>())),
             };
             touched.truncate(MAX_LISTED_ADDRESSES);
-            self.append_trail(actor, &request.describe(), &touched, count, &outcome)?;
+            let done =
+                Action { actor: &actor.0, command: &request.describe(), addresses: &touched, count, outcome: &outcome };
+            self.append_trail(&done)?;
         }
         result
     }

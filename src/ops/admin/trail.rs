@@ -5,32 +5,25 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{Actor, Admin, AdminError, Outcome};
-use crate::ops::audit::trail::{self as access, Trail, TrailError};
+use super::{Admin, AdminError, Outcome};
+use crate::ops::audit::trail::{self as access, Action, Trail, TrailError};
 
 /// Setting holding the sequence number of the last trail entry written.
 const TRAIL_SEQ_SETTING: &str = "trail_seq";
 
 impl Admin {
-    /// Appends to the trail, opening it first if needed; logs a repair it had to make.
-    pub(super) fn append_trail(
-        &self,
-        actor: &Actor,
-        command: &str,
-        touched: &[String],
-        count: u64,
-        outcome: &str,
-    ) -> Result<(), AdminError> {
+    /// Appends `action` to the trail, opening it first if needed; logs a repair it had to make.
+    pub(super) fn append_trail(&self, action: &Action<'_>) -> Result<(), AdminError> {
         if let Some(cell) = &self.shared_trail {
             let key = self.store.keyring().snapshot().trail_key();
-            let entry = access::append_shared(cell.as_ref(), &key, &actor.0, command, touched, count, outcome)?;
+            let entry = access::append_shared(cell.as_ref(), &key, action)?;
             self.store.set_setting(TRAIL_SEQ_SETTING, &entry.seq.to_be_bytes())?;
             return Ok(());
         }
         self.open_trail()?;
         let guard = self.trail.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(trail) = guard.as_ref() {
-            let entry = trail.append(&actor.0, command, touched, count, outcome)?;
+            let entry = trail.record(action)?;
             // The store remembers how long the trail is, so deleting the trail files (which
             // the chain alone cannot reveal) shows up in `audit trail --verify`.
             self.store.set_setting(TRAIL_SEQ_SETTING, &entry.seq.to_be_bytes())?;
