@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Admin, AdminError, Outcome, Progress, PurgeSelector, command};
+use super::Admin;
+use super::command::{self, AdminError, Outcome, Progress, PurgeSelector};
 use crate::cache_key::address::Address;
 use crate::ops::audit;
 use crate::store::now_ms;

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::{AdminRequest, Outcome, Progress, create_new};
+use super::command::{AdminRequest, Outcome, Progress};
+use super::export::create_new;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::{Admin, AdminError, Progress, SecretText};
+use super::Admin;
+use super::command::{AdminError, Progress, SecretText};
 use crate::cache_key::address::Namespace;
 use crate::ops::audit;
 use crate::ops::bundle::content::{BundleHeader, BundleItem};
@@ -14,8 +15,28 @@ use crate::secret::SecretKey;
 use crate::store::{StoreError, codec, now_ms};
 
 impl Admin {
+    /// `audit export` to `output`; a half-written file is removed again.
+    pub(super) fn audit_export(&self, output: Option<&Path>, progress: Progress<'_>) -> Result<Value, AdminError> {
+        let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
+        remove_on_error(path, self.write_audit_export(path, progress))
+    }
+
+    /// `cache export` to `output`; a half-written bundle is removed again.
+    pub(super) fn cache_export(
+        &self,
+        output: Option<&Path>,
+        passphrase: &SecretText,
+        progress: Progress<'_>,
+    ) -> Result<Value, AdminError> {
+        let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
+        let existed = path.exists();
+        let result = self.write_bundle(path, passphrase, progress);
+        // The writer refuses an existing file; only a file it created is ours to remove.
+        if existed { result } else { remove_on_error(path, result) }
+    }
+
     /// Writes every entry, decrypted, as one JSON line each, to a new file at `path`.
-    pub(super) fn audit_export(&self, path: &Path, progress: Progress<'_>) -> Result<Value, AdminError> {
+    fn write_audit_export(&self, path: &Path, progress: Progress<'_>) -> Result<Value, AdminError> {
         use std::io::Write as _;
         let io = |source| AdminError::Io { path: path.to_owned(), source };
         let file = create_new(path).map_err(io)?;
@@ -40,12 +61,7 @@ impl Admin {
     }
 
     /// Writes every entry into a new bundle at `path`, encrypted under `passphrase`.
-    pub(super) fn cache_export(
-        &self,
-        path: &Path,
-        passphrase: &SecretText,
-        progress: Progress<'_>,
-    ) -> Result<Value, AdminError> {
+    fn write_bundle(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {
         let mut writer = BundleWriter::create(path, passphrase.0.as_bytes())?;
         let header = BundleHeader::new(now_ms(), *self.store.keyring().snapshot().namespace_key().expose());
         writer.append(&header.encode().map_err(StoreError::Encode)?)?;
@@ -86,10 +102,11 @@ impl Admin {
     /// could not find them here).
     pub(super) fn cache_import(
         &self,
-        path: &Path,
+        input: Option<&Path>,
         passphrase: &SecretText,
         progress: Progress<'_>,
     ) -> Result<Value, AdminError> {
+        let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
         let mut reader = BundleReader::open(path, passphrase.0.as_bytes())?;
         let header = BundleHeader::decode(reader.next_frame()?).map_err(|e| AdminError::Invalid(e.to_string()))?;
         let theirs = SecretKey::from_bytes(header.namespace_key);
@@ -138,7 +155,7 @@ impl Admin {
 }
 
 /// Removes a half-written export so a retry can use the same path.
-pub(super) fn remove_on_error(path: &Path, result: Result<Value, AdminError>) -> Result<Value, AdminError> {
+fn remove_on_error(path: &Path, result: Result<Value, AdminError>) -> Result<Value, AdminError> {
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }
@@ -146,7 +163,7 @@ pub(super) fn remove_on_error(path: &Path, result: Result<Value, AdminError>) ->
 }
 
 /// Creates `path`, refusing to overwrite (an export must never clobber a file), mode 0600.
-pub fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
+pub(super) fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Admin, AdminError, NewSecret, Progress};
+use super::Admin;
+use super::command::{AdminError, NewSecret, Progress};
 use crate::secret::StoreSecret;
 use crate::store::StoreError;
 use crate::store::keyring::KdfParams;

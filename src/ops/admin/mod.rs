@@ -34,7 +34,6 @@ use serde_json::{Value, json};
 
 pub use auth::Actor;
 pub use command::{AdminError, AdminRequest, NewSecret, Outcome, Progress, PurgeSelector, RefreshPlan, SecretText};
-pub use export::create_new;
 pub use refresh::Refresher;
 
 use crate::ops::audit;
@@ -148,26 +147,14 @@ impl Admin {
                 touched.extend(rows.iter().map(|r| r.address.clone()));
                 json!({"entries": rows, "count": rows.len()}).into()
             }
-            AdminRequest::AuditExport => {
-                let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
-                export::remove_on_error(path, self.audit_export(path, progress))?.into()
-            }
+            AdminRequest::AuditExport => self.audit_export(output, progress)?.into(),
             AdminRequest::AuditTrail { verify } => self.audit_trail(*verify)?,
             AdminRequest::CacheStats => self.cache_stats()?.into(),
             AdminRequest::CachePurge { selector } => self.cache_purge(selector, touched)?.into(),
             AdminRequest::CacheVerify => self.cache_verify(progress),
             AdminRequest::CacheRepair => self.cache_repair(progress)?.into(),
-            AdminRequest::CacheExport { passphrase } => {
-                let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
-                let existed = path.exists();
-                let result = self.cache_export(path, passphrase, progress);
-                // The writer refuses an existing file; only a file it created is ours to remove.
-                if existed { result? } else { export::remove_on_error(path, result)? }.into()
-            }
-            AdminRequest::CacheImport { passphrase } => {
-                let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
-                self.cache_import(path, passphrase, progress)?.into()
-            }
+            AdminRequest::CacheExport { passphrase } => self.cache_export(output, passphrase, progress)?.into(),
+            AdminRequest::CacheImport { passphrase } => self.cache_import(input, passphrase, progress)?.into(),
             AdminRequest::CacheRefresh { plan } => {
                 refresh::refresh(store, self.refresher.as_ref(), plan, progress, touched)?.into()
             }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::AdminRequest;
+use super::command::AdminRequest;
 
 /// `2026-11-21 20:15:03Z` for milliseconds since the epoch (proleptic Gregorian, UTC).
 pub fn utc(ms: u64) -> String {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{Admin, AdminError, Outcome};
+use super::Admin;
+use super::command::{AdminError, Outcome};
 use crate::ops::audit::trail::{self as access, Action, Trail, TrailError};
 
 /// Setting holding the sequence number of the last trail entry written.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::ops::admin::Actor;
+use crate::ops::admin::auth::{Actor, token_matches};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "holdfast_ui";
@@ -169,7 +169,7 @@ pub fn check_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'st
 pub fn csrf_ok(headers: &HeaderMap, caller: &Caller) -> bool {
     let mut values = headers.get_all(CSRF_HEADER).iter();
     let presented = values.next().and_then(|v| v.to_str().ok()).unwrap_or("");
-    values.next().is_none() && !presented.is_empty() && super::super::api::token_matches(&caller.csrf, presented)
+    values.next().is_none() && !presented.is_empty() && token_matches(&caller.csrf, presented)
 }
 
 /// Failed logins per client address, so a token cannot be guessed at speed.

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Dashboard, Refusal, exposition, json_response, read_json, set};
+use super::dashboard::{Dashboard, Refusal, json_response, read_json, set};
+use super::exposition;
 use crate::ops::admin::{AdminRequest, PurgeSelector};
 use crate::ops::audit::AuditFilter;
 use crate::store::record::ResponseBody;
