@@ -283,6 +283,14 @@ fn describe(label: &str, e: &Exchange) -> String {
     )
 }
 
+/// One `[[providers]]` table of the drill's config, with `settings` lines after the model.
+fn provider_table(name: &str, api: &str, address: SocketAddr, model: &str, settings: &[&str]) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\napi = \"{api}\"\nbase_url = \"http://{address}\"\nmodels = [\"{model}\"]\n{}\n",
+        settings.join("\n")
+    )
+}
+
 /// Runs the whole drill. Set-up failures (no loopback, no temp dir) are errors; a failed check
 /// is a failed step in the report.
 pub async fn run_drill() -> Result<DrillReport, DrillError> {
@@ -294,30 +302,21 @@ pub async fn run_drill() -> Result<DrillReport, DrillError> {
     let primary_listener = TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
     let primary_addr = primary_listener.local_addr().map_err(setup)?;
     let backup_addr = reserve_port().await?;
-    let config_text = format!(
-        r#"
-        listen = "127.0.0.1:0"
-        [[providers]]
-        name = "primary"
-        api = "openai"
-        base_url = "http://{primary_addr}"
-        models = ["gpt-*"]
-        retry = {{ attempts = 2, backoff_base = "20ms" }}
-        breaker = {{ failures = 2, cooldown = "60s" }}
-        [[providers]]
-        name = "primary-a"
-        api = "anthropic"
-        base_url = "http://{primary_addr}"
-        models = ["claude-*"]
-        retry = {{ attempts = 2, backoff_base = "20ms" }}
-        [[providers]]
-        name = "backup"
-        api = "openai"
-        base_url = "http://{backup_addr}"
-        models = ["gpt-*"]
-        retry = {{ attempts = 1 }}
-        "#
-    );
+    // The primary fails fast and trips its breaker; the backup answers what it cannot.
+    let quick_retry = r#"retry = { attempts = 2, backoff_base = "20ms" }"#;
+    let config_text = [
+        r#"listen = "127.0.0.1:0""#.to_owned(),
+        provider_table(
+            "primary",
+            "openai",
+            primary_addr,
+            "gpt-*",
+            &[quick_retry, r#"breaker = { failures = 2, cooldown = "60s" }"#],
+        ),
+        provider_table("primary-a", "anthropic", primary_addr, "claude-*", &[quick_retry]),
+        provider_table("backup", "openai", backup_addr, "gpt-*", &["retry = { attempts = 1 }"]),
+    ]
+    .join("\n");
     let config = Config::parse(&config_text).map_err(setup)?;
     let store_path = dir.path().join("store");
     let secret = StoreSecret::RawKey(SecretKey::generate());
