@@ -619,7 +619,7 @@ function keysPage(view) {
   view.append(h("div", { class: "page-head" },
     h("div", {}, h("h1", {}, "Keys"), h("div", { class: "muted small" }, "Data keys that seal stored answers. New answers are sealed under the active key."))),
   h("section", { class: "panel" }, h("h2", {}, "Rotate"),
-    h("p", { class: "muted small" }, "Makes a new active key. Re-encrypting re-seals every stored answer under it, so older keys can then be retired."),
+    h("p", { class: "muted small" }, "Makes a new active key. Re-encrypting re-seals every stored answer under it, so older keys open nothing any more and can then be destroyed."),
     h("div", { class: "row" }, rotateButton, h("label", { class: "check", for: "reencrypt" }, reencrypt, "Re-encrypt existing entries"), status),
     h("div", { class: "mt-small" }, progress)),
   h("div", { class: "spacer" }), box);
@@ -630,10 +630,10 @@ function loadKeys(box) {
   api("keys").then((k) => {
     const rows = k.keys.map((key) => h("tr", { "data-key": key.id },
       h("td", {}, h("strong", {}, `#${key.id}`)), h("td", { class: "small nowrap" }, fmtTime(key.created_ms)),
-      h("td", {}, h("span", { class: `pill ${key.status}` }, key.status)), h("td", { class: "num" }, String(key.records)),
+      h("td", {}, h("span", { class: `pill ${key.status}` }, keyStatus(key))), h("td", { class: "num" }, String(key.records)),
       h("td", {}, key.status === "active" ? h("span", { class: "muted small" }, "in use") :
         h("button", { type: "button", class: "ghost", disabled: key.records > 0, title: key.records > 0 ? "Re-encrypt first: entries are still sealed under this key" : "",
-          onclick: () => retireKey(key.id, box) }, "Retire"))));
+          onclick: () => destroyKey(key.id, box) }, "Destroy…"))));
     box.replaceChildren(h("section", { class: "panel" }, h("h2", {}, "Keyring"), h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Key"), h("th", {}, "Created"), h("th", {}, "Status"), h("th", { class: "num" }, "Entries sealed"), h("th", {}, ""))),
       h("tbody", {}, rows)))));
@@ -685,11 +685,19 @@ async function rotate(button, reencrypt, progress, bar, status, box) {
   }
 }
 
-async function retireKey(id, box) {
-  if (!(await confirmDialog(`Retire key #${id}`, "The key is destroyed: removed from the keyring file. Backups made before still hold it.", "retire"))) return;
+// `keys list` says "retired" for every key but the active one: it seals nothing new, but still
+// opens the entries sealed under it. The page says that, and keeps "destroy" for what the
+// button does (`keys retire` removes the key from the keyring).
+function keyStatus(key) {
+  if (key.status === "active") return "active";
+  return key.records > 0 ? `inactive (still opens ${key.records} ${key.records === 1 ? "entry" : "entries"})` : "inactive (opens nothing)";
+}
+
+async function destroyKey(id, box) {
+  if (!(await confirmDialog(`Destroy key #${id}`, "The key is removed from the keyring file for good. Backups made before still hold it.", "destroy"))) return;
   try {
     await api("keys/retire", { method: "POST", body: { id } });
-    toast(`Key #${id} retired.`);
+    toast(`Key #${id} destroyed.`);
   } catch (e) { toast(e.message, true); }
   loadKeys(box);
 }
