@@ -27,14 +27,19 @@ use crate::store::{Store, StoreOptions};
 
 /// One checked step of the drill.
 pub struct Step {
+    /// What the step checks, as the report heads it.
     pub title: String,
+    /// Whether every check in it held; one failed step fails the drill.
     pub ok: bool,
     /// One line per request or check, with timings.
     pub lines: Vec<String>,
 }
 
+/// What `holdfast drill` prints: each step, and how long the whole drill took.
 pub struct DrillReport {
+    /// The steps, in the order they ran.
     pub steps: Vec<Step>,
+    /// Wall time of the whole drill, set-up included.
     pub total: Duration,
 }
 
@@ -76,7 +81,9 @@ fn setup<E: fmt::Display>(e: E) -> DrillError {
 
 /// A simulated provider speaking both dialects, on its own loopback port until stopped.
 struct Simulator {
+    /// Ends its server (taken when stopped, so a second stop does nothing).
     stop: Option<oneshot::Sender<()>>,
+    /// Its server's task, awaited on stop so its port is free again.
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -194,12 +201,19 @@ async fn reserve_port() -> Result<SocketAddr, DrillError> {
     listener.local_addr().map_err(setup)
 }
 
+/// One request the drill sent through the proxy, as the report describes it.
 struct Exchange {
+    /// The HTTP status the client got.
     status: u16,
+    /// The cache result header: whether the store answered.
     cache: String,
+    /// The provider header: who answered.
     provider: String,
+    /// The attempts header: how many tries failover took.
     attempts: String,
+    /// The answer's text, to check which simulator (or the store) wrote it.
     text: String,
+    /// How long the client waited.
     elapsed: Duration,
 }
 

@@ -22,7 +22,9 @@ use crate::store::{Store, now_ms};
 /// Sends re-asked requests through a proxy's own exchange: the same routes, translation,
 /// failover and storing as a client's request. Blocking; call it off the async workers.
 pub struct Refresher {
+    /// The proxy whose exchange sends each re-ask and stores its answer.
     proxy: AppState,
+    /// The runtime the exchange runs on; the refresh itself is blocking code.
     runtime: tokio::runtime::Handle,
 }
 
@@ -57,8 +59,11 @@ impl Refresher {
 
 /// One entry the plan picked.
 struct Candidate {
+    /// Where it is stored, for the plan's rows and the trail.
     address: Address,
+    /// How old and how often asked: what qualified it and how it ranks.
     meta: EntryMeta,
+    /// The stored request, sent again, and its last answer's usage, for the cost estimate.
     record: Record,
 }
 

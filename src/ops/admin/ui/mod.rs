@@ -99,6 +99,7 @@ async fn asset(UrlPath(name): UrlPath<String>) -> Response {
 
 #[derive(serde::Deserialize)]
 struct Login {
+    /// The admin token, as typed; wiped when dropped.
     token: Zeroizing<String>,
 }
 

@@ -51,13 +51,16 @@ impl Session {
 /// What a request's session cookie gives its handler.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who the trail names for what this request views or changes.
     pub actor: Actor,
+    /// The session's CSRF token, which a state-changing request must echo.
     pub csrf: String,
 }
 
 /// The server side of every session, keyed by the hash of its id.
 #[derive(Default)]
 pub struct Sessions {
+    /// Live sessions by the BLAKE3 hash of their cookie value (never the value itself).
     live: HashMap<[u8; 32], Session>,
 }
 
@@ -175,6 +178,7 @@ pub fn csrf_ok(headers: &HeaderMap, caller: &Caller) -> bool {
 /// Failed logins per client address, so a token cannot be guessed at speed.
 #[derive(Default)]
 pub struct LoginThrottle {
+    /// By client address, the times of its failed logins within the window, oldest first.
     failures: HashMap<String, VecDeque<Instant>>,
 }
 

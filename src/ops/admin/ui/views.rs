@@ -163,9 +163,13 @@ pub async fn entry(
 
 #[derive(serde::Deserialize)]
 struct PurgeForm {
+    /// As `cache purge --address`; blank means unset.
     address: Option<String>,
+    /// As `cache purge --model`; blank means unset.
     model: Option<String>,
+    /// As `cache purge --older-than`, in seconds.
     older_than_secs: Option<u64>,
+    /// As `cache purge --all`.
     #[serde(default)]
     all: bool,
     /// Must be the word `purge`: the page asks the operator to type it.
@@ -211,6 +215,7 @@ pub async fn keys(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> ViewRe
 
 #[derive(serde::Deserialize)]
 struct RotateForm {
+    /// As `keys rotate --reencrypt`.
     #[serde(default)]
     reencrypt: bool,
 }
@@ -245,6 +250,7 @@ pub async fn rotate(State(d): State<Arc<Dashboard>>, request: Request) -> ViewRe
 
 #[derive(serde::Deserialize)]
 struct RetireForm {
+    /// The key to destroy.
     id: u32,
 }
 
