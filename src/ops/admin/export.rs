@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::Admin;
-use super::command::{AdminError, Progress, SecretText};
+use super::command::{AdminError, Progress};
 use crate::cache_key::address::Namespace;
 use crate::ops::audit;
 use crate::ops::bundle::content::{BundleHeader, BundleItem};
@@ -15,24 +15,17 @@ use crate::secret::SecretKey;
 use crate::store::{StoreError, codec, now_ms};
 
 impl Admin {
-    /// `audit export` to `output`; a half-written file is removed again.
-    pub(super) fn audit_export(&self, output: Option<&Path>, progress: Progress<'_>) -> Result<Value, AdminError> {
-        let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
+    /// `audit export` to a new file at `path`; a half-written file is removed again.
+    pub(super) fn audit_export(&self, path: &Path, progress: Progress<'_>) -> Result<Value, AdminError> {
         remove_on_error(path, self.write_audit_export(path, progress))
     }
 
-    /// `cache export` to `output`; a half-written bundle is removed again.
-    pub(super) fn cache_export(
-        &self,
-        output: Option<&Path>,
-        passphrase: &SecretText,
-        progress: Progress<'_>,
-    ) -> Result<Value, AdminError> {
-        let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
-        let existed = path.exists();
-        let result = self.write_bundle(path, passphrase, progress);
+    /// `cache export` to a new bundle at `to`; a half-written bundle is removed again.
+    pub(super) fn cache_export(&self, to: &Path, pass: &[u8], progress: Progress<'_>) -> Result<Value, AdminError> {
+        let existed = to.exists();
+        let result = self.write_bundle(to, pass, progress);
         // The writer refuses an existing file; only a file it created is ours to remove.
-        if existed { result } else { remove_on_error(path, result) }
+        if existed { result } else { remove_on_error(to, result) }
     }
 
     /// Writes every entry, decrypted, as one JSON line each, to a new file at `path`.
@@ -60,9 +53,9 @@ impl Admin {
         Ok(json!({"exported": count, "path": path, "count": count}))
     }
 
-    /// Writes every entry into a new bundle at `path`, encrypted under `passphrase`.
-    fn write_bundle(&self, path: &Path, passphrase: &SecretText, progress: Progress<'_>) -> Result<Value, AdminError> {
-        let mut writer = BundleWriter::create(path, passphrase.0.as_bytes())?;
+    /// Writes every entry into a new bundle at `path`, encrypted under the passphrase `pass`.
+    fn write_bundle(&self, path: &Path, pass: &[u8], progress: Progress<'_>) -> Result<Value, AdminError> {
+        let mut writer = BundleWriter::create(path, pass)?;
         let header = BundleHeader::new(now_ms(), *self.store.keyring().snapshot().namespace_key().expose());
         writer.append(&header.encode().map_err(StoreError::Encode)?)?;
         let mut bundle_error = None;
@@ -100,14 +93,8 @@ impl Admin {
     /// store's address key. Tenant entries need the source's namespace key: an empty store
     /// adopts it; a store that already has entries keeps its own and skips them (their tenants
     /// could not find them here).
-    pub(super) fn cache_import(
-        &self,
-        input: Option<&Path>,
-        passphrase: &SecretText,
-        progress: Progress<'_>,
-    ) -> Result<Value, AdminError> {
-        let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
-        let mut reader = BundleReader::open(path, passphrase.0.as_bytes())?;
+    pub(super) fn cache_import(&self, from: &Path, pass: &[u8], progress: Progress<'_>) -> Result<Value, AdminError> {
+        let mut reader = BundleReader::open(from, pass)?;
         let header = BundleHeader::decode(reader.next_frame()?).map_err(|e| AdminError::Invalid(e.to_string()))?;
         let theirs = SecretKey::from_bytes(header.namespace_key);
         let same_tenants = self.store.keyring().snapshot().namespace_key() == &theirs;

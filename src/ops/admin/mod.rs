@@ -147,14 +147,23 @@ impl Admin {
                 touched.extend(rows.iter().map(|r| r.address.clone()));
                 json!({"entries": rows, "count": rows.len()}).into()
             }
-            AdminRequest::AuditExport => self.audit_export(output, progress)?.into(),
+            AdminRequest::AuditExport => {
+                let path = output.ok_or(AdminError::MissingFile { what: "audit export", which: "an output file" })?;
+                self.audit_export(path, progress)?.into()
+            }
             AdminRequest::AuditTrail { verify } => self.audit_trail(*verify)?,
             AdminRequest::CacheStats => self.cache_stats()?.into(),
             AdminRequest::CachePurge { selector } => self.cache_purge(selector, touched)?.into(),
             AdminRequest::CacheVerify => self.cache_verify(progress),
             AdminRequest::CacheRepair => self.cache_repair(progress)?.into(),
-            AdminRequest::CacheExport { passphrase } => self.cache_export(output, passphrase, progress)?.into(),
-            AdminRequest::CacheImport { passphrase } => self.cache_import(input, passphrase, progress)?.into(),
+            AdminRequest::CacheExport { passphrase } => {
+                let path = output.ok_or(AdminError::MissingFile { what: "cache export", which: "an output file" })?;
+                self.cache_export(path, passphrase.0.as_bytes(), progress)?.into()
+            }
+            AdminRequest::CacheImport { passphrase } => {
+                let path = input.ok_or(AdminError::MissingFile { what: "cache import", which: "a bundle file" })?;
+                self.cache_import(path, passphrase.0.as_bytes(), progress)?.into()
+            }
             AdminRequest::CacheRefresh { plan } => {
                 refresh::refresh(store, self.refresher.as_ref(), plan, progress, touched)?.into()
             }
