@@ -1,12 +1,15 @@
 //! The dashboard at `/ui` on the admin listener: what is failing, what the store is saving,
 //! what was asked and answered, who looked — for the people running an outage.
 //!
-//! Served by the binary itself: the page, its stylesheet and its script are compiled in
+//! Served by the binary itself: the page, its stylesheet and its scripts are compiled in
 //! (`assets/`, plain files, no build step), so it works on an air-gapped host. Logging in
 //! posts the admin token once (checked like the API checks it, in constant time); the answer
-//! is a session cookie. Every JSON endpoint runs the same [`Admin`] commands as the CLI, so
-//! each view of stored prompts is written to the access trail exactly as `holdfast audit
-//! show` would write it.
+//! is a session cookie. Every JSON endpoint runs the same
+//! [`Admin`](crate::ops::admin::Admin) commands as the CLI, so each view of stored prompts is
+//! written to the access trail exactly as `holdfast audit show` would write it.
+//!
+//! The scripts: `app.js` (helpers, login, routing, the confirmation dialog; loaded first),
+//! then one a page group: `now.js`, `audit.js` (audit list, entry, trail), `keys.js`.
 //!
 //! - `dashboard`: the state every handler shares, the caller check, the refusal type.
 //! - `session`: cookie, CSRF token, same-origin check, failed-login brake.
@@ -37,6 +40,9 @@ use crate::edge::server::Peer;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
+const NOW_JS: &str = include_str!("assets/now.js");
+const AUDIT_JS: &str = include_str!("assets/audit.js");
+const KEYS_JS: &str = include_str!("assets/keys.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const ICON_SVG: &str = include_str!("assets/icon.svg");
 
@@ -90,6 +96,9 @@ async fn index() -> Response {
 async fn asset(UrlPath(name): UrlPath<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "app.js" => (APP_JS, "text/javascript; charset=utf-8"),
+        "now.js" => (NOW_JS, "text/javascript; charset=utf-8"),
+        "audit.js" => (AUDIT_JS, "text/javascript; charset=utf-8"),
+        "keys.js" => (KEYS_JS, "text/javascript; charset=utf-8"),
         "app.css" => (APP_CSS, "text/css; charset=utf-8"),
         "icon.svg" => (ICON_SVG, "image/svg+xml"),
         _ => return refuse(StatusCode::NOT_FOUND, "no such dashboard asset"),
