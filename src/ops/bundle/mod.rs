@@ -58,6 +58,9 @@ use std::path::PathBuf;
 pub use reader::BundleReader;
 pub use writer::BundleWriter;
 
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+
 use crate::secret::SecretKey;
 use crate::store::keyring::KdfParams;
 
@@ -135,12 +138,36 @@ fn key_check(key: &SecretKey, checked: &[u8]) -> blake3::Hash {
     blake3::keyed_hash(key.expose(), checked)
 }
 
-/// What frame `index` is authenticated with besides its bytes: its place, and which bundle.
-fn associated_data(index: u64, header_hash: &[u8; 32]) -> [u8; 8 + 32] {
-    let mut aad = [0u8; 8 + 32];
-    aad[..8].copy_from_slice(&index.to_be_bytes());
-    aad[8..].copy_from_slice(header_hash);
-    aad
+/// Seals and opens the frames of one bundle: the frame key, bound to that bundle's header.
+struct FrameCipher {
+    /// AES-256-GCM under the frame key derived from the passphrase.
+    aead: Aes256Gcm,
+    /// BLAKE3 of the header, in every frame's associated data: frames cannot move between bundles.
+    header_hash: [u8; 32],
+}
+
+impl FrameCipher {
+    fn new(keys: &BundleKeys, header: &[u8]) -> Self {
+        Self { aead: Aes256Gcm::new(keys.frame.expose().into()), header_hash: *blake3::hash(header).as_bytes() }
+    }
+
+    /// What frame `index` is authenticated with besides its bytes: its place, and which bundle.
+    fn associated_data(&self, index: u64) -> [u8; 8 + 32] {
+        let mut aad = [0u8; 8 + 32];
+        aad[..8].copy_from_slice(&index.to_be_bytes());
+        aad[8..].copy_from_slice(&self.header_hash);
+        aad
+    }
+
+    /// Encrypts `plain` in place as frame `index`; the tag to write after it.
+    fn seal(&self, index: u64, nonce: [u8; NONCE_LEN], plain: &mut [u8]) -> Result<Tag, aes_gcm::Error> {
+        self.aead.encrypt_inout_detached(&Nonce::from(nonce), &self.associated_data(index), plain.into())
+    }
+
+    /// Decrypts `sealed` in place as frame `index`, if `tag` proves it authentic.
+    fn open(&self, index: u64, nonce: [u8; NONCE_LEN], sealed: &mut [u8], tag: &Tag) -> Result<(), aes_gcm::Error> {
+        self.aead.decrypt_inout_detached(&Nonce::from(nonce), &self.associated_data(index), sealed.into(), tag)
+    }
 }
 
 #[cfg(test)]

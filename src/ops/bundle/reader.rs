@@ -5,12 +5,11 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use aes_gcm::Tag;
 
 use super::{
-    BUNDLE_FORMAT, BundleError, CHECKED_LEN, CHECKSUM_AT, HEADER_LEN, KIND_DATA, KIND_END, MAGIC, MAX_FRAME, NONCE_LEN,
-    READ_BUFFER, TAG_LEN, associated_data, derive_keys, key_check,
+    BUNDLE_FORMAT, BundleError, CHECKED_LEN, CHECKSUM_AT, FrameCipher, HEADER_LEN, KIND_DATA, KIND_END, MAGIC,
+    MAX_FRAME, NONCE_LEN, READ_BUFFER, TAG_LEN, derive_keys, key_check,
 };
 use crate::store::keyring::KdfParams;
 
@@ -31,10 +30,8 @@ pub struct BundleReader {
     path: PathBuf,
     /// The file after its header, buffered: frames are read a length prefix at a time.
     input: BufReader<File>,
-    /// AES-256-GCM under the frame key derived from the passphrase.
-    cipher: Aes256Gcm,
-    /// BLAKE3 of the header, which every frame's associated data must carry.
-    header_hash: [u8; 32],
+    /// Opens each frame under the passphrase's frame key, checking it belongs to this header.
+    cipher: FrameCipher,
     /// Index of the next frame: in its associated data, so frames cannot be reordered or dropped.
     index: u64,
     /// Whether more frames may come, the end was reached, or reading stopped at an error.
@@ -93,8 +90,7 @@ impl BundleReader {
         Ok(Self {
             path: path.to_owned(),
             input,
-            cipher: Aes256Gcm::new(keys.frame.expose().into()),
-            header_hash: *blake3::hash(&header).as_bytes(),
+            cipher: FrameCipher::new(&keys, &header),
             index: 0,
             state: ReadState::Frames,
         })
@@ -144,10 +140,9 @@ impl BundleReader {
         let tag_at = len - TAG_LEN;
         let no_tag = || self.corrupt(format!("frame {index} has no tag"));
         let tag = Tag::try_from(body.get(tag_at..).ok_or_else(no_tag)?).map_err(|_| no_tag())?;
-        let nonce = Nonce::from(array::<12>(&prefix[4..]));
-        let aad = associated_data(index, &self.header_hash);
+        let nonce = array::<NONCE_LEN>(&prefix[4..]);
         let sealed = body.get_mut(..tag_at).ok_or_else(no_tag)?;
-        self.cipher.decrypt_inout_detached(&nonce, &aad, sealed.into(), &tag).map_err(|_| {
+        self.cipher.open(index, nonce, sealed, &tag).map_err(|_| {
             self.corrupt(format!(
                 "frame {index} failed authentication: the bundle was altered, or frames were reordered, dropped \
                  or taken from another bundle"

@@ -5,12 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write as _};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-
 use super::{
-    BUNDLE_FORMAT, BundleError, CHECKED_LEN, HEADER_LEN, KIND_DATA, KIND_END, MAGIC, MAX_FRAME, MAX_FRAMES, NONCE_LEN,
-    SALT_LEN, TAG_LEN, associated_data, derive_keys, key_check,
+    BUNDLE_FORMAT, BundleError, CHECKED_LEN, FrameCipher, HEADER_LEN, KIND_DATA, KIND_END, MAGIC, MAX_FRAME,
+    MAX_FRAMES, NONCE_LEN, SALT_LEN, TAG_LEN, derive_keys, key_check,
 };
 use crate::secret::fill_random;
 use crate::store::keyring::KdfParams;
@@ -22,10 +19,8 @@ pub struct BundleWriter {
     path: PathBuf,
     /// The new file, buffered: frames are written in several small pieces.
     out: BufWriter<File>,
-    /// AES-256-GCM under the frame key derived from the passphrase.
-    cipher: Aes256Gcm,
-    /// BLAKE3 of the header, in every frame's associated data: frames cannot move between bundles.
-    header_hash: [u8; 32],
+    /// Seals each frame under the passphrase's frame key, bound to this bundle's header.
+    cipher: FrameCipher,
     /// Data frames written so far: the next frame's index, and the count the end frame carries.
     frames: u64,
     /// Reused for every frame; encryption happens in place, so plaintext does not linger in it.
@@ -81,8 +76,7 @@ impl BundleWriter {
         Ok(Self {
             path: path.to_owned(),
             out,
-            cipher: Aes256Gcm::new(keys.frame.expose().into()),
-            header_hash: *blake3::hash(&header).as_bytes(),
+            cipher: FrameCipher::new(&keys, &header),
             frames: 0,
             buf: Vec::new(),
             failed: false,
@@ -136,10 +130,9 @@ impl BundleWriter {
     fn seal_and_write(&mut self, index: u64) -> Result<(), BundleError> {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut nonce);
-        let aad = associated_data(index, &self.header_hash);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &aad, self.buf.as_mut_slice().into())
+            .seal(index, nonce, &mut self.buf)
             // GCM refuses only plaintexts over 64 GiB; frames are capped far below that.
             .map_err(|_| BundleError::FrameTooLarge { len: self.buf.len(), max: MAX_FRAME })?;
         // At most MAX_FRAME + 1 + TAG_LEN bytes, well within u32.
