@@ -109,7 +109,7 @@ impl fmt::Debug for Trail {
 
 impl Trail {
     /// Opens (creating if missing) the JSON-Lines file at `path`. Reads the last line to continue
-    /// the chain; does not verify the whole file (that is [`verify`]).
+    /// the chain; does not verify the whole file (that is [`verify`](super::verify)).
     ///
     /// It does check the last line against the head file, and refuses ([`TrailError::Inconsistent`])
     /// unless they agree or show an interrupted append (see [`Trail::recovery`]): appending to a
