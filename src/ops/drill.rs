@@ -27,14 +27,19 @@ use crate::store::{Store, StoreOptions};
 
 /// One checked step of the drill.
 pub struct Step {
+    /// What the step checks, as the report heads it.
     pub title: String,
+    /// Whether every check in it held; one failed step fails the drill.
     pub ok: bool,
     /// One line per request or check, with timings.
     pub lines: Vec<String>,
 }
 
+/// What `holdfast drill` prints: each step, and how long the whole drill took.
 pub struct DrillReport {
+    /// The steps, in the order they ran.
     pub steps: Vec<Step>,
+    /// Wall time of the whole drill, set-up included.
     pub total: Duration,
 }
 
@@ -76,7 +81,9 @@ fn setup<E: fmt::Display>(e: E) -> DrillError {
 
 /// A simulated provider speaking both dialects, on its own loopback port until stopped.
 struct Simulator {
+    /// Ends its server (taken when stopped, so a second stop does nothing).
     stop: Option<oneshot::Sender<()>>,
+    /// Its server's task, awaited on stop so its port is free again.
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -194,12 +201,19 @@ async fn reserve_port() -> Result<SocketAddr, DrillError> {
     listener.local_addr().map_err(setup)
 }
 
+/// One request the drill sent through the proxy, as the report describes it.
 struct Exchange {
+    /// The HTTP status the client got.
     status: u16,
+    /// The cache result header: whether the store answered.
     cache: String,
+    /// The provider header: who answered.
     provider: String,
+    /// The attempts header: how many tries failover took.
     attempts: String,
+    /// The answer's text, to check which simulator (or the store) wrote it.
     text: String,
+    /// How long the client waited.
     elapsed: Duration,
 }
 
@@ -283,6 +297,14 @@ fn describe(label: &str, e: &Exchange) -> String {
     )
 }
 
+/// One `[[providers]]` table of the drill's config, with `settings` lines after the model.
+fn provider_table(name: &str, api: &str, address: SocketAddr, model: &str, settings: &[&str]) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\napi = \"{api}\"\nbase_url = \"http://{address}\"\nmodels = [\"{model}\"]\n{}\n",
+        settings.join("\n")
+    )
+}
+
 /// Runs the whole drill. Set-up failures (no loopback, no temp dir) are errors; a failed check
 /// is a failed step in the report.
 pub async fn run_drill() -> Result<DrillReport, DrillError> {
@@ -294,30 +316,21 @@ pub async fn run_drill() -> Result<DrillReport, DrillError> {
     let primary_listener = TcpListener::bind("127.0.0.1:0").await.map_err(setup)?;
     let primary_addr = primary_listener.local_addr().map_err(setup)?;
     let backup_addr = reserve_port().await?;
-    let config_text = format!(
-        r#"
-        listen = "127.0.0.1:0"
-        [[providers]]
-        name = "primary"
-        api = "openai"
-        base_url = "http://{primary_addr}"
-        models = ["gpt-*"]
-        retry = {{ attempts = 2, backoff_base = "20ms" }}
-        breaker = {{ failures = 2, cooldown = "60s" }}
-        [[providers]]
-        name = "primary-a"
-        api = "anthropic"
-        base_url = "http://{primary_addr}"
-        models = ["claude-*"]
-        retry = {{ attempts = 2, backoff_base = "20ms" }}
-        [[providers]]
-        name = "backup"
-        api = "openai"
-        base_url = "http://{backup_addr}"
-        models = ["gpt-*"]
-        retry = {{ attempts = 1 }}
-        "#
-    );
+    // The primary fails fast and trips its breaker; the backup answers what it cannot.
+    let quick_retry = r#"retry = { attempts = 2, backoff_base = "20ms" }"#;
+    let config_text = [
+        r#"listen = "127.0.0.1:0""#.to_owned(),
+        provider_table(
+            "primary",
+            "openai",
+            primary_addr,
+            "gpt-*",
+            &[quick_retry, r#"breaker = { failures = 2, cooldown = "60s" }"#],
+        ),
+        provider_table("primary-a", "anthropic", primary_addr, "claude-*", &[quick_retry]),
+        provider_table("backup", "openai", backup_addr, "gpt-*", &["retry = { attempts = 1 }"]),
+    ]
+    .join("\n");
     let config = Config::parse(&config_text).map_err(setup)?;
     let store_path = dir.path().join("store");
     let secret = StoreSecret::RawKey(SecretKey::generate());

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use super::{Actor, Admin, AdminRequest};
+use super::Admin;
+use super::auth::{Actor, token_matches};
+use super::command::AdminRequest;
 use crate::edge::server::{Listener, Peer, RateLimitedLog, ServerLimits};
 
 /// Longest first line (the JSON command) of an execute body.
@@ -127,12 +129,6 @@ impl AdminState {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Whether `presented` matches `expected`, in time independent of where they differ: both
-/// are hashed and BLAKE3's `Hash` compares in constant time.
-pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
-    blake3::hash(expected.as_bytes()) == blake3::hash(presented.as_bytes())
 }
 
 fn unauthorized() -> Response {
@@ -360,14 +356,4 @@ pub(super) fn file_chunks(
             Err(e) => Some((Err(e), None)),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison() {
-        assert!(super::token_matches("s3cret-token", "s3cret-token"));
-        assert!(!super::token_matches("s3cret-token", "s3cret-tokeN"));
-        assert!(!super::token_matches("s3cret-token", ""));
-    }
 }

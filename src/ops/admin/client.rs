@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::{AdminRequest, Outcome, Progress, create_new};
+use super::command::{AdminRequest, Outcome, Progress};
+use super::export::create_new;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -38,6 +39,8 @@ fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClientError {
     move |source| ClientError::File { path, source }
 }
 
+/// Runs `request` on the admin API at `server` (the CLI's `--server`): uploads `input` after
+/// the command line, downloads an export into a new file at `output`, reports progress.
 pub async fn execute_remote(
     server: &str,
     token: &str,
@@ -46,18 +49,7 @@ pub async fn execute_remote(
     output: Option<&Path>,
     progress: Progress<'_>,
 ) -> Result<Outcome, ClientError> {
-    let server = Server::parse(server)?;
-    receive(&server, token, request, input, output, progress).await
-}
-
-async fn receive(
-    server: &Server,
-    token: &str,
-    request: &AdminRequest,
-    input: Option<&Path>,
-    output: Option<&Path>,
-    progress: Progress<'_>,
-) -> Result<Outcome, ClientError> {
+    let server = &Server::parse(server)?;
     let mut line = serde_json::to_vec(request).map_err(|e| ClientError::Failed(e.to_string()))?;
     line.push(b'\n');
     let head = futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(line)) });

@@ -9,10 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{AdminError, Progress};
+use super::command::{AdminError, Progress, RefreshPlan};
 use crate::cache_key::address::Address;
 use crate::config::{CacheMode, Config};
 use crate::proxy::AppState;
@@ -20,38 +19,12 @@ use crate::proxy::upstream::Upstreams;
 use crate::store::record::{EntryMeta, Record};
 use crate::store::{Store, now_ms};
 
-/// Which entries `cache refresh` re-asks, and how fast.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefreshPlan {
-    /// Only entries stored at least this long ago.
-    pub older_than_ms: u64,
-    /// Only entries asked again at least this many times (see `EntryMeta::times_served`).
-    pub min_served: u64,
-    /// At most this many entries, most asked first.
-    pub limit: usize,
-    /// Requests sent per minute, at most.
-    pub per_minute: u32,
-    /// List the plan and its cost; send nothing.
-    pub dry_run: bool,
-}
-
-impl RefreshPlan {
-    pub fn describe(&self) -> String {
-        format!(
-            "cache refresh --older-than {}s --min-served {} --limit {} --per-minute {}{}",
-            self.older_than_ms / 1000,
-            self.min_served,
-            self.limit,
-            self.per_minute,
-            if self.dry_run { " --dry-run" } else { "" }
-        )
-    }
-}
-
 /// Sends re-asked requests through a proxy's own exchange: the same routes, translation,
 /// failover and storing as a client's request. Blocking; call it off the async workers.
 pub struct Refresher {
+    /// The proxy whose exchange sends each re-ask and stores its answer.
     proxy: AppState,
+    /// The runtime the exchange runs on; the refresh itself is blocking code.
     runtime: tokio::runtime::Handle,
 }
 
@@ -86,8 +59,11 @@ impl Refresher {
 
 /// One entry the plan picked.
 struct Candidate {
+    /// Where it is stored, for the plan's rows and the trail.
     address: Address,
+    /// How old and how often asked: what qualified it and how it ranks.
     meta: EntryMeta,
+    /// The stored request, sent again, and its last answer's usage, for the cost estimate.
     record: Record,
 }
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use super::AdminRequest;
+use super::command::AdminRequest;
 
 /// `2026-11-21 20:15:03Z` for milliseconds since the epoch (proleptic Gregorian, UTC).
 pub fn utc(ms: u64) -> String {
@@ -41,8 +41,11 @@ pub fn bytes(n: u64) -> String {
 /// A one-line progress display on standard error, only when it is a terminal (logs and
 /// pipes get the final result alone).
 pub struct ProgressLine {
+    /// The command being run, shown before the counts.
     label: String,
+    /// Standard error is a terminal: otherwise nothing is drawn.
     active: bool,
+    /// Something was drawn, so the line must be cleared before the result is printed.
     drawn: std::sync::atomic::AtomicBool,
 }
 

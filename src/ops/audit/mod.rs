@@ -13,12 +13,19 @@ use crate::store::{Entry, Store, StoreError};
 /// One line of `audit list`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
+    /// The entry's hex address: what `audit show` and `cache purge --address` take.
     pub address: String,
+    /// When it was stored, in milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// When it was last served from the store (0: never).
     pub last_served_ms: u64,
+    /// How often it was served: what the size budget keeps longest.
     pub times_served: u64,
+    /// The provider that answered it.
     pub provider: String,
+    /// The model that answered it.
     pub model: String,
+    /// The API path it was asked on (`/v1/chat/completions`, `/v1/messages`, …).
     pub endpoint: String,
     /// `shared`, or the first bytes of the tenant's keyed hash (never the tenant itself).
     pub tenant: String,
@@ -29,10 +36,13 @@ pub struct AuditRow {
 /// Which entries `audit list` shows.
 #[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
 pub struct AuditFilter {
+    /// Entries stored at or after this instant only (`--since`).
     pub since_ms: Option<u64>,
     /// Entries stored before this instant only (the dashboard's time range).
     pub until_ms: Option<u64>,
+    /// Entries of models matching this glob only (`--model`).
     pub model: Option<String>,
+    /// Entries one provider answered only (`--provider`).
     pub provider: Option<String>,
     /// `shared`, or a hex prefix of the tenant hash as `audit show` prints it.
     pub tenant: Option<String>,

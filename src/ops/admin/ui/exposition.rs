@@ -8,8 +8,11 @@ use serde::Serialize;
 
 /// One sample line: `name{label="value",…} number`.
 struct Sample<'a> {
+    /// The metric's name, with any `_bucket`/`_sum`/`_count` suffix.
     name: &'a str,
+    /// Its labels, in the order written.
     labels: Vec<(&'a str, String)>,
+    /// The number after them.
     value: f64,
 }
 
@@ -73,7 +76,9 @@ pub struct LatencyHistogram {
     pub bounds: Vec<f64>,
     /// Answers whose latency fell in each bucket, `bounds.len() + 1` of them.
     pub counts: Vec<u64>,
+    /// All answers measured: the page's denominator.
     pub count: u64,
+    /// Their latencies added up, for the mean.
     pub sum_secs: f64,
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 
-use crate::ops::admin::Actor;
+use crate::ops::admin::auth::{Actor, token_matches};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "holdfast_ui";
@@ -51,13 +51,16 @@ impl Session {
 /// What a request's session cookie gives its handler.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who the trail names for what this request views or changes.
     pub actor: Actor,
+    /// The session's CSRF token, which a state-changing request must echo.
     pub csrf: String,
 }
 
 /// The server side of every session, keyed by the hash of its id.
 #[derive(Default)]
 pub struct Sessions {
+    /// Live sessions by the BLAKE3 hash of their cookie value (never the value itself).
     live: HashMap<[u8; 32], Session>,
 }
 
@@ -169,12 +172,13 @@ pub fn check_origin(headers: &HeaderMap, changes_state: bool) -> Result<(), &'st
 pub fn csrf_ok(headers: &HeaderMap, caller: &Caller) -> bool {
     let mut values = headers.get_all(CSRF_HEADER).iter();
     let presented = values.next().and_then(|v| v.to_str().ok()).unwrap_or("");
-    values.next().is_none() && !presented.is_empty() && super::super::api::token_matches(&caller.csrf, presented)
+    values.next().is_none() && !presented.is_empty() && token_matches(&caller.csrf, presented)
 }
 
 /// Failed logins per client address, so a token cannot be guessed at speed.
 #[derive(Default)]
 pub struct LoginThrottle {
+    /// By client address, the times of its failed logins within the window, oldest first.
     failures: HashMap<String, VecDeque<Instant>>,
 }
 

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Dashboard, Refusal, exposition, json_response, read_json, set};
+use super::dashboard::{Dashboard, Refusal, json_response, read_json, set};
+use super::exposition;
 use crate::ops::admin::{AdminRequest, PurgeSelector};
 use crate::ops::audit::AuditFilter;
 use crate::store::record::ResponseBody;
@@ -24,10 +25,11 @@ const MAX_TRAIL_ROWS: usize = 500;
 /// Stream events shown for one entry.
 const MAX_EVENTS: usize = 2000;
 
-type Answer = Result<Response, Refusal>;
+/// What a view handler returns: its JSON (or NDJSON) response, or the refusal to send instead.
+type ViewResult = Result<Response, Refusal>;
 
 /// `GET /ui/api/now`: breakers, request rates, the outage share, the store, upstream latency.
-pub async fn now(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Answer {
+pub async fn now(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> ViewResult {
     d.caller(&headers, false)?;
     let stats = d.admin.store.stats();
     let Some(live) = &d.live else {
@@ -98,7 +100,7 @@ fn percent_decode(text: &str) -> String {
 
 /// `GET /ui/api/audit?model=&provider=&tenant=&since=&until=&q=`: `audit list`, or with `q`
 /// `audit search`, narrowed by the filters. Written to the trail like the CLI's.
-pub async fn audit(State(d): State<Arc<Dashboard>>, uri: Uri, headers: HeaderMap) -> Answer {
+pub async fn audit(State(d): State<Arc<Dashboard>>, uri: Uri, headers: HeaderMap) -> ViewResult {
     let caller = d.caller(&headers, false)?;
     let q = query(&uri);
     let text = |name: &str| q.get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
@@ -132,7 +134,11 @@ pub async fn audit(State(d): State<Arc<Dashboard>>, uri: Uri, headers: HeaderMap
 }
 
 /// `GET /ui/api/entry/{address}`: `audit show`, plus a streamed answer's events as stored.
-pub async fn entry(State(d): State<Arc<Dashboard>>, UrlPath(address): UrlPath<String>, headers: HeaderMap) -> Answer {
+pub async fn entry(
+    State(d): State<Arc<Dashboard>>,
+    UrlPath(address): UrlPath<String>,
+    headers: HeaderMap,
+) -> ViewResult {
     let caller = d.caller(&headers, false)?;
     let mut detail = d.execute(&caller, AdminRequest::AuditShow { address: address.clone() }).await?;
     if detail.get("streamed") == Some(&json!(true)) {
@@ -157,9 +163,13 @@ pub async fn entry(State(d): State<Arc<Dashboard>>, UrlPath(address): UrlPath<St
 
 #[derive(serde::Deserialize)]
 struct PurgeForm {
+    /// As `cache purge --address`; blank means unset.
     address: Option<String>,
+    /// As `cache purge --model`; blank means unset.
     model: Option<String>,
+    /// As `cache purge --older-than`, in seconds.
     older_than_secs: Option<u64>,
+    /// As `cache purge --all`.
     #[serde(default)]
     all: bool,
     /// Must be the word `purge`: the page asks the operator to type it.
@@ -167,7 +177,7 @@ struct PurgeForm {
 }
 
 /// `POST /ui/api/purge`: `cache purge`, once the operator typed `purge` to confirm.
-pub async fn purge(State(d): State<Arc<Dashboard>>, request: Request) -> Answer {
+pub async fn purge(State(d): State<Arc<Dashboard>>, request: Request) -> ViewResult {
     let (parts, body) = request.into_parts();
     let caller = d.caller(&parts.headers, true)?;
     let form: PurgeForm = read_json(body).await?;
@@ -184,7 +194,7 @@ pub async fn purge(State(d): State<Arc<Dashboard>>, request: Request) -> Answer 
 }
 
 /// `GET /ui/api/trail`: `audit trail --verify`, newest entries first.
-pub async fn trail(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Answer {
+pub async fn trail(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> ViewResult {
     let caller = d.caller(&headers, false)?;
     let mut result = d.execute(&caller, AdminRequest::AuditTrail { verify: true }).await?;
     let mut total = 0;
@@ -198,20 +208,21 @@ pub async fn trail(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Answe
 }
 
 /// `GET /ui/api/keys`: `keys list`.
-pub async fn keys(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> Answer {
+pub async fn keys(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> ViewResult {
     let caller = d.caller(&headers, false)?;
     Ok(json_response(&d.execute(&caller, AdminRequest::KeysList).await?))
 }
 
 #[derive(serde::Deserialize)]
 struct RotateForm {
+    /// As `keys rotate --reencrypt`.
     #[serde(default)]
     reencrypt: bool,
 }
 
 /// `POST /ui/api/keys/rotate {"reencrypt": bool}`: NDJSON, `{"progress":[done,total]}` lines
 /// while entries are re-sealed, then `{"result": …}` or `{"error": …}`.
-pub async fn rotate(State(d): State<Arc<Dashboard>>, request: Request) -> Answer {
+pub async fn rotate(State(d): State<Arc<Dashboard>>, request: Request) -> ViewResult {
     let (parts, body) = request.into_parts();
     let caller = d.caller(&parts.headers, true)?;
     let form: RotateForm = read_json(body).await?;
@@ -239,11 +250,13 @@ pub async fn rotate(State(d): State<Arc<Dashboard>>, request: Request) -> Answer
 
 #[derive(serde::Deserialize)]
 struct RetireForm {
+    /// The key to destroy.
     id: u32,
 }
 
-/// `POST /ui/api/keys/retire {"id": n}`: `keys retire`.
-pub async fn retire(State(d): State<Arc<Dashboard>>, request: Request) -> Answer {
+/// `POST /ui/api/keys/retire {"id": n}`: `keys retire`, which destroys the key (the store refuses
+/// the active key and any key entries are still sealed under).
+pub async fn retire(State(d): State<Arc<Dashboard>>, request: Request) -> ViewResult {
     let (parts, body) = request.into_parts();
     let caller = d.caller(&parts.headers, true)?;
     let form: RetireForm = read_json(body).await?;

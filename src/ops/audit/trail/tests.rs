@@ -1,5 +1,7 @@
+use std::fs::File;
 use std::sync::Arc;
 
+use super::writer::read_tail;
 use super::*;
 
 fn key(byte: u8) -> SecretKey {
