@@ -63,8 +63,8 @@ use crate::config::{CacheScope, Config};
 use crate::edge::credential::ClientKeys;
 use crate::edge::credential::credential_for_namespace;
 use crate::edge::server::{Listener, ServerLimits};
-use crate::proxy::resilience::breaker::Breakers;
-use crate::proxy::upstream::Upstreams;
+use crate::proxy::resilience::breaker::{BreakerStatus, Breakers};
+use crate::proxy::upstream::{Provider, Upstreams};
 use crate::store::Store;
 use crate::telemetry::Traces;
 use crate::telemetry::metrics::Metrics;
@@ -92,6 +92,20 @@ pub struct AppInner {
     pub flights: Arc<flight::Flights>,
     /// OpenTelemetry traces (`[telemetry]`); off unless an endpoint is configured.
     pub traces: Traces,
+}
+
+impl AppInner {
+    /// Each provider with the state of its provider-wide breaker (`closed` until it has one),
+    /// for `/admin/health` and the dashboard.
+    pub fn providers_with_breakers<'a>(
+        &'a self,
+        breakers: &'a [BreakerStatus],
+    ) -> impl Iterator<Item = (&'a Provider, &'static str)> + 'a {
+        self.upstreams
+            .providers
+            .iter()
+            .map(|p| (p, breakers.iter().find(|b| b.key == p.name()).map_or("closed", |b| b.state.as_str())))
+    }
 }
 
 #[derive(Clone)]
@@ -216,13 +230,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn health(State(state): State<AppState>) -> Response {
     let breakers = state.breakers.statuses();
     let providers: Vec<_> = state
-        .upstreams
-        .providers
-        .iter()
-        .map(|p| {
-            let state = breakers.iter().find(|b| b.key == p.name()).map_or("closed", |b| b.state.as_str());
-            json!({"name": p.name(), "api": p.config.api, "base_url": p.config.base_url, "breaker": state})
-        })
+        .providers_with_breakers(&breakers)
+        .map(|(p, state)| json!({"name": p.name(), "api": p.config.api, "base_url": p.config.base_url, "breaker": state}))
         .collect();
     let body = json!({"status": "ok", "providers": providers, "breakers": breakers, "store": state.store.stats()});
     ([("content-type", "application/json")], body.to_string()).into_response()

@@ -34,6 +34,7 @@ mod open;
 mod options;
 pub mod record;
 mod shared;
+pub mod trail_cell;
 mod verify;
 mod write;
 

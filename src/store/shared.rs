@@ -88,7 +88,7 @@ impl Store {
     }
 
     /// The access trail of a shared store, kept in Redis beside it.
-    pub fn shared_trail(&self) -> Option<Arc<dyn crate::ops::audit::trail::TrailCell>> {
+    pub fn shared_trail(&self) -> Option<Arc<dyn crate::store::trail_cell::TrailCell>> {
         let backend = self.shared.clone()?;
         Some(Arc::new(super::engine::RedisTrailCell(backend)))
     }

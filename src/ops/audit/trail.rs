@@ -72,6 +72,7 @@ pub use writer::{Action, Recovery, Trail, append_shared};
 
 use crate::secret::SecretKey;
 use crate::store::durable::write_atomically;
+pub use crate::store::trail_cell::{TrailCell, TrailContents};
 
 /// What the first entry's `prev` hashes (under the trail key).
 const GENESIS: &[u8] = b"holdfast trail genesis";
@@ -224,23 +225,6 @@ fn head_text(key: &SecretKey, seq: u64, link: &Hash) -> String {
 
 fn write_head(path: &Path, key: &SecretKey, seq: u64, link: &Hash) -> Result<(), TrailError> {
     write_atomically(path, head_text(key, seq, link).as_bytes()).map_err(io_error("write", path))
-}
-
-/// Every line of a shared trail, in order, and its head.
-pub type TrailContents = (Vec<Vec<u8>>, Option<Vec<u8>>);
-
-/// A trail kept in a shared store (Redis) rather than in files: one element per line and the
-/// head beside it. Several processes append at once, so an append is a compare-and-swap on
-/// the number of lines: each entry is chained to the one it was computed from, or retried.
-pub trait TrailCell: Send + Sync {
-    /// Where it is, for messages.
-    fn describe(&self) -> String;
-    /// How many lines there are, and the last one.
-    fn tail(&self) -> Result<(u64, Option<Vec<u8>>), String>;
-    /// Appends `line` and replaces the head with `head` if there are still `len` lines.
-    fn append(&self, len: u64, line: &[u8], head: &[u8]) -> Result<bool, String>;
-    /// Every line, in order, and the head.
-    fn all(&self) -> Result<TrailContents, String>;
 }
 
 fn cell_error(cell: &dyn TrailCell, action: &'static str, reason: String) -> TrailError {

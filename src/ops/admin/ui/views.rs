@@ -38,11 +38,8 @@ pub async fn now(State(d): State<Arc<Dashboard>>, headers: HeaderMap) -> ViewRes
     let breakers = live.observe();
     let proxy = &live.proxy;
     let providers: Vec<Value> = proxy
-        .upstreams
-        .providers
-        .iter()
-        .map(|p| {
-            let state = breakers.iter().find(|b| b.key == p.name()).map_or("closed", |b| b.state.as_str());
+        .providers_with_breakers(&breakers)
+        .map(|(p, state)| {
             json!({"name": p.name(), "api": p.config.api, "base_url": p.config.base_url,
                    "models": p.config.models, "breaker": state})
         })

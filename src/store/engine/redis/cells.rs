@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{RedisBackend, SCAN_TIMEOUT};
-use crate::ops::audit::trail::TrailContents;
 use crate::store::engine::Result;
+use crate::store::trail_cell::{TrailCell, TrailContents};
 
 impl RedisBackend {
     /// Compare-and-swap on one named key (the keyring); see `SWAP_SCRIPT`.
@@ -76,7 +76,7 @@ impl crate::store::keyring::KeyringCell for RedisKeyringCell {
 /// The access trail kept in Redis at `<prefix>trail` and `<prefix>trail:head`.
 pub struct RedisTrailCell(pub Arc<RedisBackend>);
 
-impl crate::ops::audit::trail::TrailCell for RedisTrailCell {
+impl TrailCell for RedisTrailCell {
     fn describe(&self) -> String {
         format!("{} key {}trail", self.0.location(), self.0.prefix)
     }
