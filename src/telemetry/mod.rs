@@ -1,6 +1,8 @@
-//! What Holdfast tells operators about itself besides `/metrics`: logs (`tracing` to standard
-//! error, as text for people or JSON for pipelines) and OpenTelemetry traces.
+//! What Holdfast tells operators about itself: `/metrics`, the dashboard's recent rates, logs
+//! (`tracing` to standard error, as text for people or JSON for pipelines) and OpenTelemetry.
 //!
+//! - `metrics`: the counters and histograms, rendered as Prometheus text for `/metrics`.
+//! - `rates`: requests per second by cache result over the last hour, and the outage clock.
 //! - `spans`: the spans of one request and what they may carry; `traceparent` in and out.
 //! - `export`: the OTLP/HTTP pipeline behind them (`[telemetry]`).
 
