@@ -41,6 +41,7 @@ struct Cli {
     #[arg(long, global = true, env = "HOLDFAST_SERVER", value_name = "URL")]
     server: Option<String>,
 
+    // The command to run. A `///` here would become clap help text, so this stays `//`.
     #[command(subcommand)]
     command: Command,
 }

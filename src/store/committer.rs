@@ -51,11 +51,13 @@ struct State {
 
 /// The writers' side of the committer; the thread's side is `run`.
 pub struct Committer {
+    /// Which writes are written, durable or failed, and whether to stop.
     state: Mutex<State>,
     /// Signals the thread that a write is waiting (or that it should stop).
     work: Condvar,
     /// Signals writers that a flush finished (well or not).
     flushed: Condvar,
+    /// `durable` (writers wait for the fsync) or `relaxed` (a flush every interval).
     mode: Durability,
 }
 

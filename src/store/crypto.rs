@@ -25,7 +25,9 @@ pub const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 /// A data key ready to use: the AES key schedule and GHASH key are computed once, at unlock,
 /// never per request.
 pub struct DataKey {
+    /// The key's number in the keyring, written into every envelope it seals.
     pub id: u32,
+    /// The expanded AES-256-GCM key.
     cipher: Aes256Gcm,
 }
 

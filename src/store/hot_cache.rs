@@ -51,8 +51,11 @@ impl Default for HotCacheLimits {
 
 /// A sealed entry as Redis returned it, and when it was read.
 struct Cached {
+    /// The sealed record, as Redis holds it.
     value: Vec<u8>,
+    /// The sealed bookkeeping beside it.
     meta: Vec<u8>,
+    /// When it was read, for `max_age`.
     read_at: Instant,
     /// Its place in `Entries::order`, so a stale queue slot (the entry was replaced) is told apart.
     seq: u64,
@@ -66,23 +69,30 @@ impl Cached {
 
 #[derive(Default)]
 struct Entries {
+    /// The cached entries by address.
     map: HashMap<Address, Cached>,
     /// Insertion order, oldest first: entries leave in this order when over budget, which with
     /// a short maximum age is the same as least recently read from Redis.
     order: VecDeque<(Address, u64)>,
+    /// What the entries cost in memory, against `limits.bytes`.
     bytes: usize,
+    /// The `seq` the next cached entry gets.
     next_seq: u64,
 }
 
 /// When a Redis read began, for `HotCache::admit`.
 #[derive(Clone, Copy)]
 pub struct ReadStart {
+    /// `HotCache::epoch` when the read began.
     epoch: u64,
+    /// When the read began: an entry is as old as its read.
     at: Instant,
 }
 
 pub struct HotCache {
+    /// The memory budget and the maximum age (`store.hot_cache_*`).
     limits: HotCacheLimits,
+    /// The entries and their order, behind one lock held only for a map operation.
     entries: Mutex<Entries>,
     /// Bumped by every local invalidation. A lookup notes it before reading Redis and admits
     /// its answer only if it is unchanged: an answer read before a local delete or write must

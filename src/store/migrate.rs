@@ -12,9 +12,13 @@ use super::layout::{FORMAT_VERSION, Found, Layout};
 
 /// What `migrate` found and did.
 pub struct MigrationReport {
+    /// The store directory migrated.
     pub path: PathBuf,
+    /// The format version the store had.
     pub found: u32,
+    /// The format version this build writes.
     pub current: u32,
+    /// Nothing was changed: `steps` lists what would be applied.
     pub dry_run: bool,
     /// Steps applied (or, in a dry run, that would be), as `NNNN_name`.
     pub steps: Vec<&'static str>,

@@ -48,6 +48,7 @@ pub struct StoredResponse {
     pub status: u16,
     /// The provider's `content-type`, replayed as is.
     pub content_type: String,
+    /// The answer: one JSON body or the stream's events, byte-exact.
     pub body: ResponseBody,
 }
 
@@ -75,7 +76,9 @@ impl ResponseBody {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompt, as the provider counted them.
     pub input_tokens: u64,
+    /// Tokens of the answer.
     pub output_tokens: u64,
 }
 
