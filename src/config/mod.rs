@@ -252,7 +252,7 @@ mod tests {
     /// The commented example operators copy must stay valid as the configuration evolves.
     #[test]
     fn holdfast_example_toml_is_valid() {
-        let example = Config::parse(include_str!("../holdfast.example.toml")).unwrap();
+        let example = Config::parse(include_str!("../../holdfast.example.toml")).unwrap();
         example.validate().unwrap();
         assert!(example.providers.len() >= 3, "the example shows several providers");
     }
